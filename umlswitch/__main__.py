@@ -1,0 +1,118 @@
+"""The ``umlswitch`` command: parse argv, set up logging, bind, optionally daemonize, run.
+
+Exit status: 0 after a clean shutdown, 1 when the switch cannot start (one line on stderr says
+why and what to do), 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import logging.handlers
+import os
+import sys
+
+import trio
+
+from umlswitch import daemon
+from umlswitch.config import SwitchConfig, parse_args
+
+LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
+
+
+def setup_logging(config: SwitchConfig) -> None:
+    """Log to stdout (as uml_switch does), to --log-file, or to syslog under -daemon."""
+    handler: logging.Handler
+    fmt = LOG_FORMAT
+    if config.log_file:
+        handler = logging.FileHandler(config.log_file)
+    elif config.daemon:
+        if os.path.exists("/dev/log"):
+            handler = logging.handlers.SysLogHandler("/dev/log")
+            fmt = "umlswitch[%(process)d]: %(levelname)s: %(message)s"
+        else:
+            print(
+                "umlswitch: warning: no syslog socket (/dev/log); under -daemon the log is "
+                "discarded; use --log-file FILE to keep it",
+                file=sys.stderr,
+            )
+            handler = logging.NullHandler()
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+def daemonize() -> int:
+    """Detach from the terminal (fork, setsid, fork); return a fd to write b"1" on once ready.
+
+    The original process waits for that byte and exits 0, or exits 1 if the daemon died first.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        ready = os.read(read_end, 1)
+        os._exit(0 if ready == b"1" else 1)
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return write_end
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    if config.daemon:
+        config = config.absolute()
+    try:
+        setup_logging(config)
+    except OSError as exc:
+        print(
+            f"umlswitch: cannot open log file '{config.log_file}': {exc.strerror}", file=sys.stderr
+        )
+        return 1
+    try:
+        sockets = daemon.bind_sockets(config)
+    except daemon.StartupError as exc:
+        print(f"umlswitch: {exc}", file=sys.stderr)
+        return 1
+    ready_fd: int | None = None
+    if config.daemon:
+        ready_fd = daemonize()
+
+    async def run_switch() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(daemon.serve, config, sockets=sockets))
+            if ready_fd is not None:
+                os.write(ready_fd, b"1")
+                os.close(ready_fd)
+
+    failed: list[daemon.StartupError] = []
+    try:
+        trio.run(run_switch)
+    except* daemon.StartupError as group:
+        failed.extend(e for e in group.exceptions if isinstance(e, daemon.StartupError))
+    finally:
+        sockets.unlink_created()  # already done on a clean exit; this covers a crash
+    for error in failed:
+        print(f"umlswitch: {error}", file=sys.stderr)
+        logging.getLogger("umlswitch").error("%s", error)
+    return 1 if failed else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

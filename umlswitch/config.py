@@ -1,0 +1,224 @@
+"""Command-line parsing: argv -> SwitchConfig. Pure: no I/O besides argparse's own output.
+
+Every Debian ``uml_switch`` command line works unchanged (``-unix CTL [DATA]``, ``-hub``,
+``-tap DEV``, ``-daemon``, ``-compat-v0``, in any order), and each option has a ``--long`` spelling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import NoReturn
+
+from umlswitch import __version__
+from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
+from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
+
+DEFAULT_CONTROL = "/tmp/uml.ctl"
+DEFAULT_COMPAT_DATA = "/tmp/uml.data"
+DEBIAN_UML_CONTROL = "/var/run/uml-utilities/uml_switch.ctl"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class SwitchConfig:
+    """Everything the daemon needs to know, as given on the command line."""
+
+    control_path: str = DEFAULT_CONTROL
+    data_path: str | None = None
+    hub: bool = False
+    taps: tuple[str, ...] = ()
+    daemon: bool = False
+    compat_v0: bool = False
+    pidfile: str | None = None
+    aging: float = DEFAULT_AGING
+    max_macs: int = DEFAULT_MAX_ENTRIES
+    max_macs_per_port: int | None = None
+    max_frame: int = DEFAULT_MAX_FRAME
+    handshake_timeout: float = 5.0
+    log_level: str = "info"
+    log_file: str | None = None
+
+    def absolute(self) -> SwitchConfig:
+        """The same config with every path made absolute (before -daemon changes to /)."""
+
+        def fix(path: str | None) -> str | None:
+            return None if path is None else os.path.abspath(path)
+
+        return SwitchConfig(
+            **{
+                **self.__dict__,
+                "control_path": os.path.abspath(self.control_path),
+                "data_path": fix(self.data_path),
+                "pidfile": fix(self.pidfile),
+                "log_file": fix(self.log_file),
+            }
+        )
+
+
+DESCRIPTION = """\
+A virtual ethernet switch for User-Mode-Linux guests (eth0=daemon) and anything else that
+speaks the uml_switch or vde_switch control protocol. A drop-in replacement for uml_switch."""
+
+EPILOG = f"""\
+attach a UML guest:   linux ... eth0=daemon,,unix,{DEFAULT_CONTROL}
+Debian's UML kernel defaults to {DEBIAN_UML_CONTROL}:
+                      umlswitch -unix {DEBIAN_UML_CONTROL}
+
+Signals: SIGINT and SIGTERM exit cleanly and remove the sockets. When stdin is a terminal or a
+pipe, EOF on it exits too; stdin that is /dev/null or a file is ignored."""
+
+USAGE = (
+    "umlswitch [-unix CTL [DATA]] [-hub] [-tap DEV] [-daemon] [-compat-v0] [--pidfile FILE]\n"
+    "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"umlswitch: error: {message} (see 'umlswitch --help')\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _frame_size(text: str) -> int:
+    value = _count(text)
+    if not 64 <= value <= MAX_MAX_FRAME:
+        raise argparse.ArgumentTypeError(f"must be from 64 to {MAX_MAX_FRAME} bytes: {text!r}")
+    assert value > ETH_HEADER_LEN
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="umlswitch",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "-unix",
+        "--unix",
+        nargs="+",
+        metavar=("CTL", "DATA"),
+        help=f"control socket path (default {DEFAULT_CONTROL}); an optional second path names a "
+        "shared data socket for v0 clients, as uml_switch's -compat-v0 form",
+    )
+    p.add_argument("-hub", "--hub", action="store_true", help="be a hub: flood every frame")
+    p.add_argument(
+        "-tap",
+        "--tap",
+        action="append",
+        default=[],
+        metavar="DEV",
+        help="bridge to the preconfigured tap device DEV",
+    )
+    p.add_argument(
+        "-daemon",
+        "--daemon",
+        action="store_true",
+        help="detach from the terminal and run in the background (logs go to --log-file or syslog)",
+    )
+    p.add_argument(
+        "-compat-v0",
+        "--compat-v0",
+        action="store_true",
+        help=f"serve v0 clients on a shared data socket (default {DEFAULT_COMPAT_DATA})",
+    )
+    p.add_argument("--pidfile", metavar="FILE", help="write the switch's pid to FILE")
+    p.add_argument(
+        "--aging",
+        type=_positive_float,
+        default=DEFAULT_AGING,
+        metavar="SECONDS",
+        help=f"forget a MAC address not seen for SECONDS (default {DEFAULT_AGING:g})",
+    )
+    p.add_argument(
+        "--max-macs",
+        type=_count,
+        default=DEFAULT_MAX_ENTRIES,
+        metavar="N",
+        help=f"bound of the MAC table (default {DEFAULT_MAX_ENTRIES}); when full, the port "
+        "holding the most addresses loses its oldest one",
+    )
+    p.add_argument(
+        "--max-macs-per-port",
+        type=_count,
+        metavar="N",
+        help="bound of the addresses learned on one port (default: only --max-macs)",
+    )
+    p.add_argument(
+        "--max-frame",
+        type=_frame_size,
+        default=DEFAULT_MAX_FRAME,
+        metavar="BYTES",
+        help=f"largest frame forwarded, header included (default {DEFAULT_MAX_FRAME}, "
+        f"up to {MAX_MAX_FRAME} for jumbo frames); larger ones are dropped and counted",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a control connection that sends no complete request in time (default 5)",
+    )
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
+    )
+    p.add_argument("--log-file", metavar="FILE", help="append log lines to FILE")
+    p.add_argument("--version", action="version", version=f"umlswitch {__version__}")
+    return p
+
+
+def parse_args(argv: list[str]) -> SwitchConfig:
+    """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    unix: list[str] | None = ns.unix
+    if unix is not None and len(unix) > 2:
+        parser.error(f"-unix takes a control path and an optional data path, not {len(unix)}")
+    control_path = unix[0] if unix else DEFAULT_CONTROL
+    data_path = unix[1] if unix and len(unix) == 2 else None
+    if ns.compat_v0 and data_path is None:
+        data_path = DEFAULT_COMPAT_DATA
+    if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
+        parser.error("the data socket path must differ from the control socket path")
+    return SwitchConfig(
+        control_path=control_path,
+        data_path=data_path,
+        hub=ns.hub,
+        taps=tuple(ns.tap),
+        daemon=ns.daemon,
+        compat_v0=ns.compat_v0,
+        pidfile=ns.pidfile,
+        aging=ns.aging,
+        max_macs=ns.max_macs,
+        max_macs_per_port=ns.max_macs_per_port,
+        max_frame=ns.max_frame,
+        handshake_timeout=ns.handshake_timeout,
+        log_level=ns.log_level,
+        log_file=ns.log_file,
+    )

@@ -1,0 +1,214 @@
+"""The Fabric: the set of attached ports and the hub/switch decision for every frame.
+
+Ports are anything with an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; the
+fabric never touches a socket. An ingress loop hands each received frame to ``forward``, which
+checks its size, learns its source (switch mode), picks the egress ports and calls their
+``send_nowait`` directly: no task switch and no queue per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from typing import Protocol
+
+from umlswitch import counters
+from umlswitch.counters import PortStats
+from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
+from umlswitch.fabric.mactable import Learned, MacTable
+from umlswitch.ratelog import RateLimitedLog
+
+log = logging.getLogger("umlswitch.fabric")
+
+
+class FabricPort(Protocol):
+    """What the fabric needs of a port."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stats(self) -> PortStats: ...
+
+    def send_nowait(self, frame: bytes | memoryview) -> None:
+        """Queue ``frame`` in the kernel or drop and count it; never block, never raise."""
+
+
+class PortNumberTaken(Exception):
+    """A client asked for a port number that is already in use."""
+
+
+class Fabric:
+    """Attached ports plus the forwarding decision (hub or learning switch)."""
+
+    def __init__(
+        self,
+        *,
+        hub: bool = False,
+        table: MacTable | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        now: float = 0.0,
+    ) -> None:
+        self.hub = hub
+        self.table = table if table is not None else MacTable()
+        self.max_frame = max_frame
+        self.now = now  # the coarse clock: set by tick(), read on the hot path
+        self.events: Counter[str] = Counter()
+        self._ports: dict[int, FabricPort] = {}
+        self._flood: dict[int, tuple[FabricPort, ...]] = {}
+        self._ratelog = RateLimitedLog(log)
+
+    # --- ports -----------------------------------------------------------------------------
+
+    @property
+    def ports(self) -> dict[int, FabricPort]:
+        return self._ports
+
+    def allocate_id(self, requested: int | None = None) -> int:
+        """A free port number: ``requested`` if free, else the lowest free one from 1."""
+        if requested is not None:
+            if requested in self._ports:
+                raise PortNumberTaken(f"port {requested} is already in use")
+            return requested
+        number = 1
+        while number in self._ports:
+            number += 1
+        return number
+
+    def attach(self, port: FabricPort) -> None:
+        if port.id in self._ports:
+            raise PortNumberTaken(f"port {port.id} is already in use")
+        self._ports[port.id] = port
+        self._flood.clear()
+
+    def detach(self, port_id: int) -> int:
+        """Remove a port and forget its MAC entries; return how many entries were forgotten."""
+        self._ports.pop(port_id, None)
+        self._flood.clear()
+        return self.table.forget_port(port_id)
+
+    def set_hub(self, hub: bool) -> None:
+        self.hub = hub
+        if hub:
+            self.table.flush()
+
+    # --- time --------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Advance the coarse clock and expire old MAC entries."""
+        self.now = now
+        for mac, port in self.table.expire(now):
+            self.events[counters.MAC_EXPIRED] += 1
+            log.debug("port %d: %s expired", port, format_mac(mac))
+
+    # --- forwarding --------------------------------------------------------------------------
+
+    def flood_set(self, ingress_id: int) -> tuple[FabricPort, ...]:
+        """Every port but the ingress one (cached until the next attach or detach)."""
+        ports = self._flood.get(ingress_id)
+        if ports is None:
+            ports = self._flood[ingress_id] = tuple(
+                p for pid, p in self._ports.items() if pid != ingress_id
+            )
+        return ports
+
+    def egress(self, ingress: FabricPort, frame: bytes | memoryview) -> Iterable[FabricPort]:
+        """The ports ``frame`` goes to, or () with the drop counted on ``ingress``."""
+        size = len(frame)
+        if size < ETH_HEADER_LEN:
+            self._drop(ingress, counters.RUNT, size)
+            return ()
+        if size > self.max_frame:
+            self._drop(ingress, counters.GIANT, size)
+            return ()
+        if frame[6] & 1:
+            self._drop(ingress, counters.GROUP_SOURCE, size)
+            return ()
+        ingress_id = ingress.id
+        if self.hub:
+            return self.flood_set(ingress_id)
+        src = bytes(frame[6:12])
+        learned = self.table.learn(src, ingress_id, self.now)
+        if learned is not Learned.REFRESHED:
+            self._note_learning(learned, src, ingress)
+        if frame[0] & 1:
+            return self.flood_set(ingress_id)
+        out = self.table.lookup(bytes(frame[0:6]))
+        if out is None:
+            return self.flood_set(ingress_id)
+        if out == ingress_id:
+            ingress.stats.drops[counters.SAME_PORT] += 1
+            return ()
+        port = self._ports.get(out)
+        if port is None:  # cannot happen while detach() forgets entries; be safe anyway
+            return self.flood_set(ingress_id)
+        return (port,)
+
+    def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
+        """Account ``frame`` on ``ingress`` and send it to its egress ports."""
+        stats = ingress.stats
+        stats.rx_frames += 1
+        stats.rx_bytes += len(frame)
+        for port in self.egress(ingress, frame):
+            port.send_nowait(frame)
+
+    def reject(self, ingress: FabricPort, reason: str, size: int) -> None:
+        """Count (and log, rate-limited) a frame from ``ingress`` dropped before forwarding."""
+        ingress.stats.rx_frames += 1
+        ingress.stats.rx_bytes += size
+        self._drop(ingress, reason, size)
+
+    def _drop(self, ingress: FabricPort, reason: str, size: int) -> None:
+        ingress.stats.drops[reason] += 1
+        self._ratelog.warning(
+            f"{reason}:{ingress.id}",
+            "port %d (%s): dropped %s frame of %d bytes (max %d)",
+            ingress.id,
+            ingress.name,
+            reason,
+            size,
+            self.max_frame,
+        )
+
+    def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
+        mac = format_mac(src)
+        if learned is Learned.NEW:
+            log.info("port %d (%s): learned %s", ingress.id, ingress.name, mac)
+        elif learned is Learned.NEW_EVICTING:
+            self.events[counters.MAC_EVICTED] += 1
+            evicted = self.table.last_evicted
+            assert evicted is not None
+            self._ratelog.warning(
+                f"evict:{ingress.id}",
+                "port %d (%s): learned %s; MAC table full (%d), evicted %s from port %d",
+                ingress.id,
+                ingress.name,
+                mac,
+                len(self.table),
+                format_mac(evicted[0]),
+                evicted[1],
+            )
+        elif learned is Learned.MOVED:
+            self.events[counters.MAC_MOVED] += 1
+            log.info(
+                "port %d (%s): %s moved here from port %s",
+                ingress.id,
+                ingress.name,
+                mac,
+                self.table.last_moved_from,
+            )
+        elif learned is Learned.HELD:
+            self.events[counters.MAC_MOVE_HELD] += 1
+            self._ratelog.warning(
+                f"held:{ingress.id}",
+                "port %d (%s): %s is on port %s and was seen there within %.1f s; not moved",
+                ingress.id,
+                ingress.name,
+                mac,
+                self.table.lookup(src),
+                self.table.hold_down,
+            )

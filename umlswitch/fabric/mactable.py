@@ -1,0 +1,186 @@
+"""The learning switch's MAC table: which port each source address was last seen on.
+
+Rules (after OVS ``lib/mac-learning.h``):
+
+* **Learning.** A frame's source address is learned on its ingress port. Group addresses
+  (broadcast, multicast: bit 0 of the first octet) are never learned.
+* **Aging.** An entry not refreshed for ``aging`` seconds is expired by ``expire(now)``, which the
+  daemon calls from a ticker. Refreshing costs a dict lookup and, at most once per clock tick, a
+  move to the end of its port's LRU list, so each port's list is ordered oldest first.
+* **Size bound.** The table never holds more than ``max_entries`` addresses, and never more than
+  ``max_per_port`` on one port. When a new address would exceed a bound, the *oldest entry of
+  the port holding the most entries* is evicted (for the per-port bound: the learning port's own
+  oldest).
+  A single port flooding random source addresses therefore ends up evicting only its own entries
+  once it is the largest, and cannot push everybody else's out.
+* **Move hold-down.** An address seen on one port within the last ``hold_down`` seconds is not
+  moved to another port: the frame is still forwarded, the move is refused and counted. After the
+  hold-down a move is learned at once, so a guest that really moved is followed.
+* **Detach.** ``forget_port`` drops every entry of a port, so no frame is sent after a detach to
+  a port that no longer exists (or to the next client given the same port number).
+
+Time is always a parameter (seconds, any monotonic origin); this module never reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+DEFAULT_AGING = 300.0  # seconds, as the Linux bridge and OVS
+DEFAULT_MAX_ENTRIES = 8192
+DEFAULT_HOLD_DOWN = 1.0  # seconds
+
+
+class Learned(enum.Enum):
+    """What ``MacTable.learn`` did with a source address."""
+
+    REFRESHED = "refreshed"  # already known on this port
+    NEW = "new"  # first seen
+    NEW_EVICTING = "new_evicting"  # first seen; another entry was evicted for it (see last_evicted)
+    MOVED = "moved"  # moved from another port (see last_moved_from)
+    HELD = "held"  # seen on another port within the hold-down: not moved
+    IGNORED = "ignored"  # a group address: never learned
+
+
+class _Entry:
+    __slots__ = ("port", "seen")
+
+    def __init__(self, port: int, seen: float) -> None:
+        self.port = port
+        self.seen = seen
+
+
+@dataclass(frozen=True)
+class MacEntryView:
+    """A read-only snapshot of one table entry, for listings."""
+
+    mac: bytes
+    port: int
+    age: float
+
+
+class MacTable:
+    """A bounded, aging MAC table with fair eviction. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        aging: float = DEFAULT_AGING,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_per_port: int | None = None,
+        hold_down: float = DEFAULT_HOLD_DOWN,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        if max_per_port is not None and max_per_port < 1:
+            raise ValueError("max_per_port must be at least 1")
+        self.aging = aging
+        self.max_entries = max_entries
+        self.max_per_port = max_per_port
+        self.hold_down = hold_down
+        self._entries: dict[bytes, _Entry] = {}
+        self._by_port: dict[int, OrderedDict[bytes, _Entry]] = {}
+        self.last_evicted: tuple[bytes, int] | None = None
+        self.last_moved_from: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, mac: bytes) -> int | None:
+        """The port ``mac`` was learned on, or None."""
+        entry = self._entries.get(mac)
+        return None if entry is None else entry.port
+
+    def count(self, port: int) -> int:
+        lru = self._by_port.get(port)
+        return 0 if lru is None else len(lru)
+
+    def learn(self, mac: bytes, port: int, now: float) -> Learned:
+        """Record that ``mac`` was seen as a source on ``port`` at time ``now``."""
+        entry = self._entries.get(mac)
+        if entry is not None and entry.port == port:
+            if entry.seen != now:
+                entry.seen = now
+                self._by_port[port].move_to_end(mac)
+            return Learned.REFRESHED
+        if mac[0] & 1:
+            return Learned.IGNORED
+        if entry is not None:
+            if now - entry.seen < self.hold_down:
+                return Learned.HELD
+            old_port = entry.port
+            self._remove(mac, old_port)
+            self._insert(mac, port, now)
+            self.last_moved_from = old_port
+            return Learned.MOVED
+        evicted = self._make_room(port)
+        self._insert(mac, port, now)
+        return Learned.NEW_EVICTING if evicted else Learned.NEW
+
+    def expire(self, now: float) -> list[tuple[bytes, int]]:
+        """Remove the entries older than ``aging``; return them as (mac, port) pairs."""
+        expired: list[tuple[bytes, int]] = []
+        limit = now - self.aging
+        for port, lru in list(self._by_port.items()):
+            while lru:
+                mac, entry = next(iter(lru.items()))
+                if entry.seen > limit:
+                    break
+                del lru[mac]
+                del self._entries[mac]
+                expired.append((mac, port))
+            if not lru:
+                del self._by_port[port]
+        return expired
+
+    def forget_port(self, port: int) -> int:
+        """Remove every entry learned on ``port``; return how many there were."""
+        lru = self._by_port.pop(port, None)
+        if lru is None:
+            return 0
+        for mac in lru:
+            del self._entries[mac]
+        return len(lru)
+
+    def flush(self) -> int:
+        count = len(self._entries)
+        self._entries.clear()
+        self._by_port.clear()
+        return count
+
+    def entries(self, now: float) -> Iterator[MacEntryView]:
+        for mac, entry in self._entries.items():
+            yield MacEntryView(mac, entry.port, now - entry.seen)
+
+    def _insert(self, mac: bytes, port: int, now: float) -> None:
+        entry = _Entry(port, now)
+        self._entries[mac] = entry
+        lru = self._by_port.get(port)
+        if lru is None:
+            lru = self._by_port[port] = OrderedDict()
+        lru[mac] = entry
+
+    def _remove(self, mac: bytes, port: int) -> None:
+        del self._entries[mac]
+        lru = self._by_port[port]
+        del lru[mac]
+        if not lru:
+            del self._by_port[port]
+
+    def _make_room(self, port: int) -> bool:
+        """Evict one entry if learning a new address on ``port`` would break a bound."""
+        victim_port: int | None = None
+        if self.max_per_port is not None and self.count(port) >= self.max_per_port:
+            victim_port = port
+        elif len(self._entries) >= self.max_entries:
+            # The largest port loses its oldest entry; on a tie, the learning port itself.
+            victim_port = max(self._by_port, key=lambda p: (len(self._by_port[p]), p == port))
+        if victim_port is None:
+            return False
+        mac = next(iter(self._by_port[victim_port]))
+        self._remove(mac, victim_port)
+        self.last_evicted = (mac, victim_port)
+        return True

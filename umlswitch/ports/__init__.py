@@ -1,0 +1,1 @@
+"""Port kinds: each module turns OS objects into "frames in, frames out" for the fabric."""

@@ -1,0 +1,99 @@
+"""The port interface shared by every port kind, and the batched datagram ingress loop.
+
+A port has an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; that is all the
+fabric sees (as vde's ``port.h``: a sender and a delete hook). Ingress is one task per port that
+waits for readability once and then drains the socket with non-blocking reads, handing each frame
+to the fabric: no per-frame ``await`` and no per-frame allocation beyond a memoryview slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+
+from umlswitch import counters
+from umlswitch.counters import PortStats
+from umlswitch.fabric.fabric import Fabric
+from umlswitch.ratelog import RateLimitedLog
+
+log = logging.getLogger("umlswitch.ports")
+ratelog = RateLimitedLog(log)
+
+# Frames read per wakeup before the ingress task goes back to the scheduler, so that one busy port
+# cannot starve the others.
+BATCH = 64
+
+
+class PortClosed(Exception):
+    """The port's peer is gone; the port must be detached."""
+
+
+class Port:
+    """Base for ports whose egress is one datagram per frame on a socket."""
+
+    def __init__(self, port_id: int, name: str) -> None:
+        self.id = port_id
+        self.name = name
+        self.stats = PortStats()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.name}>"
+
+    def _send(self, frame: bytes | memoryview) -> None:
+        raise NotImplementedError
+
+    def send_nowait(self, frame: bytes | memoryview) -> None:
+        try:
+            self._send(frame)
+        except OSError as exc:
+            self.count_send_error(exc)
+            return
+        self.stats.tx_frames += 1
+        self.stats.tx_bytes += len(frame)
+
+    def count_send_error(self, exc: OSError) -> None:
+        """A full receiver queue is a silent, counted drop; anything else is logged too."""
+        if isinstance(exc, BlockingIOError):
+            self.stats.drops[counters.EGRESS_FULL] += 1
+            return
+        self.stats.drops[counters.EGRESS_ERROR] += 1
+        ratelog.warning(
+            f"egress:{self.id}",
+            "port %d (%s): send failed: %s",
+            self.id,
+            self.name,
+            exc.strerror or exc,
+        )
+
+
+async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
+    """Forward every datagram ``sock`` receives as a frame from ``port``; runs until cancelled."""
+    max_frame = fabric.max_frame
+    buf = bytearray(max_frame + 1)
+    view = memoryview(buf)
+    recv_into = sock.recv_into
+    forward = fabric.forward
+    trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        for _ in range(BATCH):
+            try:
+                size = recv_into(buf, 0, trunc)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                port.stats.drops[counters.RECEIVE_ERROR] += 1
+                ratelog.warning(
+                    f"recv:{port.id}",
+                    "port %d (%s): receive failed: %s",
+                    port.id,
+                    port.name,
+                    exc.strerror or exc,
+                )
+                break
+            if size > max_frame:
+                fabric.reject(port, counters.GIANT, size)
+            else:
+                forward(port, view[:size])

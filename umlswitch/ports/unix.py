@@ -1,0 +1,348 @@
+"""Unix-socket ports: the control listener and the data sockets of attached clients.
+
+Every client that completes a v1/v3 handshake gets its own SOCK_DGRAM socket, bound to a fresh
+abstract name (the full 108 bytes, zero-padded, as UML sends with the full sockaddr length) and
+**connected to the client's own address before the reply**, so the kernel delivers to it only what
+that client sends. v0 clients (and the ``-unix CTL DATA`` form) share one data socket on which
+senders are identified by their full address; datagrams from unregistered senders are dropped and
+counted, never flooded. A port lives as long as its control connection: EOF or any byte on it
+detaches the port and forgets its MAC entries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+import trio
+
+from umlswitch import counters
+from umlswitch.fabric.fabric import Fabric, PortNumberTaken
+from umlswitch.ports import control
+from umlswitch.ports.base import BATCH, Port, pump_datagrams, ratelog
+from umlswitch.ports.control import NeedMore, Request, RequestDecoder, RequestError
+
+log = logging.getLogger("umlswitch.unix")
+
+# After a request that may still be growing (a vde description), wait this long for more bytes.
+QUIET_PERIOD = 0.05
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+# The kernel's default send buffer lets a fast sender overrun a slow receiver's 10-datagram queue;
+# the receive side gets a larger buffer so a burst from a guest is not lost while we run.
+RCVBUF = 1 << 20
+
+
+@dataclass(frozen=True)
+class PeerCred:
+    pid: int
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"pid={self.pid} uid={self.uid}"
+
+
+def peer_cred(sock: trio.socket.SocketType | socket.socket) -> PeerCred:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCred(pid, uid, gid)
+
+
+def describe_address(address: bytes | str) -> str:
+    """A readable form of a unix address: ``@name`` for abstract ones (garbage shown as hex)."""
+    if isinstance(address, str):
+        return address
+    name = address[1:].rstrip(b"\0")
+    if name.isascii() and name.decode("ascii").isprintable():
+        return "@" + name.decode("ascii")
+    return "@" + name[:16].hex() + ("…" if len(name) > 16 else "")
+
+
+_name_counter = itertools.count(1)
+
+
+def abstract_name(tag: str) -> bytes:
+    """A fresh 108-byte abstract socket name (leading NUL, zero padding to the full length)."""
+    name = f"\0umlswitch-{os.getpid()}-{tag}-{next(_name_counter)}".encode()
+    return name.ljust(control.SUN_PATH_LEN, b"\0")
+
+
+class ClientPort(Port):
+    """A client with its own data socket, connected to the client's address."""
+
+    def __init__(self, port_id: int, name: str, sock: socket.socket) -> None:
+        super().__init__(port_id, name)
+        self.sock = sock
+        self._send_raw = sock.send
+
+    def _send(self, frame: bytes | memoryview) -> None:
+        self._send_raw(frame)
+
+    def send_nowait(self, frame: bytes | memoryview) -> None:
+        # The hot path: the base class's version inlined for the common case.
+        try:
+            self._send_raw(frame)
+        except OSError as exc:
+            self.count_send_error(exc)
+            return
+        self.stats.tx_frames += 1
+        self.stats.tx_bytes += len(frame)
+
+    async def run(self, fabric: Fabric) -> None:
+        await pump_datagrams(self.sock, self, fabric)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class SharedPort(Port):
+    """A client reached through the shared data socket, identified by its full address."""
+
+    def __init__(self, port_id: int, name: str, shared: SharedDataSocket, address: bytes | str):
+        super().__init__(port_id, name)
+        self.address = address
+        self._shared = shared
+
+    def _send(self, frame: bytes | memoryview) -> None:
+        self._shared.sock.sendto(frame, self.address)
+
+    def close(self) -> None:
+        self._shared.unregister(self)
+
+
+class SharedDataSocket:
+    """The one data socket of uml_switch's v0 / ``-unix CTL DATA`` form."""
+
+    def __init__(self, sock: socket.socket, path: str, fabric: Fabric) -> None:
+        self.sock = sock
+        self.path = path
+        self.fabric = fabric
+        self.unknown_senders = 0
+        self._ports: dict[bytes | str, SharedPort] = {}
+
+    def register(self, port: SharedPort) -> None:
+        self._ports[port.address] = port
+
+    def unregister(self, port: SharedPort) -> None:
+        if self._ports.get(port.address) is port:
+            del self._ports[port.address]
+
+    def is_registered(self, address: bytes | str) -> bool:
+        return address in self._ports
+
+    async def run(self) -> None:
+        fabric = self.fabric
+        max_frame = fabric.max_frame
+        buf = bytearray(max_frame + 1)
+        view = memoryview(buf)
+        recvfrom_into = self.sock.recvfrom_into
+        ports = self._ports
+        trunc = socket.MSG_TRUNC
+        while True:
+            await trio.lowlevel.wait_readable(self.sock)
+            for _ in range(BATCH):
+                try:
+                    size, address = recvfrom_into(buf, 0, trunc)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    ratelog.warning("shared-recv", "data socket: receive failed: %s", exc)
+                    break
+                port = ports.get(address)
+                if port is None:
+                    self.unknown_senders += 1
+                    ratelog.warning(
+                        "unknown-sender",
+                        "data socket %s: dropped %d-byte frame from unregistered sender %s",
+                        self.path,
+                        size,
+                        describe_address(address),
+                    )
+                elif size > max_frame:
+                    fabric.reject(port, counters.GIANT, size)
+                else:
+                    fabric.forward(port, view[:size])
+
+
+class ControlServer:
+    """Accepts control connections, runs the handshake, and runs each attached port."""
+
+    def __init__(
+        self,
+        listener: trio.socket.SocketType,
+        fabric: Fabric,
+        *,
+        shared: SharedDataSocket | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.listener = listener
+        self.fabric = fabric
+        self.shared = shared
+        self.handshake_timeout = handshake_timeout
+        self.events: dict[str, int] = {}
+        self.clients: dict[int, PeerCred] = {}
+
+    def _count(self, name: str) -> None:
+        self.events[name] = self.events.get(name, 0) + 1
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    conn, _ = await self.listener.accept()
+                except OSError as exc:  # EMFILE and friends: back off, keep serving
+                    ratelog.warning("accept", "control socket: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self._connection, conn)
+
+    async def _connection(self, conn: trio.socket.SocketType) -> None:
+        with conn:
+            try:
+                cred = peer_cred(conn)
+            except OSError:
+                cred = PeerCred(0, -1, -1)
+            log.debug("new control connection from %s", cred)
+            request = await self._read_request(conn, cred)
+            if request is None:
+                return
+            await self._serve_client(conn, cred, request)
+
+    async def _read_request(self, conn: trio.socket.SocketType, cred: PeerCred) -> Request | None:
+        decoder = RequestDecoder()
+        result: control.Decoded = NeedMore(can_finish=False)
+        with trio.move_on_after(self.handshake_timeout) as timeout:
+            while isinstance(result, NeedMore):
+                data = b""
+                if result.can_finish:
+                    with trio.move_on_after(QUIET_PERIOD):
+                        data = await conn.recv(control.MAX_REQUEST + 1)
+                    if not data:
+                        result = decoder.finish()
+                        break
+                else:
+                    data = await conn.recv(control.MAX_REQUEST + 1)
+                    if not data:
+                        if decoder.buffered:
+                            result = decoder.finish()
+                        else:
+                            log.info("control connection from %s closed before a request", cred)
+                            return None
+                        break
+                result = decoder.feed(data)
+        if timeout.cancelled_caught:
+            self._count(counters.HANDSHAKE_TIMEOUT)
+            ratelog.warning(
+                "handshake-timeout",
+                "control connection from %s: no complete request within %.0f s; closed",
+                cred,
+                self.handshake_timeout,
+            )
+            return None
+        if isinstance(result, RequestError):
+            self._count(result.counter)
+            ratelog.warning(f"request:{result.counter}", "refused %s: %s", cred, result.message)
+            return None
+        assert isinstance(result, Request)
+        return result
+
+    async def _serve_client(
+        self, conn: trio.socket.SocketType, cred: PeerCred, request: Request
+    ) -> None:
+        fabric = self.fabric
+        try:
+            port_id = fabric.allocate_id(request.requested_port)
+        except PortNumberTaken as exc:
+            self._count(counters.ATTACH_FAILED)
+            log.warning("refused %s (%s): %s", cred, request.dialect, exc)
+            return
+        peer = request.peer_address
+        name = f"unix:{port_id} pid={cred.pid}"
+        port: ClientPort | SharedPort
+        if request.dialect == "v0":
+            if self.shared is None:
+                self._count(counters.ATTACH_FAILED)
+                log.warning(
+                    "refused v0 request from %s: v0 clients need a shared data socket; "
+                    "start umlswitch with -compat-v0 or -unix CTL DATA",
+                    cred,
+                )
+                return
+            if self.shared.is_registered(peer):
+                self._count(counters.ATTACH_FAILED)
+                log.warning(
+                    "refused v0 request from %s: address %s is already attached",
+                    cred,
+                    describe_address(peer),
+                )
+                return
+            port = SharedPort(port_id, name, self.shared, peer)
+            self.shared.register(port)
+            reply = b""
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                local = abstract_name(str(port_id))
+                sock.bind(local)
+                sock.connect(peer)
+            except OSError as exc:
+                sock.close()
+                self._count(counters.ATTACH_FAILED)
+                log.warning(
+                    "refused %s (%s): cannot connect to its data socket %s: %s",
+                    cred,
+                    request.dialect,
+                    describe_address(peer),
+                    exc.strerror or exc,
+                )
+                return
+            port = ClientPort(port_id, name, sock)
+            reply = control.encode_sockaddr(local)
+        try:
+            if reply:
+                await conn.send(reply)
+        except OSError as exc:
+            port.close()
+            log.warning("port %d: client %s vanished during the handshake: %s", port_id, cred, exc)
+            return
+        fabric.attach(port)
+        self.clients[port_id] = cred
+        extra = f" description={request.description!r}" if request.description else ""
+        log.info(
+            "port %d attached: %s client %s, data %s%s",
+            port_id,
+            request.dialect,
+            cred,
+            describe_address(peer),
+            extra,
+        )
+        reason = "shutdown"
+        try:
+            async with trio.open_nursery() as nursery:
+                if isinstance(port, ClientPort):
+                    nursery.start_soon(port.run, fabric)
+                reason = await self._watch_control(conn)
+                nursery.cancel_scope.cancel()
+        finally:
+            forgotten = fabric.detach(port_id)
+            self.clients.pop(port_id, None)
+            port.close()
+            log.info("port %d detached (%s); forgot %d MAC(s)", port_id, reason, forgotten)
+
+    async def _watch_control(self, conn: trio.socket.SocketType) -> str:
+        """Wait until the control connection ends; return why."""
+        try:
+            data = await conn.recv(512)
+        except OSError as exc:
+            return f"control connection error: {exc.strerror or exc}"
+        if not data:
+            return "disconnect"
+        self._count(counters.BAD_REQUEST)
+        return f"bad request: {len(data)} unexpected byte(s) on the control connection"

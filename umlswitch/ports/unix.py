@@ -56,9 +56,11 @@ def describe_address(address: bytes | str) -> str:
     """A readable form of a unix address: ``@name`` for abstract ones (garbage shown as hex)."""
     if isinstance(address, str):
         return address
-    name = address[1:].rstrip(b"\0")
-    if name.isascii() and name.decode("ascii").isprintable():
-        return "@" + name.decode("ascii")
+    name = address[1:]
+    prefix, _, rest = name.partition(b"\0")
+    if prefix and prefix.isascii() and prefix.decode("ascii").isprintable():
+        return "@" + prefix.decode("ascii") + ("…" if rest.strip(b"\0") else "")
+    name = name.rstrip(b"\0")
     return "@" + name[:16].hex() + ("…" if len(name) > 16 else "")
 
 
@@ -305,15 +307,19 @@ class ControlServer:
                 return
             port = ClientPort(port_id, name, sock)
             reply = control.encode_sockaddr(local)
+        # Attach before replying: a client may send (and expect to receive) as soon as it has
+        # the reply, so the port must already be part of the fabric by then.
+        fabric.attach(port)
+        self.clients[port_id] = cred
         try:
             if reply:
                 await conn.send(reply)
         except OSError as exc:
+            fabric.detach(port_id)
+            self.clients.pop(port_id, None)
             port.close()
             log.warning("port %d: client %s vanished during the handshake: %s", port_id, cred, exc)
             return
-        fabric.attach(port)
-        self.clients[port_id] = cred
         extra = f" description={request.description!r}" if request.description else ""
         log.info(
             "port %d attached: %s client %s, data %s%s",

@@ -1,0 +1,84 @@
+"""Fixtures that run the real umlswitch daemon as a subprocess on tmp_path sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+READY = "attached to unix socket"
+
+
+class Daemon:
+    """A umlswitch subprocess with its log in a file."""
+
+    def __init__(self, tmp_path: Path, args: list[str], *, stdin: int | None = None) -> None:
+        self.log_path = tmp_path / f"umlswitch-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "umlswitch", *args],
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"umlswitch exited ({self.proc.returncode}):\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the log within {timeout} s:\n{self.log}")
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"umlswitch ignored {sig!r}:\n{self.log}") from None
+        self._log.close()
+        return self.proc.wait()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[object]:
+    """Factory: start_daemon(*args) -> a ready Daemon; all are stopped at teardown."""
+    daemons: list[Daemon] = []
+
+    def start(*args: str, wait: bool = True, stdin: int | None = None) -> Daemon:
+        daemon = Daemon(tmp_path, list(args), stdin=stdin)
+        daemons.append(daemon)
+        if wait:
+            daemon.wait_for(READY)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        daemon.stop()  # also closes the log of one that already exited
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> str:
+    return str(tmp_path / "ctl")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

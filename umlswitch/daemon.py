@@ -25,6 +25,7 @@ from umlswitch import __version__
 from umlswitch.config import SwitchConfig
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.mactable import MacTable
+from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.unix import ControlServer, SharedDataSocket
 
 log = logging.getLogger("umlswitch")
@@ -47,11 +48,15 @@ class BoundSockets:
     data_path: str | None = None
     # path -> inode of the socket file we created, so we never unlink somebody else's file
     created: dict[str, int] = field(default_factory=dict)
+    # ports opened at start-up from the command line (UDP peers, taps): attached once serving
+    static_ports: list[Port] = field(default_factory=list)
 
     def close(self) -> None:
         self.control.close()
         if self.data is not None:
             self.data.close()
+        for port in self.static_ports:
+            port.close()
 
     def unlink_created(self) -> None:
         for path, inode in self.created.items():
@@ -185,6 +190,17 @@ async def _watch_signals(scope: trio.CancelScope) -> None:
             return
 
 
+async def _run_static_port(fabric: Fabric, port: Port) -> None:
+    """Run a start-up port until shutdown; if its peer or device vanishes, detach it alone."""
+    try:
+        await port.run(fabric)
+    except PortClosed as exc:
+        log.warning("port %d (%s) detached: %s; the switch keeps running", port.id, port.name, exc)
+    finally:
+        forgotten = fabric.detach(port.id)
+        log.debug("port %d (%s) stopped; forgot %d MAC(s)", port.id, port.name, forgotten)
+
+
 async def _ticker(fabric: Fabric) -> None:
     while True:
         fabric.tick(trio.current_time())
@@ -242,6 +258,11 @@ async def serve(
                 nursery.start_soon(_ticker, fabric)
                 if shared is not None:
                     nursery.start_soon(shared.run)
+                for port in sockets.static_ports:
+                    port.id = fabric.allocate_id()
+                    fabric.attach(port)
+                    log.info("port %d attached: %s", port.id, port.name)
+                    nursery.start_soon(_run_static_port, fabric, port)
                 await nursery.start(server.serve)
                 switch = Switch(
                     config=config,

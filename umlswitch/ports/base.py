@@ -44,6 +44,13 @@ class Port:
     def _send(self, frame: bytes | memoryview) -> None:
         raise NotImplementedError
 
+    async def run(self, fabric: Fabric) -> None:
+        """The ingress loop: forward what the peer sends until cancelled (or raise PortClosed)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the port's OS resources (idempotent)."""
+
     def send_nowait(self, frame: bytes | memoryview) -> None:
         try:
             self._send(frame)

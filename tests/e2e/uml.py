@@ -25,6 +25,7 @@ behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,11 +51,13 @@ POLL_INTERVAL = 0.05
 BOOT_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 HALT_TIMEOUT = 5.0
+TERM_TIMEOUT = 3.0
 SWITCH_READY_TIMEOUT = 10.0
 SWITCH_STOP_TIMEOUT = 5.0
 # How long a guest waits, after its commands, for the test to say stop before it halts anyway.
 GUEST_LINGER_SECONDS = 120
-LOG_TAIL_CHARS = 8000
+LOG_TAIL_CHARS = 20000
+EXCERPT_LINES = 15
 
 
 class E2EError(AssertionError):
@@ -76,15 +79,24 @@ def ping_command(target_ip: str, count: int = 3) -> str:
     return f"ping -n -c {count} -i 0.2 -W 2 {target_ip}"
 
 
-def read_text(path: Path, tail: int = LOG_TAIL_CHARS) -> str:
-    """The last `tail` characters of a log file, or a note saying why there are none."""
+def read_log(path: Path, lines: int | None = None) -> str:
+    """A log file's last `lines` lines (or its last LOG_TAIL_CHARS characters), or why none."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return f"<{path} does not exist>"
-    if len(text) > tail:
-        return f"<... {len(text) - tail} characters cut ...>\n{text[-tail:]}"
-    return text or f"<{path} is empty>"
+    if not text:
+        return f"<{path} is empty>"
+    if lines is not None:
+        return "".join(text.splitlines(keepends=True)[-lines:])
+    if len(text) > LOG_TAIL_CHARS:
+        return f"<... {len(text) - LOG_TAIL_CHARS} characters cut ...>\n{text[-LOG_TAIL_CHARS:]}"
+    return text
+
+
+def log_excerpt(path: Path) -> str:
+    """The end of a log, for an error message (the whole log goes into the test report)."""
+    return f"--- last {EXCERPT_LINES} lines of {path} ---\n{read_log(path, EXCERPT_LINES)}"
 
 
 def wait_until(
@@ -93,16 +105,17 @@ def wait_until(
     describe: str,
     *,
     abort: Callable[[], str | None] | None = None,
-    details: Callable[[], str] | None = None,
+    log: Path | None = None,
 ) -> None:
-    """Poll `condition` until it holds; raise E2EError after `timeout` s or when `abort` says why."""
+    """Poll `condition` until it holds; E2EError after `timeout` s or when `abort` says why."""
+    __tracebackhide__ = True
     deadline = time.monotonic() + timeout
     while not condition():
         reason = abort() if abort is not None else None
         if reason is None and time.monotonic() >= deadline:
             reason = f"timed out after {timeout:.0f} s"
         if reason is not None:
-            extra = f"\n{details()}" if details is not None else ""
+            extra = f"\n{log_excerpt(log)}" if log is not None else ""
             raise E2EError(f"{describe}: {reason}{extra}")
         time.sleep(POLL_INTERVAL)
 
@@ -138,10 +151,8 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
     Whatever the leader forked goes too, whether or not the leader has already exited.
     """
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired as exc:
@@ -204,7 +215,7 @@ class Switch:
             timeout,
             f"switch {shlex.join(self.argv)} did not create {self.ctl}",
             abort=self._exited,
-            details=self.log,
+            log=self.log_path,
         )
 
     def _ready(self) -> bool:
@@ -221,11 +232,9 @@ class Switch:
         """Fail with the switch's log if it has exited."""
         reason = self._exited()
         if reason is not None:
-            raise E2EError(f"switch {shlex.join(self.argv)}: {reason}\n{self.log()}")
-
-    def log(self) -> str:
-        """The switch's stdout and stderr so far."""
-        return f"--- switch log {self.log_path} ---\n{read_text(self.log_path)}"
+            raise E2EError(
+                f"switch {shlex.join(self.argv)}: {reason}\n{log_excerpt(self.log_path)}"
+            )
 
     def stop(self, timeout: float = SWITCH_STOP_TIMEOUT) -> int | None:
         """SIGTERM, then SIGKILL the group after `timeout` s; return the exit status."""
@@ -240,6 +249,33 @@ class Switch:
         kill_group(proc, timeout)
         _note(self.log_path, f"switch {status or 'was killed'}")
         return proc.returncode
+
+
+class Switches:
+    """Starts switches under test in one tmp dir (`switch.ctl`, then `switch2.ctl`...)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[Switch] = []
+
+    def __call__(self, hub: bool = False, *extra_args: str) -> Switch:
+        """Start a switch (`-hub` if `hub`) and return it once its control socket exists."""
+        stem = "switch" if not self.started else f"switch{len(self.started) + 1}"
+        ctl = self.workdir / f"{stem}.ctl"
+        args = ["-hub", *extra_args] if hub else list(extra_args)
+        switch = Switch(ctl, switch_command(ctl, *args), self.workdir / f"{stem}.log")
+        self.started.append(switch)
+        switch.start()
+        return switch
+
+    def log_paths(self) -> list[Path]:
+        """Every switch's log (stdout and stderr), for failure reports."""
+        return [switch.log_path for switch in self.started]
+
+    def stop_all(self) -> None:
+        """Stop every switch (SIGTERM, then SIGKILL)."""
+        for switch in self.started:
+            switch.stop()
 
 
 def _note(log_path: Path, message: str) -> None:
@@ -405,6 +441,7 @@ class Guest:
             "rootfstype=hostfs",
             "rootflags=/",
             "rw",
+            "quiet",
             f"init={self.init_path}",
             f"eth0=daemon,{self.mac},unix,{self.ctl}",
             "con=null",
@@ -470,7 +507,7 @@ class Guest:
     def _up_failed(self) -> str | None:
         error = self._file(".error")
         if error.exists():
-            return f"network setup failed:\n{read_text(error)}"
+            return f"network setup failed:\n{read_log(error)}"
         return self._exited()
 
     def wait_up(self, timeout: float = BOOT_TIMEOUT) -> None:
@@ -480,7 +517,7 @@ class Guest:
             timeout,
             f"guest {self.name} did not come up",
             abort=self._up_failed,
-            details=self.console,
+            log=self.console_path,
         )
 
     def result(self, i: int, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
@@ -491,7 +528,7 @@ class Guest:
             timeout,
             f"guest {self.name} did not finish command {i} ({self.commands[i]!r})",
             abort=self._exited,
-            details=self.console,
+            log=self.console_path,
         )
         return CommandResult(
             guest=self.name,
@@ -505,34 +542,33 @@ class Guest:
         """Wait for all commands, each within `timeout` s, and return their results in order."""
         return [self.result(i, timeout) for i in range(len(self.commands))]
 
-    def console(self) -> str:
-        """The guest's console output so far."""
-        return f"--- console of guest {self.name} {self.console_path} ---\n" + read_text(
-            self.console_path
-        )
-
     def release(self) -> None:
         """Let the guest halt (it waits for this after its commands)."""
         self._file(".stop").touch()
 
     def stop(self, timeout: float = HALT_TIMEOUT) -> None:
-        """Release the guest, give it `timeout` s to halt, then kill its process group."""
+        """Release the guest and give it `timeout` s to halt by itself.
+
+        Then SIGTERM, on which UML cleans up after itself, and in any case SIGKILL to the process
+        group: UML forks helper processes (one per guest address space, I/O threads).
+        """
         proc = self._proc
         if proc is None:
             return
         self.release()
         if not wait_exit(proc, timeout):
-            _note(self.console_path, f"guest did not halt within {timeout:.0f} s: SIGKILL")
-        # UML forks helper processes (one per guest address space, I/O threads): take them
-        # down with it, whether or not the guest halted by itself.
-        kill_group(proc, timeout)
+            _note(self.console_path, f"guest did not halt within {timeout:.0f} s: SIGTERM")
+            proc.send_signal(signal.SIGTERM)
+            if not wait_exit(proc, TERM_TIMEOUT):
+                _note(self.console_path, f"still running {TERM_TIMEOUT:.0f} s later: SIGKILL")
+        kill_group(proc, TERM_TIMEOUT)
 
 
 class GuestPool:
     """Boots numbered guests on one tmp dir and takes them all down at the end.
 
     Guests are numbered 1, 2, 3... in boot order. By default a guest waits, before running its
-    commands, for every guest booted before it or in the same `boot` call.
+    commands, for every guest booted before it or in the same call.
     """
 
     def __init__(self, workdir: Path) -> None:
@@ -540,14 +576,15 @@ class GuestPool:
         self.uml_dir = _short_enough(workdir / "uml")
         self.guests: list[Guest] = []
 
-    def boot(
+    def __call__(
         self,
-        ctl: Path,
+        switch: Switch | Path,
         *command_lists: Sequence[str],
         wait_for: Iterable[str] | None = None,
         timeout: float = BOOT_TIMEOUT,
     ) -> list[Guest]:
-        """Boot one guest per command list, in parallel, and return them once all are up."""
+        """Boot one guest per command list on `switch`, in parallel; return them once all are up."""
+        ctl = switch.ctl if isinstance(switch, Switch) else switch
         first = len(self.guests) + 1
         indexes = range(first, first + len(command_lists))
         if wait_for is None:
@@ -565,17 +602,18 @@ class GuestPool:
             guest.wait_up(max(deadline - time.monotonic(), 0.0))
         return batch
 
-    def logs(self) -> str:
-        """Every guest's console, for failure reports."""
-        return "\n".join(guest.console() for guest in self.guests)
+    def log_paths(self) -> list[Path]:
+        """Every guest's console log, for failure reports."""
+        return [guest.console_path for guest in self.guests]
 
     def stop_all(self) -> None:
         """Release every guest at once, then stop each one; remove the uml_dir."""
         (self.workdir / "stop").touch()
+        deadline = time.monotonic() + HALT_TIMEOUT
         errors: list[str] = []
         for guest in self.guests:
             try:
-                guest.stop()
+                guest.stop(max(deadline - time.monotonic(), 0.0))
             except E2EError as exc:
                 errors.append(str(exc))
         shutil.rmtree(self.uml_dir, ignore_errors=True)

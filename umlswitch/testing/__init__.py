@@ -1,0 +1,29 @@
+"""A scapy test harness for virtual LANs: attach to a switch as a UML guest does, send, capture.
+
+Works with any switch that speaks the uml_switch daemon protocol: umlswitch or the C
+``uml_switch``. Two flavours of the same port:
+
+* trio: ``async with attach(ctl) as port: await port.send(pkt); reply = await port.receive()``
+* synchronous: ``with attach_sync(ctl) as port: port.send(pkt); reply = port.receive()``
+
+and two ways to run a switch for a test: ``run_switch()`` (in-process, inside a trio test) and
+``SwitchProcess`` (a subprocess, for synchronous suites). The pytest plugin
+(``umlswitch.testing.plugin``, registered through the ``pytest11`` entry point) turns them into
+fixtures. scapy is imported here, never by the daemon.
+"""
+
+from umlswitch.testing.match import Match, matches
+from umlswitch.testing.port import AsyncPort, SyncPort, attach, attach_sync
+from umlswitch.testing.switch import RunningSwitch, SwitchProcess, run_switch
+
+__all__ = [
+    "AsyncPort",
+    "Match",
+    "RunningSwitch",
+    "SwitchProcess",
+    "SyncPort",
+    "attach",
+    "attach_sync",
+    "matches",
+    "run_switch",
+]

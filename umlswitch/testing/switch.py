@@ -1,0 +1,129 @@
+"""Run a umlswitch for a test: in-process inside a trio test, or as a subprocess.
+
+``run_switch`` yields the live ``RunningSwitch`` (its control path and exact counters, read
+straight from the fabric); ``SwitchProcess`` starts ``python -m umlswitch`` on a temporary socket
+for synchronous suites, and exposes the control path and the switch's log.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import trio
+
+from umlswitch.config import SwitchConfig
+from umlswitch.daemon import Switch, serve
+
+READY = "attached to unix socket"
+
+
+@dataclass
+class RunningSwitch:
+    """An in-process switch: where to attach, and its counters."""
+
+    switch: Switch
+
+    @property
+    def control_path(self) -> str:
+        return self.switch.control_path
+
+    def counters(self) -> dict[str, Any]:
+        """Per-port traffic and drop counters, plus switch-wide events."""
+        fabric = self.switch.fabric
+        return {
+            "ports": {pid: port.stats.as_dict() for pid, port in fabric.ports.items()},
+            "mac_table": len(fabric.table),
+            "fabric_events": dict(fabric.events),
+            "control_events": dict(self.switch.control.events),
+        }
+
+    def mac_table(self) -> dict[str, int]:
+        """Learned MAC (as aa:bb:..) -> port number."""
+        from umlswitch.fabric.frame import format_mac
+
+        fabric = self.switch.fabric
+        return {format_mac(e.mac): e.port for e in fabric.table.entries(fabric.now)}
+
+
+@asynccontextmanager
+async def run_switch(
+    directory: str | os.PathLike[str] | None = None, **options: Any
+) -> AsyncIterator[RunningSwitch]:
+    """Run umlswitch in this trio run; ``options`` are ``SwitchConfig`` fields (e.g. hub=True)."""
+    own_dir = directory is None
+    base = tempfile.mkdtemp(prefix="umlswitch-") if directory is None else os.fspath(directory)
+    try:
+        config = SwitchConfig(control_path=os.path.join(base, "ctl"), **options)
+        async with trio.open_nursery() as nursery:
+            switch = await nursery.start(
+                functools.partial(serve, config, handle_signals=False, watch_stdin=False)
+            )
+            try:
+                yield RunningSwitch(switch)
+            finally:
+                switch.shutdown()
+    finally:
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+class SwitchProcess:
+    """``python -m umlswitch`` on a temporary control socket, stopped by ``stop()`` or ``with``."""
+
+    def __init__(
+        self, *args: str, directory: str | None = None, ready_timeout: float = 10.0
+    ) -> None:
+        self._own_dir = directory is None
+        self.directory = tempfile.mkdtemp(prefix="umlswitch-") if directory is None else directory
+        self.control_path = os.path.join(self.directory, "ctl")
+        self.log_path = os.path.join(self.directory, "umlswitch.log")
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "umlswitch", "-unix", self.control_path, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + ready_timeout
+        while READY not in self.log:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"umlswitch did not start:\n{self.log}")
+            time.sleep(0.02)
+
+    @property
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        code = self.process.wait()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

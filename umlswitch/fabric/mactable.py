@@ -113,6 +113,7 @@ class MacTable:
                 return Learned.HELD
             old_port = entry.port
             self._remove(mac, old_port)
+            self._make_room(port)  # the per-port bound holds for moves too
             self._insert(mac, port, now)
             self.last_moved_from = old_port
             return Learned.MOVED

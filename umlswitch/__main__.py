@@ -1,15 +1,19 @@
 """The ``umlswitch`` command: parse argv, set up logging, bind, optionally daemonize, run.
 
+``umlswitch ctl ...`` and ``umlswitch top ...`` run the management clients instead.
+
 Exit status: 0 after a clean shutdown, 1 when the switch cannot start (one line on stderr says
 why and what to do), 2 for a bad command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import logging.handlers
 import os
+import resource
 import sys
 
 import trio
@@ -69,8 +73,31 @@ def daemonize() -> int:
     return write_end
 
 
+def raise_fd_limit() -> None:
+    """Each port holds two descriptors: allow as many as the hard limit lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_client(name: str, argv: list[str]) -> int:
+    """``umlswitch ctl ...`` and ``umlswitch top ...``: management clients of a running switch."""
+    if name == "ctl":
+        from umlswitch.mgmt import client
+
+        return client.main(argv)
+    from umlswitch.mgmt import top
+
+    return top.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("ctl", "top"):  # no uml_switch command line starts with a word
+        return run_client(args[0], args[1:])
+    config = parse_args(args)
+    raise_fd_limit()
     if config.daemon:
         config = config.absolute()
     try:

@@ -15,10 +15,12 @@ from typing import NoReturn
 from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
+from umlswitch.ports.udpspec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
 DEFAULT_CONTROL = "/tmp/uml.ctl"
 DEFAULT_COMPAT_DATA = "/tmp/uml.data"
 DEBIAN_UML_CONTROL = "/var/run/uml-utilities/uml_switch.ctl"
+MGMT_SUFFIX = ".mgmt"  # the management socket's default path: the control socket's plus this
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -28,8 +30,11 @@ class SwitchConfig:
 
     control_path: str = DEFAULT_CONTROL
     data_path: str | None = None
+    vde_dir: str | None = None  # --vde DIR: created at start-up; control_path is DIR/ctl
     hub: bool = False
     taps: tuple[str, ...] = ()
+    mcast: tuple[McastSpec, ...] = ()
+    ucast: tuple[UcastSpec, ...] = ()
     daemon: bool = False
     compat_v0: bool = False
     pidfile: str | None = None
@@ -38,8 +43,22 @@ class SwitchConfig:
     max_macs_per_port: int | None = None
     max_frame: int = DEFAULT_MAX_FRAME
     handshake_timeout: float = 5.0
+    mode: int = 0o600
+    group: str | None = None
+    max_ports: int = 4096
+    max_pending: int = 128
     log_level: str = "info"
     log_file: str | None = None
+    mgmt_path: str | None = None  # --mgmt PATH; None: CTL.mgmt (see mgmt_socket)
+    no_mgmt: bool = False  # --no-mgmt
+    pcap: str | None = None  # --pcap FILE: capture every frame from start-up
+
+    @property
+    def mgmt_socket(self) -> str | None:
+        """The management socket's path, or None with --no-mgmt."""
+        if self.no_mgmt:
+            return None
+        return self.mgmt_path or mgmt_path_for(self.control_path)
 
     def absolute(self) -> SwitchConfig:
         """The same config with every path made absolute (before -daemon changes to /)."""
@@ -52,10 +71,18 @@ class SwitchConfig:
                 **self.__dict__,
                 "control_path": os.path.abspath(self.control_path),
                 "data_path": fix(self.data_path),
+                "vde_dir": fix(self.vde_dir),
                 "pidfile": fix(self.pidfile),
                 "log_file": fix(self.log_file),
+                "mgmt_path": fix(self.mgmt_path),
+                "pcap": fix(self.pcap),
             }
         )
+
+
+def mgmt_path_for(control_path: str) -> str:
+    """The default management socket of the switch on ``control_path``: ``CTL.mgmt``."""
+    return control_path + MGMT_SUFFIX
 
 
 DESCRIPTION = """\
@@ -66,13 +93,21 @@ EPILOG = f"""\
 attach a UML guest:   linux ... eth0=daemon,,unix,{DEFAULT_CONTROL}
 Debian's UML kernel defaults to {DEBIAN_UML_CONTROL}:
                       umlswitch -unix {DEBIAN_UML_CONTROL}
+UML mcast guests:     umlswitch -mcast    with    linux ... eth0=mcast
+a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
+                      with    linux ... eth0=ucast,,127.0.0.1,1103,1102
+manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
 
 Signals: SIGINT and SIGTERM exit cleanly and remove the sockets. When stdin is a terminal or a
 pipe, EOF on it exits too; stdin that is /dev/null or a file is ignored."""
 
 USAGE = (
     "umlswitch [-unix CTL [DATA]] [-hub] [-tap DEV] [-daemon] [-compat-v0] [--pidfile FILE]\n"
-    "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]"
+    "                 [--vde DIR] [-mcast [GROUP:PORT]] [-ucast LOCALPORT:REMOTEHOST:REMOTEPORT]\n"
+    "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
+    "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
+    "       umlswitch ctl [-unix CTL | -M PATH] [--json] COMMAND...   (umlswitch ctl help)\n"
+    "       umlswitch top [-unix CTL | -M PATH]"
 )
 
 
@@ -102,12 +137,36 @@ def _count(text: str) -> int:
     return value
 
 
+def _octal_mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 0660)") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"mode out of range: {text!r} (0000 to 0777)")
+    return value
+
+
 def _frame_size(text: str) -> int:
     value = _count(text)
     if not 64 <= value <= MAX_MAX_FRAME:
         raise argparse.ArgumentTypeError(f"must be from 64 to {MAX_MAX_FRAME} bytes: {text!r}")
     assert value > ETH_HEADER_LEN
     return value
+
+
+def _mcast(text: str) -> McastSpec:
+    try:
+        return parse_mcast(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ucast(text: str) -> UcastSpec:
+    try:
+        return parse_ucast(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DEV",
         help="bridge to the preconfigured tap device DEV",
+    )
+    p.add_argument(
+        "-mcast",
+        "--mcast",
+        nargs="?",
+        const="",
+        action="append",
+        default=[],
+        type=_mcast,
+        metavar="GROUP:PORT[,ttl=N][,if=ADDR]",
+        help="join a UDP multicast segment (UML eth0=mcast, QEMU -netdev socket,mcast=) as one "
+        "port; without a value UML's default 239.192.168.1:1102, TTL 1; repeatable",
+    )
+    p.add_argument(
+        "-ucast",
+        "--ucast",
+        action="append",
+        default=[],
+        type=_ucast,
+        metavar="LOCALPORT:REMOTEHOST:REMOTEPORT[,bind=ADDR]",
+        help="one port for a UDP peer (UML eth0=ucast, QEMU -netdev socket,udp=): receive on "
+        "LOCALPORT from REMOTEHOST:REMOTEPORT only, send there; REMOTEHOST 'any' takes the "
+        "first host to send from REMOTEPORT; repeatable",
     )
     p.add_argument(
         "-daemon",
@@ -179,11 +261,59 @@ def build_parser() -> argparse.ArgumentParser:
         f"up to {MAX_MAX_FRAME} for jumbo frames); larger ones are dropped and counted",
     )
     p.add_argument(
+        "--vde",
+        metavar="DIR",
+        help="serve vde_switch clients (vde_plug vde:///DIR, QEMU -netdev vde,sock=DIR, UML "
+        "eth0=vde,vde:///DIR): create DIR and the control socket DIR/ctl, which UML eth0=daemon "
+        "guests can use too",
+    )
+    p.add_argument(
         "--handshake-timeout",
         type=_positive_float,
         default=5.0,
         metavar="SECONDS",
         help="close a control connection that sends no complete request in time (default 5)",
+    )
+    p.add_argument(
+        "--mode",
+        type=_octal_mode,
+        default=0o600,
+        metavar="OCTAL",
+        help="permissions of the control socket (and management socket, and --vde directory); "
+        "default 0600: only the switch's user may attach. 0660 with --group lets a group in",
+    )
+    p.add_argument(
+        "--group", metavar="NAME", help="group owning the sockets (and the --vde directory)"
+    )
+    p.add_argument(
+        "--max-ports",
+        type=_count,
+        default=4096,
+        metavar="N",
+        help="refuse new clients while N ports are attached (default 4096)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=_count,
+        default=128,
+        metavar="N",
+        help="at most N control connections waiting for their handshake; a new one closes the "
+        "one that has waited longest (default 128)",
+    )
+    mgmt = p.add_mutually_exclusive_group()
+    mgmt.add_argument(
+        "-M",
+        "--mgmt",
+        metavar="PATH",
+        help="management socket (vde_switch's protocol: vdeterm PATH, umlswitch ctl, "
+        "umlswitch top); default CTL.mgmt beside the control socket",
+    )
+    mgmt.add_argument("--no-mgmt", action="store_true", help="open no management socket")
+    p.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="capture every frame the switch receives to FILE (pcap, mode 0600; "
+        "stop or restart it with umlswitch ctl pcap/stop, pcap/start)",
     )
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
@@ -202,15 +332,25 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         parser.error(f"-unix takes a control path and an optional data path, not {len(unix)}")
     control_path = unix[0] if unix else DEFAULT_CONTROL
     data_path = unix[1] if unix and len(unix) == 2 else None
+    if ns.vde is not None:
+        if unix is not None:
+            parser.error("give either --vde DIR (which serves DIR/ctl) or -unix CTL, not both")
+        control_path = os.path.join(ns.vde, "ctl")
     if ns.compat_v0 and data_path is None:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
+    conflict = conflicts(ns.mcast, ns.ucast)
+    if conflict is not None:
+        parser.error(conflict)
     return SwitchConfig(
         control_path=control_path,
         data_path=data_path,
+        vde_dir=ns.vde,
         hub=ns.hub,
         taps=tuple(ns.tap),
+        mcast=tuple(ns.mcast),
+        ucast=tuple(ns.ucast),
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
         pidfile=ns.pidfile,
@@ -219,6 +359,13 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         max_macs_per_port=ns.max_macs_per_port,
         max_frame=ns.max_frame,
         handshake_timeout=ns.handshake_timeout,
+        mode=ns.mode,
+        group=ns.group,
+        max_ports=ns.max_ports,
+        max_pending=ns.max_pending,
         log_level=ns.log_level,
         log_file=ns.log_file,
+        mgmt_path=ns.mgmt,
+        no_mgmt=ns.no_mgmt,
+        pcap=ns.pcap,
     )

@@ -17,12 +17,23 @@ UNKNOWN_SENDER = "unknown_sender"  # shared data socket: datagram from an unregi
 EGRESS_FULL = "egress_full"  # receiver's queue full (EAGAIN): dropped, never waited for
 EGRESS_ERROR = "egress_error"  # receiver vanished or refused (ECONNREFUSED, ENOENT, ...)
 RECEIVE_ERROR = "receive_error"  # the OS reported an error while reading a port
+WRONG_SOURCE = "wrong_source"  # ucast: datagram from an address other than the peer's
+NO_PEER = "no_peer"  # ucast with REMOTEHOST any: no peer has sent yet, nowhere to send to
+OWN_ECHO = "own_echo"  # mcast: our own frame looped back by the group (expected, one per send)
+
+# Every drop reason above, for listings that show each one, zero or not (management, JSON).
+DROP_REASONS = tuple(
+    value for name, value in list(globals().items()) if name.isupper() and isinstance(value, str)
+)
 
 # Control-plane and table events (not frame drops).
 BAD_REQUEST = "bad_request"
 UNSUPPORTED_VERSION = "unsupported_version"
 HANDSHAKE_TIMEOUT = "handshake_timeout"
 ATTACH_FAILED = "attach_failed"
+PEER_REFUSED = "peer_refused"  # the data socket a client named is not its own
+PORT_LIMIT = "port_limit"  # --max-ports reached: a new client was refused
+PENDING_LIMIT = "pending_limit"  # --max-pending handshakes under way: a connection was closed
 MAC_EVICTED = "mac_evicted"
 MAC_MOVE_HELD = "mac_move_held"
 MAC_MOVED = "mac_moved"
@@ -40,6 +51,19 @@ class PortStats:
         self.tx_frames = 0
         self.tx_bytes = 0
         self.drops: Counter[str] = Counter()
+
+    def add(self, other: PortStats) -> None:
+        """Add ``other``'s figures to these (totals of ports that have left)."""
+        self.rx_frames += other.rx_frames
+        self.rx_bytes += other.rx_bytes
+        self.tx_frames += other.tx_frames
+        self.tx_bytes += other.tx_bytes
+        self.drops.update(other.drops)
+
+    def reset(self) -> None:
+        """Set every figure back to zero (management's ``port/resetcounter``)."""
+        self.rx_frames = self.rx_bytes = self.tx_frames = self.tx_bytes = 0
+        self.drops.clear()
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import logging
 import os
 import signal
@@ -18,24 +19,28 @@ import socket
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import trio
 
 from umlswitch import __version__
+from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
+from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.mactable import MacTable
+from umlswitch.mgmt.server import MgmtServer
+from umlswitch.ports import peercheck
 from umlswitch.ports.base import Port, PortClosed
+from umlswitch.ports.mcast import open_mcast_port
+from umlswitch.ports.ucast import open_ucast_port
 from umlswitch.ports.unix import ControlServer, SharedDataSocket
+from umlswitch.tap.port import open_tap
 
 log = logging.getLogger("umlswitch")
 
 LISTEN_BACKLOG = 128
 TICK = 0.25  # seconds between updates of the fabric's coarse clock (and MAC aging)
-
-
-class StartupError(Exception):
-    """The switch cannot start; the message is one line saying what is wrong and what to do."""
 
 
 @dataclass
@@ -50,11 +55,21 @@ class BoundSockets:
     created: dict[str, int] = field(default_factory=dict)
     # ports opened at start-up from the command line (UDP peers, taps): attached once serving
     static_ports: list[Port] = field(default_factory=list)
+    # the --vde directory, if the switch created it (removed on exit when empty)
+    created_dir: str | None = None
+    # the management socket (none with --no-mgmt) and the --pcap file
+    mgmt: socket.socket | None = None
+    mgmt_path: str | None = None
+    capture_file: BinaryIO | None = None
 
     def close(self) -> None:
         self.control.close()
         if self.data is not None:
             self.data.close()
+        if self.mgmt is not None:
+            self.mgmt.close()
+        if self.capture_file is not None:
+            self.capture_file.close()
         for port in self.static_ports:
             port.close()
 
@@ -65,6 +80,9 @@ class BoundSockets:
                     os.unlink(path)
             except OSError:
                 pass
+        if self.created_dir is not None:
+            with contextlib.suppress(OSError):  # not empty: somebody else's files; leave it
+                os.rmdir(self.created_dir)
 
 
 def _reclaim_if_stale(path: str, kind: int) -> None:
@@ -103,6 +121,7 @@ def _bind(path: str, kind: int, what: str) -> tuple[socket.socket, int]:
         raise StartupError(f"{what} path '{path}' is too long for a unix socket (max 107 bytes)")
     _reclaim_if_stale(path, kind)
     sock = socket.socket(socket.AF_UNIX, kind)
+    old_umask = os.umask(0o177)  # nobody else may connect before the mode is applied
     try:
         sock.bind(path)
     except OSError as exc:
@@ -113,19 +132,92 @@ def _bind(path: str, kind: int, what: str) -> tuple[socket.socket, int]:
             else "choose another path"
         )
         raise StartupError(f"cannot create {what} '{path}': {exc.strerror}; {hint}") from None
+    finally:
+        os.umask(old_umask)
     return sock, os.lstat(path).st_ino
 
 
-def bind_sockets(config: SwitchConfig) -> BoundSockets:
-    """Bind the control socket (and the shared data socket, if asked for)."""
-    if config.taps:
-        raise StartupError(
-            f"-tap {config.taps[0]}: tap devices are not supported by this version yet; "
-            "run without -tap and bridge the host with vde_plug or a UML guest"
-        )
-    control, inode = _bind(config.control_path, socket.SOCK_STREAM, "control socket")
-    bound = BoundSockets(control, config.control_path, created={config.control_path: inode})
+def dir_mode(mode: int) -> int:
+    """A directory mode for socket mode ``mode``: search wherever read is allowed, setgid."""
+    return 0o2000 | mode | ((mode & 0o444) >> 2)
+
+
+def _group_id(name: str | None) -> int:
+    if name is None:
+        return -1
     try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise StartupError(f"--group {name}: no such group") from None
+
+
+def _set_access(path: str, mode: int, gid: int) -> None:
+    """chmod (and chgrp) a socket file or directory the switch created."""
+    try:
+        if gid != -1:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot set the permissions of '{path}': {exc.strerror}; "
+            "a group must be one the switch's user belongs to"
+        ) from None
+
+
+def _make_vde_dir(path: str) -> str | None:
+    """Create the --vde directory (mode 02700, as vde_switch); return it if we created it."""
+    try:
+        os.mkdir(path, 0o2700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise StartupError(f"--vde '{path}' exists and is not a directory") from None
+        return None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the --vde directory '{path}': {exc.strerror}; "
+            "create its parent or choose another path"
+        ) from None
+    os.chmod(path, 0o2700)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def _bind_mgmt(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
+    """Bind the management socket, with the control socket's permissions."""
+    path = config.mgmt_socket
+    if path is None:
+        return
+    if config.mgmt_path is None and len(os.fsencode(path)) >= 108:
+        log.warning(
+            "no management socket: '%s' is too long for a unix socket; name one with --mgmt PATH",
+            path,
+        )
+        return
+    mgmt, inode = _bind(path, socket.SOCK_STREAM, "management socket")
+    bound.mgmt, bound.mgmt_path = mgmt, path
+    bound.created[path] = inode
+    _set_access(path, config.mode, gid)
+    mgmt.listen(LISTEN_BACKLOG)
+    mgmt.setblocking(False)
+
+
+def bind_sockets(config: SwitchConfig) -> BoundSockets:
+    """Bind the control socket (and the shared data socket, if any); open the start-up ports."""
+    created_dir = _make_vde_dir(config.vde_dir) if config.vde_dir else None
+    try:
+        control, inode = _bind(config.control_path, socket.SOCK_STREAM, "control socket")
+    except BaseException:
+        if created_dir is not None:
+            os.rmdir(created_dir)
+        raise
+    bound = BoundSockets(control, config.control_path, created={config.control_path: inode})
+    bound.created_dir = created_dir
+    try:
+        gid = _group_id(config.group)
+        if created_dir is not None:
+            _set_access(created_dir, dir_mode(config.mode), gid)
+        _set_access(config.control_path, config.mode, gid)
         control.listen(LISTEN_BACKLOG)
         control.setblocking(False)
         if config.data_path is not None:
@@ -133,6 +225,19 @@ def bind_sockets(config: SwitchConfig) -> BoundSockets:
             data.setblocking(False)
             bound.data, bound.data_path = data, config.data_path
             bound.created[config.data_path] = inode
+            _set_access(config.data_path, config.mode, gid)
+        _bind_mgmt(config, bound, gid)
+        if config.pcap is not None:
+            try:
+                bound.capture_file = open_capture_file(config.pcap)
+            except OSError as exc:
+                raise StartupError(
+                    f"--pcap {config.pcap}: cannot write the capture file: {exc.strerror}; "
+                    "choose another path"
+                ) from None
+        bound.static_ports.extend(open_mcast_port(spec) for spec in config.mcast)
+        bound.static_ports.extend(open_ucast_port(spec) for spec in config.ucast)
+        bound.static_ports.extend(open_tap(name) for name in config.taps)
     except BaseException:
         bound.close()
         bound.unlink_created()
@@ -152,9 +257,21 @@ class Switch:
     data_path: str | None
     started_at: float
     cancel_scope: trio.CancelScope
+    capture: CaptureControl
+    mgmt_path: str | None = None
+    # start-up ports (UDP peers, taps): port id -> the scope that runs it, for remove_port
+    static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
+
+    def remove_port(self, port_id: int) -> bool:
+        """Detach a port as if its peer had left (management's port/remove); False if unknown."""
+        scope = self.static_scopes.get(port_id)
+        if scope is not None:
+            scope.cancel()
+            return True
+        return self.control.remove(port_id)
 
 
 def _stdin_is_watched() -> bool:
@@ -190,15 +307,23 @@ async def _watch_signals(scope: trio.CancelScope) -> None:
             return
 
 
-async def _run_static_port(fabric: Fabric, port: Port) -> None:
+async def _run_static_port(fabric: Fabric, port: Port, scopes: dict[int, trio.CancelScope]) -> None:
     """Run a start-up port until shutdown; if its peer or device vanishes, detach it alone."""
-    try:
-        await port.run(fabric)
-    except PortClosed as exc:
-        log.warning("port %d (%s) detached: %s; the switch keeps running", port.id, port.name, exc)
-    finally:
-        forgotten = fabric.detach(port.id)
-        log.debug("port %d (%s) stopped; forgot %d MAC(s)", port.id, port.name, forgotten)
+    with trio.CancelScope() as scope:
+        scopes[port.id] = scope
+        try:
+            await port.run(fabric)
+        except PortClosed as exc:
+            log.warning(
+                "port %d (%s) detached: %s; the switch keeps running", port.id, port.name, exc
+            )
+        finally:
+            del scopes[port.id]
+            forgotten = fabric.detach(port.id)
+            log.debug("port %d (%s) stopped; forgot %d MAC(s)", port.id, port.name, forgotten)
+    if scope.cancelled_caught:
+        port.close()
+        log.info("port %d (%s) removed by the management console", port.id, port.name)
 
 
 async def _ticker(fabric: Fabric) -> None:
@@ -246,8 +371,26 @@ async def serve(
             assert sockets.data_path is not None
             shared = SharedDataSocket(sockets.data, sockets.data_path, fabric)
         listener = trio.socket.from_stdlib_socket(sockets.control)
+        ctl = sockets.control_path
+        unverifiable = peercheck.self_test()
+        if unverifiable is not None:
+            log.warning(
+                "cannot verify that clients name their own data sockets: %s; trusting clients",
+                unverifiable,
+            )
         server = ControlServer(
-            listener, fabric, shared=shared, handshake_timeout=config.handshake_timeout
+            listener,
+            fabric,
+            shared=shared,
+            handshake_timeout=config.handshake_timeout,
+            verify_peers=unverifiable is None,
+            max_ports=config.max_ports,
+            max_pending=config.max_pending,
+            data_path_prefix=(
+                os.path.join(os.path.dirname(ctl), "")
+                if os.path.basename(ctl) == "ctl"
+                else ctl + "."
+            ),
         )
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
@@ -258,11 +401,16 @@ async def serve(
                 nursery.start_soon(_ticker, fabric)
                 if shared is not None:
                     nursery.start_soon(shared.run)
+                capture = CaptureControl(fabric)
+                await nursery.start(capture.run)
+                if sockets.capture_file is not None and config.pcap is not None:
+                    capture.start(sockets.capture_file, config.pcap)
+                static_scopes: dict[int, trio.CancelScope] = {}
                 for port in sockets.static_ports:
                     port.id = fabric.allocate_id()
                     fabric.attach(port)
                     log.info("port %d attached: %s", port.id, port.name)
-                    nursery.start_soon(_run_static_port, fabric, port)
+                    nursery.start_soon(_run_static_port, fabric, port, static_scopes)
                 await nursery.start(server.serve)
                 switch = Switch(
                     config=config,
@@ -273,8 +421,17 @@ async def serve(
                     data_path=sockets.data_path,
                     started_at=time.time(),
                     cancel_scope=root,
+                    capture=capture,
+                    mgmt_path=sockets.mgmt_path,
+                    static_scopes=static_scopes,
                 )
+                if sockets.mgmt is not None:
+                    mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
+                    await nursery.start(mgmt.serve)
                 data = f", data socket '{sockets.data_path}'" if sockets.data_path else ""
+                data += "".join(f", tap device '{name}'" for name in config.taps)
+                if sockets.mgmt_path is not None:
+                    data += f", management socket '{sockets.mgmt_path}'"
                 log.info(
                     "umlswitch %s attached to unix socket '%s'%s (%s mode, pid %d)",
                     __version__,

@@ -74,12 +74,15 @@ def test_live_socket_is_refused(start_daemon, ctl):
     "args, message",
     [
         (["-unix", "/nonexistent-dir/ctl"], "mkdir -p /nonexistent-dir"),
-        (["-tap", "tap0"], "tap devices are not supported"),
+        (
+            ["-unix", "{tmp}/ctl", "-tap", "tap-name-too-long"],
+            "-tap 'tap-name-too-long': not a valid interface name: the name is 17 bytes long",
+        ),
     ],
-    ids=["missing-directory", "tap-not-yet"],
+    ids=["missing-directory", "tap-invalid-name"],
 )
 def test_startup_errors_are_one_clear_line(tmp_path, args, message):
-    result = run_cli(*args)
+    result = run_cli(*(arg.format(tmp=tmp_path) for arg in args))
     assert result.returncode == 1
     assert message in result.stderr
     assert result.stderr.count("\n") == 1

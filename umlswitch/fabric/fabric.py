@@ -9,6 +9,7 @@ checks its size, learns its source (switch mode), picks the egress ports and cal
 from __future__ import annotations
 
 import logging
+import struct
 from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol
@@ -20,6 +21,10 @@ from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.ratelog import RateLimitedLog
 
 log = logging.getLogger("umlswitch.fabric")
+
+# Destination and source address of a frame as two ``bytes`` (dict keys) in one C call: about
+# 3x cheaper than ``bytes(frame[0:6])`` and ``bytes(frame[6:12])`` on a memoryview.
+_addresses = struct.Struct("6s6s").unpack_from
 
 
 class FabricPort(Protocol):
@@ -36,6 +41,16 @@ class FabricPort(Protocol):
 
     def send_nowait(self, frame: bytes | memoryview) -> None:
         """Queue ``frame`` in the kernel or drop and count it; never block, never raise."""
+
+
+class CaptureSink(Protocol):
+    """Where captured frames go (``umlswitch.capture.Capture``): ``record`` only queues a copy."""
+
+    @property
+    def port(self) -> int | None:
+        """Capture only frames from and to this port; None: every frame received."""
+
+    def record(self, frame: bytes | memoryview) -> None: ...
 
 
 class PortNumberTaken(Exception):
@@ -60,7 +75,10 @@ class Fabric:
         self.events: Counter[str] = Counter()
         self._ports: dict[int, FabricPort] = {}
         self._flood: dict[int, tuple[FabricPort, ...]] = {}
+        self._unicast: dict[int, tuple[FabricPort]] = {}  # port id -> (port,), built on attach
         self._ratelog = RateLimitedLog(log)
+        self.capture: CaptureSink | None = None  # packet capture, off unless set
+        self.departed = PortStats()  # the counters of detached ports, for switch-wide totals
 
     # --- ports -----------------------------------------------------------------------------
 
@@ -83,11 +101,15 @@ class Fabric:
         if port.id in self._ports:
             raise PortNumberTaken(f"port {port.id} is already in use")
         self._ports[port.id] = port
+        self._unicast[port.id] = (port,)
         self._flood.clear()
 
     def detach(self, port_id: int) -> int:
         """Remove a port and forget its MAC entries; return how many entries were forgotten."""
-        self._ports.pop(port_id, None)
+        port = self._ports.pop(port_id, None)
+        if port is not None:
+            self.departed.add(port.stats)
+        self._unicast.pop(port_id, None)
         self._flood.clear()
         return self.table.forget_port(port_id)
 
@@ -125,35 +147,49 @@ class Fabric:
         if size > self.max_frame:
             self._drop(ingress, counters.GIANT, size)
             return ()
-        if frame[6] & 1:
+        dst, src = _addresses(frame)
+        if src[0] & 1:
             self._drop(ingress, counters.GROUP_SOURCE, size)
             return ()
         ingress_id = ingress.id
         if self.hub:
             return self.flood_set(ingress_id)
-        src = bytes(frame[6:12])
         learned = self.table.learn(src, ingress_id, self.now)
         if learned is not Learned.REFRESHED:
             self._note_learning(learned, src, ingress)
-        if frame[0] & 1:
+        if dst[0] & 1:
             return self.flood_set(ingress_id)
-        out = self.table.lookup(bytes(frame[0:6]))
+        out = self.table.lookup(dst)
         if out is None:
             return self.flood_set(ingress_id)
         if out == ingress_id:
             ingress.stats.drops[counters.SAME_PORT] += 1
             return ()
-        port = self._ports.get(out)
+        port = self._unicast.get(out)
         if port is None:  # cannot happen while detach() forgets entries; be safe anyway
             return self.flood_set(ingress_id)
-        return (port,)
+        return port
 
     def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
         """Account ``frame`` on ``ingress`` and send it to its egress ports."""
         stats = ingress.stats
         stats.rx_frames += 1
         stats.rx_bytes += len(frame)
+        if self.capture is not None:
+            self._forward_captured(self.capture, ingress, frame)
+            return
         for port in self.egress(ingress, frame):
+            port.send_nowait(frame)
+
+    def _forward_captured(
+        self, capture: CaptureSink, ingress: FabricPort, frame: bytes | memoryview
+    ) -> None:
+        """``forward`` while capturing: the frames from the ingress port and to the watched one."""
+        egress = tuple(self.egress(ingress, frame))
+        watched = capture.port
+        if watched is None or watched == ingress.id or any(p.id == watched for p in egress):
+            capture.record(frame)
+        for port in egress:
             port.send_nowait(frame)
 
     def reject(self, ingress: FabricPort, reason: str, size: int) -> None:

@@ -11,18 +11,22 @@ detaches the port and forgets its MAC entries.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import logging
 import os
+import pwd
 import socket
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import trio
 
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
-from umlswitch.ports import control
+from umlswitch.ports import control, peercheck
 from umlswitch.ports.base import BATCH, Port, pump_datagrams, ratelog
 from umlswitch.ports.control import NeedMore, Request, RequestDecoder, RequestError
 
@@ -52,8 +56,10 @@ def peer_cred(sock: trio.socket.SocketType | socket.socket) -> PeerCred:
     return PeerCred(pid, uid, gid)
 
 
-def describe_address(address: bytes | str) -> str:
+def describe_address(address: bytes | str | None) -> str:
     """A readable form of a unix address: ``@name`` for abstract ones (garbage shown as hex)."""
+    if not address:  # recvfrom gives None for an unbound sender
+        return "(unbound socket)"
     if isinstance(address, str):
         return address
     name = address[1:]
@@ -67,6 +73,13 @@ def describe_address(address: bytes | str) -> str:
 _name_counter = itertools.count(1)
 
 
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
 def abstract_name(tag: str) -> bytes:
     """A fresh 108-byte abstract socket name (leading NUL, zero padding to the full length)."""
     name = f"\0umlswitch-{os.getpid()}-{tag}-{next(_name_counter)}".encode()
@@ -76,9 +89,16 @@ def abstract_name(tag: str) -> bytes:
 class ClientPort(Port):
     """A client with its own data socket, connected to the client's address."""
 
-    def __init__(self, port_id: int, name: str, sock: socket.socket) -> None:
+    def __init__(
+        self, port_id: int, name: str, sock: socket.socket, path: str | None = None
+    ) -> None:
         super().__init__(port_id, name)
         self.sock = sock
+        self.path = path  # our pathname socket file, removed on close
+        self.owner: int | None = None  # uid owning the client's pathname socket (vde clients)
+        self.local_address: bytes = sock.getsockname()
+        if isinstance(self.local_address, str):
+            self.local_address = os.fsencode(self.local_address)
         self._send_raw = sock.send
 
     def _send(self, frame: bytes | memoryview) -> None:
@@ -99,6 +119,10 @@ class ClientPort(Port):
 
     def close(self) -> None:
         self.sock.close()
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
 
 
 class SharedPort(Port):
@@ -170,6 +194,10 @@ class SharedDataSocket:
                     fabric.forward(port, view[:size])
 
 
+class PeerRefused(OSError):
+    """The data socket a client named is not its own."""
+
+
 class ControlServer:
     """Accepts control connections, runs the handshake, and runs each attached port."""
 
@@ -180,16 +208,40 @@ class ControlServer:
         *,
         shared: SharedDataSocket | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        data_path_prefix: str = "/tmp/umlswitch-",
+        verify_peers: bool = True,
+        max_ports: int = 4096,
+        max_pending: int = 128,
     ) -> None:
+        self.max_ports = max_ports
+        self.max_pending = max_pending
+        # connections still in their handshake, oldest first: key -> (peer, cancel scope)
+        self._pending: OrderedDict[int, tuple[PeerCred, trio.CancelScope]] = OrderedDict()
+        self._pending_keys = itertools.count()
+        # refuse clients that name a data socket which is not their own (see peercheck)
+        self.verify_peers = verify_peers
         self.listener = listener
+        # where pathname data sockets go: "DIR/" for a control socket DIR/ctl (vde's layout)
+        self.data_path_prefix = data_path_prefix
         self.fabric = fabric
         self.shared = shared
         self.handshake_timeout = handshake_timeout
         self.events: dict[str, int] = {}
         self.clients: dict[int, PeerCred] = {}
+        self.descriptions: dict[int, str] = {}  # port id -> the description a vde client sent
+        self._running: dict[int, trio.CancelScope] = {}  # port id -> its task's scope (remove)
 
     def _count(self, name: str) -> None:
         self.events[name] = self.events.get(name, 0) + 1
+
+    def remove(self, port_id: int) -> bool:
+        """Detach a client's port and close its control connection (the management console's
+        ``port/remove``); False if no client has that port."""
+        scope = self._running.pop(port_id, None)
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -210,8 +262,37 @@ class ControlServer:
             except OSError:
                 cred = PeerCred(0, -1, -1)
             log.debug("new control connection from %s", cred)
-            request = await self._read_request(conn, cred)
+            if len(self._pending) >= self.max_pending:
+                # Make room by closing the connection that has waited longest: a client that
+                # really means to attach completes its handshake in milliseconds.
+                _, (oldest_cred, oldest_scope) = self._pending.popitem(last=False)
+                oldest_scope.cancel()
+                self._count(counters.PENDING_LIMIT)
+                ratelog.warning(
+                    "pending-limit",
+                    "closed the oldest pending control connection (from %s): %d connections "
+                    "were waiting for their handshake (--max-pending)",
+                    oldest_cred,
+                    self.max_pending,
+                )
+            key = next(self._pending_keys)
+            request = None
+            with trio.CancelScope() as scope:
+                self._pending[key] = (cred, scope)
+                try:
+                    request = await self._read_request(conn, cred)
+                finally:
+                    self._pending.pop(key, None)
             if request is None:
+                return
+            if len(self.fabric.ports) >= self.max_ports:
+                self._count(counters.PORT_LIMIT)
+                ratelog.warning(
+                    "port-limit",
+                    "refused %s: the switch has %d ports already (--max-ports)",
+                    cred,
+                    len(self.fabric.ports),
+                )
                 return
             await self._serve_client(conn, cred, request)
 
@@ -283,19 +364,22 @@ class ControlServer:
                     describe_address(peer),
                 )
                 return
+            refusal = self._check_v0_address(peer, cred)
+            if refusal is not None:
+                self._count(counters.PEER_REFUSED)
+                log.warning("refused v0 request from %s: %s", cred, refusal)
+                return
             port = SharedPort(port_id, name, self.shared, peer)
             self.shared.register(port)
             reply = b""
         else:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                local = abstract_name(str(port_id))
-                sock.bind(local)
-                sock.connect(peer)
+                port = self._open_client_port(port_id, name, peer, cred)
+            except PeerRefused as exc:
+                self._count(counters.PEER_REFUSED)
+                log.warning("refused %s (%s): %s", cred, request.dialect, exc)
+                return
             except OSError as exc:
-                sock.close()
                 self._count(counters.ATTACH_FAILED)
                 log.warning(
                     "refused %s (%s): cannot connect to its data socket %s: %s",
@@ -305,22 +389,27 @@ class ControlServer:
                     exc.strerror or exc,
                 )
                 return
-            port = ClientPort(port_id, name, sock)
-            reply = control.encode_sockaddr(local)
+            reply = control.encode_sockaddr(port.local_address)
         # Attach before replying: a client may send (and expect to receive) as soon as it has
         # the reply, so the port must already be part of the fabric by then.
         fabric.attach(port)
         self.clients[port_id] = cred
+        if request.description:
+            self.descriptions[port_id] = request.description
         try:
             if reply:
                 await conn.send(reply)
         except OSError as exc:
             fabric.detach(port_id)
             self.clients.pop(port_id, None)
+            self.descriptions.pop(port_id, None)
             port.close()
             log.warning("port %d: client %s vanished during the handshake: %s", port_id, cred, exc)
             return
-        extra = f" description={request.description!r}" if request.description else ""
+        owner = port.owner if isinstance(port, ClientPort) and port.owner is not None else cred.uid
+        extra = f" user={user_name(owner)}"
+        if request.description:
+            extra += f" description={request.description!r}"
         log.info(
             "port %d attached: %s client %s, data %s%s",
             port_id,
@@ -332,15 +421,73 @@ class ControlServer:
         reason = "shutdown"
         try:
             async with trio.open_nursery() as nursery:
+                self._running[port_id] = nursery.cancel_scope
                 if isinstance(port, ClientPort):
                     nursery.start_soon(port.run, fabric)
                 reason = await self._watch_control(conn)
                 nursery.cancel_scope.cancel()
         finally:
+            if self._running.pop(port_id, None) is None and reason == "shutdown":
+                reason = "removed by the management console"  # remove() took the scope
             forgotten = fabric.detach(port_id)
             self.clients.pop(port_id, None)
+            self.descriptions.pop(port_id, None)
             port.close()
             log.info("port %d detached (%s); forgot %d MAC(s)", port_id, reason, forgotten)
+
+    def _check_v0_address(self, peer: bytes | str, cred: PeerCred) -> str | None:
+        """For the shared socket: whether ``peer`` names the client's own socket."""
+        if not self.verify_peers:
+            return None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(peer)
+                return peercheck.check_connected_socket(probe, cred.pid, cred.uid)
+            except OSError as exc:
+                return f"cannot reach its data socket {describe_address(peer)}: {exc.strerror}"
+
+    def _open_client_port(
+        self, port_id: int, name: str, peer: bytes | str, cred: PeerCred
+    ) -> ClientPort:
+        """A data socket for one client, bound and connected to the client's own address.
+
+        An abstract client address (UML) gets an abstract socket. A pathname one (libvdeplug)
+        gets a pathname socket beside the control socket, owned by the client's socket's owner
+        so that the client may connect to it, as vde_switch does.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path: str | None = None
+        owner = -1
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            if isinstance(peer, bytes):
+                sock.bind(abstract_name(str(port_id)))
+            else:
+                owner = os.stat(peer).st_uid
+                path = f"{self.data_path_prefix}{port_id:03d}.{next(_name_counter)}"
+                if len(os.fsencode(path)) >= control.SUN_PATH_LEN:
+                    raise OSError(errno.ENAMETOOLONG, f"data socket path {path} is too long")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # left by a killed switch
+                sock.bind(path)
+                os.chmod(path, 0o600)
+                if os.geteuid() == 0:
+                    os.chown(path, owner, -1)
+            sock.connect(peer)
+            if self.verify_peers:
+                reason = peercheck.check_connected_socket(sock, cred.pid, cred.uid)
+                if reason is not None:
+                    raise PeerRefused(reason)
+        except OSError:
+            sock.close()
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        port = ClientPort(port_id, name, sock, path)
+        port.owner = owner if path is not None else None
+        return port
 
     async def _watch_control(self, conn: trio.socket.SocketType) -> str:
         """Wait until the control connection ends; return why."""

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import trio
 
-from umlswitch.config import SwitchConfig
+from umlswitch.config import SwitchConfig, mgmt_path_for
 from umlswitch.daemon import Switch, serve
 
 READY = "attached to unix socket"
@@ -38,6 +38,11 @@ class RunningSwitch:
     @property
     def control_path(self) -> str:
         return self.switch.control_path
+
+    @property
+    def mgmt_path(self) -> str | None:
+        """The management socket (``umlswitch ctl``, ``vdeterm``), None with no_mgmt=True."""
+        return self.switch.mgmt_path
 
     def counters(self) -> dict[str, Any]:
         """Per-port traffic and drop counters, plus switch-wide events."""
@@ -88,6 +93,7 @@ class SwitchProcess:
         self._own_dir = directory is None
         self.directory = tempfile.mkdtemp(prefix="umlswitch-") if directory is None else directory
         self.control_path = os.path.join(self.directory, "ctl")
+        self.mgmt_path = mgmt_path_for(self.control_path)  # unless args say --mgmt/--no-mgmt
         self.log_path = os.path.join(self.directory, "umlswitch.log")
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Frames per second through umlswitch, the C uml_switch and vde_switch, side by side.
+
+Run as root: ``python3 benchmarks/bench_frames.py`` (``--help`` for options). It compiles
+``benchmarks/loadgen.c`` into ``benchmarks/build/``, re-runs itself inside a private network
+namespace (abstract unix sockets live in a namespace), and for every case runs the switches in
+alternating rounds (A B C A B C ...), each time on a fresh switch. For each run it records frames/s
+delivered during the measured window, loss over the whole run, the switch's CPU time (utime+stime
+from /proc/PID/stat) per delivered frame, and its peak RSS (VmHWM). It prints medians, min-max
+spreads and ratios to uml_switch.
+
+The scale case attaches IDLE extra ports (default 1000) and makes the switch learn MACS source
+addresses (default 8000) before a 64-byte unicast run between two more ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BUILD = HERE / "build"
+LOADGEN = BUILD / "loadgen"
+SWITCHES = ("umlswitch", "uml_switch", "vde_switch")
+
+
+def build_loadgen() -> None:
+    source = HERE / "loadgen.c"
+    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= source.stat().st_mtime:
+        return
+    BUILD.mkdir(exist_ok=True)
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(LOADGEN), str(source)], check=True)
+
+
+def in_private_netns(argv: list[str]) -> None:
+    """Re-run this script inside a fresh network namespace, then delete the namespace."""
+    name = f"umlsw-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        env = dict(os.environ, UMLSW_BENCH_NETNS=name)
+        rc = subprocess.call(["ip", "netns", "exec", name, sys.executable, *argv], env=env)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+    sys.exit(rc)
+
+
+class Running:
+    """One switch process on a fresh control path."""
+
+    def __init__(self, kind: str, workdir: Path, numports: int) -> None:
+        self.kind = kind
+        self.stdin = subprocess.DEVNULL
+        if kind == "umlswitch":
+            self.ctl = workdir / "umlswitch.ctl"
+            # UMLSW_BENCH_PYTHONPATH lets you compare against another checkout of the package.
+            env = dict(os.environ)
+            if os.environ.get("UMLSW_BENCH_PYTHONPATH"):
+                env["PYTHONPATH"] = os.environ["UMLSW_BENCH_PYTHONPATH"]
+            argv = [sys.executable, "-m", "umlswitch", "-unix", str(self.ctl)]
+            argv += ["--log-level", "warning"]
+            self.mode, ready = "uml", self.ctl
+        elif kind == "uml_switch":
+            self.ctl = workdir / "uml_switch.ctl"
+            argv, env = ["uml_switch", "-unix", str(self.ctl)], None
+            self.mode, ready = "uml", self.ctl
+        else:
+            self.ctl = workdir / "vde"
+            argv, env = ["vde_switch", "-s", str(self.ctl), "-n", str(numports)], None
+            self.mode, ready = "vde", self.ctl / "ctl"
+            self.stdin = subprocess.PIPE  # vde_switch exits on EOF of its console (stdin)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=self.stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not self._serving(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{kind} did not start (status {self.proc.poll()})")
+            time.sleep(0.02)
+
+    @staticmethod
+    def _serving(path: Path) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
+    def vmhwm_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.kind == "vde_switch":
+            shutil.rmtree(self.ctl, ignore_errors=True)
+
+
+def run_once(kind: str, case: dict, args: argparse.Namespace, workdir: Path) -> dict:
+    switch = Running(kind, workdir, numports=case["idle"] + 64)
+    try:
+        out = subprocess.run(
+            [
+                str(LOADGEN),
+                switch.mode,
+                str(switch.ctl),
+                str(case["pairs"]),
+                str(int(case["bcast"])),
+                str(case["size"]),
+                str(args.seconds),
+                str(args.window),
+                str(switch.proc.pid),
+                str(case["idle"]),
+                str(case["macs"]),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=args.seconds + 120,
+        ).stdout
+        result = json.loads(out)
+        result["vmhwm_kib"] = switch.vmhwm_kib()
+    finally:
+        switch.stop()
+    delivered = max(result["delivered"], 1)
+    tick_us = 1e6 / result["hz"]
+    return {
+        "fps": result["delivered"] / result["secs"],
+        "loss": 1 - result["delivered_all"] / max(result["expected_all"], 1),
+        "cpu_us": result["cpu_ticks"] * tick_us / delivered,
+        "rss_mb": result["vmhwm_kib"] / 1024,
+        "attach_s": result["attach_idle_s"],
+        "stalls": result["stalls"],
+    }
+
+
+def cases(args: argparse.Namespace) -> list[dict]:
+    out = []
+    for size in args.sizes:
+        for pairs in args.pairs:
+            out.append(dict(name=f"{size}B unicast {pairs} pair(s)", size=size, pairs=pairs,
+                            bcast=False, idle=0, macs=0))
+        out.append(dict(name=f"{size}B broadcast to 3", size=size, pairs=3, bcast=True,
+                        idle=0, macs=0))
+    if args.idle:
+        out.append(dict(name=f"64B unicast 1 pair, {args.idle} idle ports, {args.macs} MACs",
+                        size=64, pairs=1, bcast=False, idle=args.idle, macs=args.macs))
+    if args.only:
+        out = [c for c in out if args.only in c["name"]]
+    return out
+
+
+def fmt_spread(values: list[float], fmt: str) -> str:
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured window per run")
+    parser.add_argument("--window", type=int, default=16, help="outstanding frames per sender")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1500])
+    parser.add_argument("--pairs", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--idle", type=int, default=1000, help="idle ports in the scale case (0: skip)")
+    parser.add_argument("--macs", type=int, default=8000, help="MACs learned in the scale case")
+    parser.add_argument("--qlen", type=int, default=10,
+                        help="net.unix.max_dgram_qlen inside the private namespace (kernel default 10)")
+    parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=SWITCHES)
+    parser.add_argument("--only", help="run only the cases whose name contains this text")
+    parser.add_argument("--json", help="also write every run's figures to this file")
+    args = parser.parse_args()
+
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (it needs a private network namespace)")
+    build_loadgen()
+    if "UMLSW_BENCH_NETNS" not in os.environ:
+        in_private_netns(sys.argv)
+
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # 1000 ports need 2000+ fds
+    Path("/proc/sys/net/unix/max_dgram_qlen").write_text(str(args.qlen))  # this netns only
+    qlen = Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
+    print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, net.unix.max_dgram_qlen={qlen}, "
+          f"window {args.window}, {args.seconds} s per run, {args.rounds} rounds, "
+          f"order {' '.join(args.switches)} per round", flush=True)
+    all_runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="umlsw-bench-") as tmp:
+        workdir = Path(tmp)
+        for case in cases(args):
+            runs: dict[str, list[dict]] = {kind: [] for kind in args.switches}
+            for _ in range(args.rounds):
+                for kind in args.switches:
+                    r = run_once(kind, case, args, workdir)
+                    runs[kind].append(r)
+                    all_runs.append(dict(case=case["name"], switch=kind, **r))
+            report(case, runs)
+    if args.json:
+        Path(args.json).write_text(json.dumps(all_runs, indent=1))
+
+
+def report(case: dict, runs: dict[str, list[dict]]) -> None:
+    print(f"\n## {case['name']}")
+    base = runs.get("uml_switch")
+    med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
+    extra = "  attach idle s" if case["idle"] else ""
+    print(f"{'switch':11s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
+          f"{'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'RSS MB':>7s}{extra}")
+    for kind, v in runs.items():
+        m = med[kind]
+        fps_ratio = m["fps"] / med["uml_switch"]["fps"] if base else float("nan")
+        cpu_ratio = m["cpu_us"] / med["uml_switch"]["cpu_us"] if base else float("nan")
+        line = (f"{kind:11s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} {fps_ratio:6.2f} "
+                f"{100 * m['loss']:7.3f} {fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
+                f"{cpu_ratio:6.2f} {m['rss_mb']:7.1f}")
+        if case["idle"]:
+            line += f"  {m['attach_s']:.3f}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

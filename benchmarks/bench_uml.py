@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Two real UML guests on umlswitch and on the C uml_switch: ping RTT and iperf3 TCP Mbit/s.
+
+Run as root: ``python3 benchmarks/bench_uml.py [--rounds 3] [--seconds 5]``. It re-runs itself in
+a private network namespace and boots the guests with the end-to-end tests' recipe
+(``tests/e2e/uml.py``: the host's / as a hostfs root, an init script of our own), alternating the
+switches every round (A B A B ...), each on a fresh switch, and prints medians, min-max spreads
+and ratios to uml_switch. vde_switch is not included: UML's ``eth0=daemon`` transport speaks only
+the uml_switch dialect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.uml import SWITCH_ENV, GuestPool, PingSummary, Switches, ip_for  # noqa: E402
+
+PORT = 5201
+SWITCHES = ("umlswitch", "uml_switch")
+
+
+def one_round(kind: str, seconds: int, pings: int) -> tuple[float, float]:
+    """(median ping RTT in ms, iperf3 Mbit/s) with two fresh guests on a fresh switch."""
+    os.environ[SWITCH_ENV] = kind
+    with tempfile.TemporaryDirectory(prefix="umlsw-bench-uml-") as tmp:
+        workdir = Path(tmp)
+        switches, pool = Switches(workdir), GuestPool(workdir)
+        try:
+            switch = switches()
+            server = (
+                f"iperf3 -s -1 -p {PORT} & server=$!\n"
+                f'e2e_wait_listening {PORT} && touch "$E2E_DIR/iperf3.listening"\n'
+                "wait $server"
+            )
+            client = [
+                # warm up ARP and the MAC table, then measure RTT
+                f"ping -n -c 2 -i 0.2 -W 2 {ip_for(1)} >/dev/null; "
+                f"ping -n -c {pings} -i 0.05 -W 2 {ip_for(1)}",
+                'e2e_wait_file "$E2E_DIR/iperf3.listening" && '
+                f"iperf3 -c {ip_for(1)} -p {PORT} -t {seconds} -J",
+            ]
+            _, g2 = pool(switch, [server], client)
+            ping, iperf = g2.results(timeout=seconds + 60)
+            switch.check_alive()
+        finally:
+            try:
+                pool.stop_all()
+            finally:
+                switches.stop_all()
+    summary = PingSummary.parse(ping.stdout)
+    if summary is None or summary.received == 0:
+        raise SystemExit(f"ping failed through {kind}:\n{ping.describe()}")
+    rtts = [float(line.split("time=")[1].split()[0]) for line in ping.stdout.splitlines()
+            if "time=" in line]
+    if iperf.returncode != 0:
+        raise SystemExit(f"iperf3 failed through {kind}:\n{iperf.describe()}")
+    bits = iperf.json()["end"]["sum_received"]["bits_per_second"]
+    return statistics.median(rtts), bits / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="iperf3 duration")
+    parser.add_argument("--pings", type=int, default=20)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (it needs a private network namespace)")
+    if "UMLSW_BENCH_NETNS" not in os.environ:
+        name = f"umlsw-bench-uml-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            env = dict(os.environ, UMLSW_BENCH_NETNS=name)
+            rc = subprocess.call(["ip", "netns", "exec", name, sys.executable, *sys.argv], env=env)
+        finally:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        sys.exit(rc)
+
+    qlen = Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
+    print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+          f"net.unix.max_dgram_qlen={qlen}, iperf3 {args.seconds} s, {args.rounds} rounds", flush=True)
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in SWITCHES}
+    for i in range(args.rounds):
+        for kind in SWITCHES:
+            rtt, mbit = one_round(kind, args.seconds, args.pings)
+            results[kind].append((rtt, mbit))
+            print(f"round {i + 1} {kind:10s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s", flush=True)
+    base_rtt = statistics.median(r for r, _ in results["uml_switch"])
+    base_mbit = statistics.median(m for _, m in results["uml_switch"])
+    print(f"\n{'switch':11s} {'ping RTT ms (min-max)':>24s} {'x uml':>6s} "
+          f"{'iperf3 Mbit/s (min-max)':>26s} {'x uml':>6s}")
+    for kind, rows in results.items():
+        rtts, mbits = [r for r, _ in rows], [m for _, m in rows]
+        rtt, mbit = statistics.median(rtts), statistics.median(mbits)
+        print(f"{kind:11s} {f'{rtt:.3f} ({min(rtts):.3f}-{max(rtts):.3f})':>24s} "
+              f"{rtt / base_rtt:6.2f} {f'{mbit:.0f} ({min(mbits):.0f}-{max(mbits):.0f})':>26s} "
+              f"{mbit / base_mbit:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

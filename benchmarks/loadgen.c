@@ -1,0 +1,298 @@
+/* Load generator for uml_switch-compatible switches (umlswitch, uml_switch) and vde_switch.
+ *
+ * Attaches ports exactly as a client does, lets the switch learn, then pushes frames from sender
+ * ports to receiver ports with a window of outstanding frames per sender (back-pressure), and
+ * counts what arrives. Single-threaded; one poll() loop. Prints one JSON line.
+ *
+ *   uml mode: SOCK_STREAM to CTL, a SOCK_DGRAM data socket bound to a 108-byte abstract name with
+ *             the full sockaddr length (110), a 124-byte v3 request, a 110-byte reply, then
+ *             sendto(reply, 110) per frame -- as UML's daemon transport does.
+ *   vde mode: CTL is vde_switch's directory; connect to DIR/ctl, data socket bound to a pathname
+ *             in DIR, packed v3 request + description, connect the data socket to the reply path.
+ *
+ * usage: loadgen MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS
+ *   PAIRS  unicast sender/receiver pairs (BCAST=0), or broadcast receivers (BCAST=1, 1 sender)
+ *   IDLE   extra idle ports attached first (time to attach them is reported)
+ *   MACS   source MACs the idle ports make the switch learn (spread over them) before the run
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAGIC 0xfeedface
+#define SUNLEN 110
+
+struct port {
+    int ctl, data;
+    struct sockaddr_un peer; /* switch's data address (uml mode) */
+    int connected;            /* vde mode: data socket connected */
+    char path[108];           /* vde mode: our own socket file */
+    unsigned char mac[6];
+    long long sent, recvd;
+};
+
+static const char *mode, *ctlpath;
+static int vde;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static void attach(struct port *p, int idx) {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    p->ctl = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (p->ctl < 0) die("socket");
+    if (vde) snprintf(a.sun_path, sizeof a.sun_path, "%s/ctl", ctlpath);
+    else snprintf(a.sun_path, sizeof a.sun_path, "%s", ctlpath);
+    if (connect(p->ctl, (struct sockaddr *)&a, SUNLEN) < 0) die("connect ctl");
+    p->data = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (p->data < 0) die("socket dgram");
+    struct sockaddr_un me;
+    memset(&me, 0, sizeof me);
+    me.sun_family = AF_UNIX;
+    if (vde) {
+        snprintf(me.sun_path, sizeof me.sun_path, "%s/.lg%d-%d", ctlpath, getpid(), idx);
+        unlink(me.sun_path);
+        snprintf(p->path, sizeof p->path, "%s", me.sun_path);
+    } else {
+        /* abstract: NUL, then a name, then zero padding; bound with the full length like UML */
+        snprintf(me.sun_path + 1, sizeof me.sun_path - 1, "loadgen-%d-%d", getpid(), idx);
+    }
+    if (bind(p->data, (struct sockaddr *)&me, SUNLEN) < 0) die("bind data");
+    unsigned char req[256];
+    memset(req, 0, sizeof req);
+    uint32_t w = MAGIC;
+    memcpy(req, &w, 4);
+    w = 3;
+    memcpy(req + 4, &w, 4);
+    memcpy(req + 12, &me, SUNLEN);
+    size_t len = 124;
+    if (vde) {
+        const char *d = "loadgen";
+        memcpy(req + 122, d, strlen(d));
+        len = 122 + strlen(d);
+    }
+    if (write(p->ctl, req, len) != (ssize_t)len) die("write request");
+    size_t got = 0;
+    while (got < SUNLEN) {
+        ssize_t n = read(p->ctl, (char *)&p->peer + got, SUNLEN - got);
+        if (n <= 0) die("read reply");
+        got += n;
+    }
+    if (vde) {
+        if (connect(p->data, (struct sockaddr *)&p->peer, SUNLEN) < 0) die("connect data");
+        p->connected = 1;
+        unlink(p->path);
+    }
+    int fl = fcntl(p->data, F_GETFL);
+    fcntl(p->data, F_SETFL, fl | O_NONBLOCK);
+    p->mac[0] = 0x02;
+    p->mac[1] = 0x4c;
+    p->mac[2] = 0x47;
+    p->mac[3] = (idx >> 16) & 0xff;
+    p->mac[4] = (idx >> 8) & 0xff;
+    p->mac[5] = idx & 0xff;
+}
+
+static int send_frame(struct port *p, const unsigned char *frame, size_t size) {
+    ssize_t n;
+    if (p->connected) n = send(p->data, frame, size, MSG_DONTWAIT);
+    else n = sendto(p->data, frame, size, MSG_DONTWAIT, (struct sockaddr *)&p->peer, SUNLEN);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == ENOBUFS) return 0;
+        die("send");
+    }
+    return 1;
+}
+
+static void build(unsigned char *f, size_t size, const unsigned char *dst, const unsigned char *src) {
+    memset(f, 0, size);
+    memcpy(f, dst, 6);
+    memcpy(f + 6, src, 6);
+    f[12] = 0x88;
+    f[13] = 0xb5;
+}
+
+/* Receive everything pending on p; returns frames read. */
+static long drain(struct port *p) {
+    static unsigned char buf[65536];
+    long n = 0;
+    while (recv(p->data, buf, sizeof buf, MSG_DONTWAIT) >= 0) n++;
+    p->recvd += n;
+    return n;
+}
+
+static long long cpu_ticks(int pid) {
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *s = strrchr(buf, ')');
+    if (!s) return -1;
+    unsigned long long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+static void settle(struct port *ports, int n, double secs) {
+    double end = now() + secs;
+    while (now() < end) {
+        for (int i = 0; i < n; i++) drain(&ports[i]);
+        usleep(2000);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 11) {
+        fprintf(stderr, "usage: loadgen MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS\n");
+        return 2;
+    }
+    mode = argv[1];
+    ctlpath = argv[2];
+    vde = strcmp(mode, "vde") == 0;
+    int pairs = atoi(argv[3]), bcast = atoi(argv[4]);
+    size_t size = atoi(argv[5]);
+    double secs = atof(argv[6]);
+    int window = atoi(argv[7]), spid = atoi(argv[8]), idle = atoi(argv[9]), macs = atoi(argv[10]);
+    int nsend = bcast ? 1 : pairs, nrecv = pairs, fanout = bcast ? pairs : 1;
+    int total = idle + nsend + nrecv;
+
+    struct rlimit rl = {65536, 65536};
+    setrlimit(RLIMIT_NOFILE, &rl);
+    struct port *ports = calloc(total, sizeof *ports);
+    struct port *idlep = ports, *snd = ports + idle, *rcv = ports + idle + nsend;
+
+    double t = now();
+    for (int i = 0; i < idle; i++) attach(&idlep[i], 100000 + i);
+    double attach_idle = now() - t;
+    for (int i = 0; i < nsend; i++) attach(&snd[i], i);
+    for (int i = 0; i < nrecv; i++) attach(&rcv[i], 1000 + i);
+
+    unsigned char frame[65536];
+    /* receivers announce themselves (to a sender's MAC, so the frame floods once) */
+    for (int i = 0; i < nrecv; i++) {
+        build(frame, 64, snd[0].mac, rcv[i].mac);
+        while (!send_frame(&rcv[i], frame, 64)) usleep(1000);
+    }
+    for (int i = 0; i < nsend; i++) {
+        build(frame, 64, rcv[0].mac, snd[i].mac);
+        while (!send_frame(&snd[i], frame, 64)) usleep(1000);
+    }
+    settle(ports, total, 0.2);
+    /* idle ports teach the switch MACS source addresses (frames go to receiver 0) */
+    for (int m = 0; m < macs && idle > 0; m++) {
+        struct port *p = &idlep[m % idle];
+        unsigned char src[6] = {0x02, 0x4d, (m >> 16) & 0xff, (m >> 8) & 0xff, m & 0xff, 0x01};
+        build(frame, 64, rcv[0].mac, src);
+        while (!send_frame(p, frame, 64)) drain(&rcv[0]);
+        if (m % 8 == 0) drain(&rcv[0]);
+    }
+    if (macs) settle(ports, total, 0.3);
+    for (int i = 0; i < total; i++) ports[i].sent = ports[i].recvd = 0;
+
+    unsigned char bcast_mac[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    unsigned char *bigframes = malloc((size_t)nsend * (size > 2048 ? size : 2048));
+    for (int i = 0; i < nsend; i++)
+        build(bigframes + (size_t)i * (size > 2048 ? size : 2048), size,
+              bcast ? bcast_mac : rcv[i].mac, snd[i].mac);
+
+    struct pollfd *pfd = calloc(nrecv, sizeof *pfd);
+    for (int i = 0; i < nrecv; i++) pfd[i].fd = rcv[i].data, pfd[i].events = POLLIN;
+
+    double warm = 0.3, start = now(), t0 = start + warm, t1 = t0 + secs;
+    long long sent0 = -1, recv0 = 0, ticks0 = 0, sent1 = 0, recv1 = 0, ticks1 = 0;
+    long long lost_windows = 0;
+    double m0 = 0, m1 = 0;
+    for (;;) {
+        double tn = now();
+        if (sent0 < 0 && tn >= t0) {
+            sent0 = recv0 = 0;
+            for (int i = 0; i < nsend; i++) sent0 += snd[i].sent;
+            for (int i = 0; i < nrecv; i++) recv0 += rcv[i].recvd;
+            ticks0 = cpu_ticks(spid);
+            m0 = tn;
+        }
+        if (tn >= t1) {
+            for (int i = 0; i < nsend; i++) sent1 += snd[i].sent;
+            for (int i = 0; i < nrecv; i++) recv1 += rcv[i].recvd;
+            ticks1 = cpu_ticks(spid);
+            m1 = tn;
+            break;
+        }
+        /* outstanding = what a sender sent minus what its receivers got */
+        for (int i = 0; i < nsend; i++) {
+            struct port *s = &snd[i];
+            unsigned char *f = bigframes + (size_t)i * (size > 2048 ? size : 2048);
+            for (;;) {
+                long long got = 0;
+                /* a receiver's "sent" field holds frames written off as lost (see below) */
+                if (bcast) {
+                    long long mn = -1;
+                    for (int r = 0; r < nrecv; r++)
+                        if (mn < 0 || rcv[r].recvd + rcv[r].sent < mn) mn = rcv[r].recvd + rcv[r].sent;
+                    got = mn;
+                } else got = rcv[i].recvd + rcv[i].sent;
+                if (s->sent - got >= window) break;
+                if (!send_frame(s, f, size)) break;
+                s->sent++;
+            }
+        }
+        int r = poll(pfd, nrecv, 20);
+        if (r == 0) {
+            /* nothing for 20 ms: what is outstanding is lost; reopen the windows */
+            lost_windows++;
+            for (int i = 0; i < nsend; i++) {
+                if (bcast) for (int k = 0; k < nrecv; k++) rcv[k].sent = snd[i].sent - rcv[k].recvd;
+                else rcv[i].sent = snd[i].sent - rcv[i].recvd;
+            }
+            continue;
+        }
+        for (int i = 0; i < nrecv; i++)
+            if (pfd[i].revents) drain(&rcv[i]);
+    }
+    /* let the last outstanding frames arrive */
+    double dend = now() + 0.2;
+    while (now() < dend) {
+        if (poll(pfd, nrecv, 20) > 0)
+            for (int i = 0; i < nrecv; i++) if (pfd[i].revents) drain(&rcv[i]);
+    }
+    long long sent_all = 0, recv_all = 0;
+    for (int i = 0; i < nsend; i++) sent_all += snd[i].sent;
+    for (int i = 0; i < nrecv; i++) recv_all += rcv[i].recvd;
+    long long expected = sent_all * fanout, real_recv = recv_all;
+    double el = m1 - m0;
+    printf("{\"mode\":\"%s\",\"pairs\":%d,\"bcast\":%d,\"size\":%zu,\"idle\":%d,\"macs\":%d,"
+           "\"attach_idle_s\":%.4f,\"secs\":%.4f,\"sent\":%lld,\"delivered\":%lld,"
+           "\"expected_all\":%lld,\"delivered_all\":%lld,\"cpu_ticks\":%lld,\"hz\":%ld,"
+           "\"stalls\":%lld}\n",
+           mode, pairs, bcast, size, idle, macs, attach_idle, el, sent1 - sent0,
+           recv1 - recv0, expected, real_recv, ticks1 - ticks0, sysconf(_SC_CLK_TCK),
+           lost_windows);
+    for (int i = 0; i < total; i++)
+        if (vde) unlink(ports[i].path);
+    return 0;
+}

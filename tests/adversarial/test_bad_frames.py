@@ -1,0 +1,54 @@
+"""Bad frames are dropped whole and counted by reason; correct traffic is unaffected."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import Ether
+
+from tests.integration.client import abstract_address
+from umlswitch import counters
+from umlswitch.testing import attach, run_switch
+
+A, B = "02:00:00:00:0b:01", "02:00:00:00:0b:02"
+
+
+async def test_runts_giants_and_group_sources_are_dropped_and_counted() -> None:
+    async with run_switch(max_frame=1518) as switch:
+        ctl = switch.control_path
+        async with attach(ctl, mac=A) as a, attach(ctl, mac=B) as b:
+            good = a.ether(dst=B) / IP() / ICMP()
+            bad = [
+                b"",
+                b"\x01" * 13,
+                bytes(a.ether(dst=B)) + b"j" * 8986,  # 9000 bytes
+                bytes(a.ether(dst=B)) + b"j" * 64986,  # 65000 bytes
+                bytes(Ether(src="01:00:5e:00:00:01", dst=B) / IP() / ICMP()),
+            ]
+            for frame in bad:
+                await a.send(frame)
+            await a.send(good)
+            got = await b.receive(timeout=3, match=ICMP)
+            assert got.src == A and got.dst == B
+            assert await b.collect(0.3) == []
+            drops = switch.counters()["ports"][1]["drops"]
+            assert drops == {counters.RUNT: 2, counters.GIANT: 2, counters.GROUP_SOURCE: 1}
+
+
+async def test_unregistered_senders_on_the_shared_socket(tmp_path) -> None:
+    data = str(tmp_path / "data")
+    async with run_switch(data_path=data) as switch:
+        intruder = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        async with attach(switch.control_path, mac=A) as a, attach(switch.control_path) as b:
+            with intruder:
+                await intruder.bind(abstract_address())
+                for _ in range(50):
+                    await intruder.sendto(bytes(Ether(src=A, dst=B) / IP()), data)
+            await a.send(a.ether(dst="ff:ff:ff:ff:ff:ff") / IP() / ICMP())
+            assert (await b.receive(match=ICMP)).src == A
+            assert await b.collect(0.3) == []  # none of the 50 was flooded
+            await trio.sleep(0.1)
+            assert switch.switch.shared is not None
+            assert switch.switch.shared.unknown_senders == 50

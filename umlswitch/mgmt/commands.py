@@ -1,0 +1,326 @@
+"""The management commands: one table of name, syntax, help, handler and text renderer.
+
+A handler gets the session and the arguments and returns a JSON document; ``execute`` turns it
+into the text answer (the command's renderer gives the data lines; commands without one answer
+with the status line only, as vde_switch's) or, for ``json COMMAND``, a one-line JSON data block.
+Errors are ``CommandError(errno, detail)``: ``1022 Invalid argument: ...``. Commands that change
+the switch are logged with the client's pid and uid.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from umlswitch.capture import CaptureBusy, open_capture_file
+from umlswitch.fabric.frame import format_mac, parse_mac
+from umlswitch.mgmt import views
+from umlswitch.mgmt.protocol import Invocation, Reply
+from umlswitch.mgmt.views import Doc
+from umlswitch.ports.unix import PeerCred
+
+if TYPE_CHECKING:
+    from umlswitch.daemon import Switch
+
+log = logging.getLogger("umlswitch.mgmt")
+
+
+class CommandError(Exception):
+    """A command failed; ``errno`` picks the status line (1000 + errno)."""
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        super().__init__(detail)
+        self.errno = code
+        self.detail = detail
+
+
+@dataclass
+class Session:
+    """One management connection: the switch, who is connected, and how the session ends."""
+
+    switch: Switch
+    peer: PeerCred
+    ended: bool = False  # logout or shutdown: answer 9999 END OF SESSION and close
+    shutdown: bool = False  # stop the switch once the answer is sent
+
+
+Handler = Callable[[Session, Sequence[str]], Awaitable[Doc]]
+Renderer = Callable[[Doc], list[str]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    syntax: str
+    help: str
+    handler: Handler
+    render: Renderer | None = None  # None: the text answer has no data block
+    changes: bool = False  # changes the switch: logged
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, syntax: str, help: str, *, render: Renderer | None = None, changes: bool = False
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, syntax, help, handler, render, changes)
+        return handler
+
+    return register
+
+
+async def execute(session: Session, invocation: Invocation) -> Reply:
+    """Run one command line and return its answer (never raises for a bad command)."""
+    name = invocation.name
+    cmd = COMMANDS.get(name)
+    try:
+        if not name:
+            raise CommandError(errno.EINVAL, "json needs a command, e.g. 'json port/print'")
+        if cmd is None:
+            raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
+        doc = await cmd.handler(session, invocation.args)
+    except CommandError as exc:
+        if cmd is not None and cmd.changes:
+            log.info("management client %s: %s: failed: %s", session.peer, invocation, exc)
+        if not invocation.json:
+            return Reply.error(exc.errno, exc.detail)
+        failed = Reply.error(exc.errno, exc.detail)
+        error = {"error": {"code": failed.code, "message": failed.message}}
+        return Reply.error(exc.errno, exc.detail, [json.dumps(error)])
+    if cmd.changes:
+        log.info("management client %s: %s", session.peer, invocation)
+    lines: list[str] | None
+    if invocation.json:
+        lines = [json.dumps(doc)]
+    else:
+        lines = None if cmd.render is None else cmd.render(doc)
+    return Reply.end_of_session(lines) if session.ended else Reply.success(lines)
+
+
+# --- argument helpers -----------------------------------------------------------------------
+
+
+def _arity(args: Sequence[str], low: int, high: int, syntax: str) -> None:
+    if not low <= len(args) <= high:
+        raise CommandError(errno.EINVAL, f"usage: {syntax}")
+
+
+def _number(text: str, what: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise CommandError(errno.EINVAL, f"{what} must be a number, not {text!r}") from None
+    if value < 0:
+        raise CommandError(errno.EINVAL, f"{what} must not be negative")
+    return value
+
+
+def _port(session: Session, text: str) -> int:
+    port = _number(text, "port")
+    if port not in session.switch.fabric.ports:
+        raise CommandError(errno.ENXIO, f"no port {port}")
+    return port
+
+
+# --- general --------------------------------------------------------------------------------
+
+
+@command(
+    "help", "[PREFIX]", "list the commands (those starting with PREFIX)", render=views.help_lines
+)
+async def _help(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 1, "help [PREFIX]")
+    prefix = args[0] if args else ""
+    entries = [(c.name, c.syntax, c.help) for c in COMMANDS.values() if c.name.startswith(prefix)]
+    return views.help_doc(entries)
+
+
+@command("json", "COMMAND", "answer COMMAND with one JSON document")
+async def _json(session: Session, args: Sequence[str]) -> Doc:
+    raise CommandError(errno.EINVAL, "json needs a command, e.g. 'json port/print'")
+
+
+@command("logout", "", "end this management session")
+async def _logout(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "logout")
+    session.ended = True
+    return {}
+
+
+@command("shutdown", "", "stop the switch", changes=True)
+async def _shutdown(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "shutdown")
+    session.ended = session.shutdown = True
+    return {"shutdown": True}
+
+
+@command(
+    "showinfo",
+    "",
+    "version, pid, uptime, mode, sockets, capture, totals",
+    render=views.info_lines,
+)
+async def _showinfo(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "showinfo")
+    return views.info_doc(session.switch)
+
+
+# --- ports ----------------------------------------------------------------------------------
+
+
+@command("port/print", "[N]", "ports: peer, MACs, counters, drops", render=views.port_lines)
+async def _port_print(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 1, "port/print [N]")
+    only = _port(session, args[0]) if args else None
+    return views.ports_doc(session.switch, only)
+
+
+@command("port/remove", "N", "detach port N (closes its connection)", changes=True)
+async def _port_remove(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "port/remove N")
+    port = _port(session, args[0])
+    if not session.switch.remove_port(port):
+        raise CommandError(errno.EBUSY, f"port {port} cannot be removed")
+    # The port's own task detaches it; wait for that so the next command sees it gone.
+    with trio.move_on_after(1.0):
+        while port in session.switch.fabric.ports:
+            await trio.sleep(0.005)
+    return {"removed": port}
+
+
+@command("port/resetcounter", "[N]", "zero port N's counters (all and totals)", changes=True)
+async def _port_resetcounter(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 1, "port/resetcounter [N]")
+    fabric = session.switch.fabric
+    if args:
+        port = _port(session, args[0])
+        fabric.ports[port].stats.reset()
+        return {"reset": [port]}
+    for port_obj in fabric.ports.values():
+        port_obj.stats.reset()
+    fabric.departed.reset()
+    return {"reset": sorted(fabric.ports)}
+
+
+@command("port/sethub", "0/1", "1=hub 0=switch", changes=True)
+async def _port_sethub(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "port/sethub 0/1")
+    if args[0] not in ("0", "1"):
+        raise CommandError(errno.EINVAL, "port/sethub takes 1 (hub) or 0 (switch)")
+    session.switch.fabric.set_hub(args[0] == "1")
+    return {"mode": "hub" if session.switch.fabric.hub else "switch"}
+
+
+# --- the MAC table --------------------------------------------------------------------------
+
+
+@command("hash/print", "", "the MAC table: address, port, age", render=views.hash_lines)
+async def _hash_print(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "hash/print")
+    return views.hash_doc(session.switch)
+
+
+@command("hash/find", "MAC", "the port MAC was learned on", render=views.hash_lines)
+async def _hash_find(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "hash/find MAC")
+    try:
+        mac = parse_mac(args[0])
+    except ValueError:
+        raise CommandError(errno.EINVAL, f"not a MAC address: {args[0]!r}") from None
+    fabric = session.switch.fabric
+    for entry in fabric.table.entries(fabric.now):
+        if entry.mac == mac:
+            return {"entries": [views.mac_entry_doc(entry.mac, entry.port, entry.age)]}
+    raise CommandError(errno.ENODEV, f"{format_mac(mac)} is not in the table")
+
+
+@command("hash/flush", "[PORT]", "forget every MAC (learned on PORT)", changes=True)
+async def _hash_flush(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 1, "hash/flush [PORT]")
+    table = session.switch.fabric.table
+    flushed = table.forget_port(_port(session, args[0])) if args else table.flush()
+    return {"flushed": flushed}
+
+
+@command("hash/showinfo", "", "MAC table size, bounds, expiry", render=views.hash_info_lines)
+async def _hash_showinfo(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "hash/showinfo")
+    return views.hash_info_doc(session.switch)
+
+
+@command("hash/setexpire", "N", "forget MACs unseen for N seconds", changes=True)
+async def _hash_setexpire(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "hash/setexpire N")
+    seconds = _number(args[0], "expire time")
+    if seconds < 1:
+        raise CommandError(errno.EINVAL, "expire time must be at least 1 second")
+    session.switch.fabric.table.aging = float(seconds)
+    return {"aging": float(seconds)}
+
+
+# --- packet capture -------------------------------------------------------------------------
+
+
+@command(
+    "pcap/start",
+    "FILE [PORT]",
+    "capture frames (of PORT) to FILE",
+    render=views.capture_lines,
+    changes=True,
+)
+async def _pcap_start(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 2, "pcap/start FILE [PORT]")
+    path = args[0]
+    if not os.path.isabs(path):
+        raise CommandError(
+            errno.EINVAL, f"give an absolute path (the switch runs in '{os.getcwd()}')"
+        )
+    euid = os.geteuid()
+    if session.peer.uid not in (0, euid):
+        raise CommandError(
+            errno.EACCES, f"only root or uid {euid} (the switch's user) may write capture files"
+        )
+    port = _port(session, args[1]) if len(args) > 1 else None
+    control = session.switch.capture
+    if control.current is not None:
+        raise CommandError(errno.EBUSY, f"already capturing to {control.current.path}")
+    try:
+        file = await trio.to_thread.run_sync(open_capture_file, path)
+    except OSError as exc:
+        raise CommandError(exc.errno or errno.EIO, f"cannot write '{path}'") from None
+    try:
+        capture = control.start(file, path, port)
+    except CaptureBusy as exc:  # another session started one while the file was opened
+        file.close()
+        raise CommandError(errno.EBUSY, str(exc)) from None
+    return {"running": True, **capture.info()}
+
+
+@command(
+    "pcap/stop",
+    "",
+    "stop the capture; the file is complete",
+    render=views.capture_lines,
+    changes=True,
+)
+async def _pcap_stop(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "pcap/stop")
+    capture = await session.switch.capture.stop()
+    if capture is None:
+        raise CommandError(errno.EINVAL, "no capture is running")
+    return {"running": False, **capture.info()}
+
+
+@command("pcap/showinfo", "", "the capture: file, port, frames", render=views.capture_lines)
+async def _pcap_showinfo(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "pcap/showinfo")
+    return views.capture_doc(session.switch)

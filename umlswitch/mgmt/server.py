@@ -1,0 +1,133 @@
+"""The daemon's management socket: accept sessions and run their commands (the I/O only).
+
+Each connection is one session in its own task: the banner and prompt, then for every complete
+line (or a partial one followed by a pause, as vdeterm sends them) the answer of
+``commands.execute``, written in one piece ending with the prompt (so that ``vdeterm``, which
+looks for ``"$ "`` at the end of a read, sees whole answers). A session ends on EOF, ``logout``,
+``shutdown`` (which then stops the switch), a line longer than 4 KiB, or a send error. At most
+``max_sessions`` run at once; one more is told so and closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from umlswitch import __version__
+from umlswitch.mgmt import commands, protocol
+from umlswitch.mgmt.protocol import LineReader, LineTooLong, Reply
+from umlswitch.ports.unix import PeerCred, peer_cred
+from umlswitch.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from umlswitch.daemon import Switch
+
+log = logging.getLogger("umlswitch.mgmt")
+ratelog = RateLimitedLog(log)
+
+MAX_SESSIONS = 16
+RECV_SIZE = 4096
+QUIET_PERIOD = 0.02  # seconds after a partial line before it counts as a command (vdeterm)
+
+
+async def _send_all(conn: trio.socket.SocketType, text: str) -> None:
+    data = memoryview(text.encode())
+    while data:
+        sent = await conn.send(data)
+        data = data[sent:]
+
+
+class MgmtServer:
+    """Serves the management protocol on a listening unix socket."""
+
+    def __init__(
+        self, listener: trio.socket.SocketType, switch: Switch, *, max_sessions: int = MAX_SESSIONS
+    ) -> None:
+        self.listener = listener
+        self.switch = switch
+        self.max_sessions = max_sessions
+        self.sessions = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    conn, _ = await self.listener.accept()
+                except OSError as exc:  # EMFILE and friends: back off, keep serving
+                    ratelog.warning("mgmt-accept", "management socket: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                if self.sessions >= self.max_sessions:
+                    nursery.start_soon(self._refuse, conn)
+                else:
+                    self.sessions += 1
+                    nursery.start_soon(self._session, conn)
+
+    async def _refuse(self, conn: trio.socket.SocketType) -> None:
+        with conn, trio.move_on_after(1.0):
+            reply = Reply.error(errno.EUSERS, f"at most {self.max_sessions} management sessions")
+            with contextlib.suppress(OSError):
+                await _send_all(conn, protocol.format_reply(reply, prompt=False))
+
+    async def _session(self, conn: trio.socket.SocketType) -> None:
+        try:
+            with conn:
+                try:
+                    cred = peer_cred(conn)
+                except OSError:
+                    cred = PeerCred(0, -1, -1)
+                session = commands.Session(self.switch, cred)
+                log.debug("management session opened by %s", cred)
+                try:
+                    await self._converse(conn, session)
+                except OSError as exc:
+                    log.debug("management session of %s: %s", cred, exc.strerror or exc)
+                log.debug("management session of %s closed", cred)
+        finally:
+            self.sessions -= 1
+        if session.shutdown:
+            log.info("shutdown requested by management client %s", cred)
+            self.switch.shutdown()
+
+    async def _converse(self, conn: trio.socket.SocketType, session: commands.Session) -> None:
+        await _send_all(conn, protocol.banner(__version__))
+        reader = LineReader()
+        while not session.ended:
+            data: bytes | None = None
+            if reader.pending:  # vdeterm's commands have no newline: a pause ends them
+                with trio.move_on_after(QUIET_PERIOD):
+                    data = await conn.recv(RECV_SIZE)
+            else:
+                data = await conn.recv(RECV_SIZE)
+            if data is None:
+                lines = [reader.flush()]
+            elif not data:
+                if reader.pending:
+                    await self._run_lines(conn, session, [reader.flush()])
+                return
+            else:
+                try:
+                    lines = reader.feed(data)
+                except LineTooLong as exc:
+                    reply = Reply.error(errno.E2BIG, str(exc))
+                    await _send_all(conn, protocol.format_reply(reply, prompt=False))
+                    return
+            await self._run_lines(conn, session, lines)
+
+    async def _run_lines(
+        self, conn: trio.socket.SocketType, session: commands.Session, lines: list[str]
+    ) -> None:
+        for line in lines:
+            invocation = protocol.parse_line(line)
+            if invocation is None:
+                await _send_all(conn, protocol.PROMPT)
+                continue
+            reply = await commands.execute(session, invocation)
+            await _send_all(conn, protocol.format_reply(reply))
+            if session.ended:
+                return

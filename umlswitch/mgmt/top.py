@@ -1,0 +1,250 @@
+"""``umlswitch top``: a live table of a running switch's ports, refreshed every second.
+
+::
+
+    umlswitch top [-unix CTL | --mgmt PATH] [--interval SECONDS] [--once]
+
+Every interval it asks the management socket for ``json showinfo`` and ``json port/print`` and
+shows, per port, the frames and bits per second received and sent (from the difference of the
+counters), the frames dropped so far (red when the number grew) and the MACs learned; a totals
+row; and a header with the switch's mode, uptime and capture. ``q`` quits (so does Ctrl-C).
+It fits an 80-column terminal: long port names are cut. ``--once`` prints one table, measured
+over one interval, and exits. The rendering (``render``) is a pure function of two samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from umlswitch.mgmt.client import (
+    CannotConnect,
+    MgmtClient,
+    add_socket_options,
+    connect,
+    socket_path,
+)
+from umlswitch.mgmt.protocol import ProtocolError
+from umlswitch.mgmt.views import format_duration
+
+DEFAULT_INTERVAL = 1.0
+NAME_WIDTH = 26
+
+Doc = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The switch's counters at one moment (``at``: time.monotonic())."""
+
+    at: float
+    info: Doc
+    ports: dict[int, Doc]
+
+
+def take_sample(client: MgmtClient) -> Sample:
+    info = client.json("showinfo")
+    ports = client.json("port/print")["ports"]
+    return Sample(time.monotonic(), info, {port["id"]: port for port in ports})
+
+
+def si(value: float) -> str:
+    """``0`` -> ``0``; ``1234`` -> ``1.2k``; ``56_000_000`` -> ``56.0M``: at most 6 characters."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.1f}{suffix}"
+    return f"{value:.0f}" if value == int(value) or value >= 10 else f"{value:.1f}"
+
+
+def _rate(now: Doc, before: Doc | None, key: str, dt: float, scale: int = 1) -> float | None:
+    if before is None or dt <= 0:
+        return None
+    delta: int = now[key] - before[key]
+    return max(delta, 0) * scale / dt  # a counter reset is not a negative rate
+
+
+def _drops(doc: Doc) -> int:
+    return sum(doc["drops"].values())
+
+
+def _header(info: Doc) -> Text:
+    capture = info["capture"]
+    if capture.get("running"):
+        which = "all ports" if capture["port"] is None else f"port {capture['port']}"
+        capturing = f"capture {which} → {capture['file']}"
+    else:
+        capturing = "no capture"
+    text = Text()
+    text.append(f"umlswitch {info['version']}", style="bold")
+    text.append(
+        f"  {info['mode']} · pid {info['pid']} · up {format_duration(info['uptime'])}"
+        f" · {info['ports']} ports · {info['macs']} MACs · {capturing}"
+    )
+    return text
+
+
+def render(before: Sample | None, now: Sample) -> RenderableType:
+    """The view of ``now``, with rates since ``before`` (none on the first sample)."""
+    dt = now.at - before.at if before is not None else 0.0
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False)
+    table.add_column("PORT", justify="right", no_wrap=True)
+    table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=NAME_WIDTH)
+    table.add_column("MACS", justify="right", no_wrap=True)
+    for heading in ("RX f/s", "RX b/s", "TX f/s", "TX b/s"):
+        table.add_column(heading, justify="right", no_wrap=True, min_width=6)
+    table.add_column("DROPS", justify="right", no_wrap=True)
+    sums = [0.0, 0.0, 0.0, 0.0]
+    measured = False
+    for pid in sorted(now.ports):
+        port = now.ports[pid]
+        old = before.ports.get(pid) if before is not None else None
+        rates = [
+            _rate(port, old, "rx_frames", dt),
+            _rate(port, old, "rx_bytes", dt, 8),
+            _rate(port, old, "tx_frames", dt),
+            _rate(port, old, "tx_bytes", dt, 8),
+        ]
+        for i, rate in enumerate(rates):
+            if rate is not None:
+                sums[i] += rate
+                measured = True
+        drops = _drops(port)
+        grew = old is not None and drops > _drops(old)
+        table.add_row(
+            str(pid),
+            port["name"],
+            str(port["macs"]),
+            *("…" if rate is None else si(rate) for rate in rates),
+            Text(str(drops), style="bold red" if grew else ""),
+        )
+    table.add_section()
+    total_drops = _drops(now.info["totals"])
+    table.add_row(
+        "",
+        Text("total", style="bold"),
+        str(now.info["macs"]),
+        *(si(value) if measured else "…" for value in sums),
+        str(total_drops),
+    )
+    footer = Text("f/s frames, b/s bits per second · q quits", style="dim")
+    return Group(_header(now.info), table, footer)
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[int | None]:
+    """stdin in cbreak mode (a key at a time, no echo) when it is a terminal; its fd or None."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield None
+        return
+    if not os.isatty(fd):
+        yield fd
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _wait_for_quit(fd: int | None, timeout: float) -> tuple[bool, int | None]:
+    """Wait up to ``timeout`` s for a key; (quit?, the fd still worth watching)."""
+    if fd is None:
+        time.sleep(timeout)
+        return False, None
+    readable, _, _ = select.select([fd], [], [], timeout)
+    if not readable:
+        return False, fd
+    data = os.read(fd, 64)
+    if not data:  # EOF on a pipe or /dev/null: stop watching, keep showing
+        return False, None
+    return b"q" in data.lower(), fd
+
+
+def live(client: MgmtClient, console: Console, interval: float) -> None:
+    """Show the table, refreshed every ``interval`` seconds, until ``q``."""
+    before = take_sample(client)
+    with (
+        _keys() as fd,
+        Live(
+            render(None, before),
+            console=console,
+            auto_refresh=False,
+            screen=console.is_terminal,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as view,
+    ):
+        view.refresh()
+        next_at = time.monotonic() + interval
+        while True:
+            quit_now, fd = _wait_for_quit(fd, max(next_at - time.monotonic(), 0.0))
+            if quit_now:
+                return
+            if time.monotonic() >= next_at:
+                now = take_sample(client)
+                view.update(render(before, now), refresh=True)
+                before = now
+                next_at = max(next_at + interval, time.monotonic())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="umlswitch top",
+        description="A live view of a running umlswitch: ports, rates, drops, MACs (q quits).",
+        allow_abbrev=False,
+    )
+    add_socket_options(parser)
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="refresh period (default 1)",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="print one table (rates over one interval) and exit"
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not ns.interval > 0:
+        parser.error("--interval must be more than 0")
+    console = Console()
+    try:
+        with connect(socket_path(ns)) as client:
+            if ns.once:
+                before = take_sample(client)
+                time.sleep(ns.interval)
+                console.print(render(before, take_sample(client)))
+            else:
+                live(client, console, ns.interval)
+    except CannotConnect as exc:
+        print(f"umlswitch: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ProtocolError) as exc:
+        print(f"umlswitch: lost the switch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

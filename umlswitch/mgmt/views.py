@@ -1,0 +1,279 @@
+"""What the management commands show: JSON documents of the live switch, and their text form.
+
+Each ``*_doc`` function reads the running switch and returns a plain JSON-able dict (the answer of
+``json COMMAND``); each ``*_lines`` function renders such a document as the data lines of the
+text answer, in at most 80 columns. The text is for people; scripts use the JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from umlswitch import __version__, counters
+from umlswitch.counters import PortStats
+from umlswitch.fabric.fabric import FabricPort
+from umlswitch.fabric.frame import format_mac
+
+if TYPE_CHECKING:
+    from umlswitch.daemon import Switch
+
+Doc = dict[str, Any]
+
+
+# --- small formatting helpers ---------------------------------------------------------------
+
+
+def port_kind(name: str) -> str:
+    """A port's kind from its name: ``unix:3 pid=1`` -> ``unix``, ``mcast:239...`` -> ``mcast``."""
+    kind, sep, _ = name.partition(":")
+    return kind if sep else "other"
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``3700`` -> ``1h01m40s``; ``90000`` -> ``1d01h00m``."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    """``{"runt": 2, "giant": 0}`` -> ``runt=2`` (zeros left out); ``none`` if all are zero."""
+    shown = [f"{name}={value}" for name, value in sorted(counts.items()) if value]
+    return " ".join(shown) or "none"
+
+
+def drops_doc(drops: Mapping[str, int]) -> dict[str, int]:
+    """Every known drop reason (zero or not) plus any other reason counted."""
+    doc = dict.fromkeys(counters.DROP_REASONS, 0)
+    for reason, count in drops.items():
+        doc[reason] = doc.get(reason, 0) + count
+    return doc
+
+
+def _perm(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return f"{stat.S_IMODE(os.lstat(path).st_mode):04o}"
+    except OSError:
+        return None
+
+
+def _traffic(stats: PortStats) -> Doc:
+    return {
+        "rx_frames": stats.rx_frames,
+        "rx_bytes": stats.rx_bytes,
+        "tx_frames": stats.tx_frames,
+        "tx_bytes": stats.tx_bytes,
+        "drops": drops_doc(stats.drops),
+    }
+
+
+def _traffic_lines(doc: Mapping[str, Any]) -> list[str]:
+    return [
+        f" IN:  frames {doc['rx_frames']:>12}  bytes {doc['rx_bytes']:>16}",
+        f" OUT: frames {doc['tx_frames']:>12}  bytes {doc['tx_bytes']:>16}",
+        f" drops: {format_counts(doc['drops'])}",
+    ]
+
+
+# --- ports --------------------------------------------------------------------------------
+
+
+def port_doc(switch: Switch, port: FabricPort) -> Doc:
+    cred = switch.control.clients.get(port.id)
+    description = switch.control.descriptions.get(port.id)
+    return {
+        "id": port.id,
+        "kind": port_kind(port.name),
+        "name": port.name,
+        "peer": None if cred is None else {"pid": cred.pid, "uid": cred.uid, "gid": cred.gid},
+        "description": description or None,
+        "macs": switch.fabric.table.count(port.id),
+        **_traffic(port.stats),
+    }
+
+
+def ports_doc(switch: Switch, only: int | None = None) -> Doc:
+    ports = switch.fabric.ports
+    ids = sorted(ports) if only is None else [only]
+    return {"ports": [port_doc(switch, ports[pid]) for pid in ids]}
+
+
+def port_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for port in doc["ports"]:
+        lines.append(f"Port {port['id']:04d} {port['kind']:<6} {port['name']}")
+        peer = port["peer"]
+        if peer is not None:
+            lines.append(f" peer pid={peer['pid']} uid={peer['uid']} gid={peer['gid']}")
+        if port["description"]:
+            lines.append(f" description {port['description']!r}")
+        lines.append(f" MACs {port['macs']}")
+        lines.extend(_traffic_lines(port))
+    return lines
+
+
+# --- the MAC table --------------------------------------------------------------------------
+
+
+def mac_entry_doc(mac: bytes, port: int, age: float) -> Doc:
+    return {"mac": format_mac(mac), "port": port, "age": round(max(age, 0.0), 1)}
+
+
+def hash_doc(switch: Switch) -> Doc:
+    fabric = switch.fabric
+    entries = sorted(fabric.table.entries(fabric.now), key=lambda e: (e.port, e.mac))
+    return {"entries": [mac_entry_doc(e.mac, e.port, e.age) for e in entries]}
+
+
+def hash_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = ["MAC                PORT     AGE"]
+    lines += [f"{e['mac']}  {e['port']:>4}  {e['age']:>6.1f}" for e in doc["entries"]]
+    return lines
+
+
+def hash_info_doc(switch: Switch) -> Doc:
+    fabric = switch.fabric
+    table = fabric.table
+    return {
+        "entries": len(table),
+        "max_entries": table.max_entries,
+        "max_per_port": table.max_per_port,
+        "aging": table.aging,
+        "hold_down": table.hold_down,
+        "events": {
+            name: fabric.events.get(name, 0)
+            for name in (
+                counters.MAC_EVICTED,
+                counters.MAC_MOVED,
+                counters.MAC_MOVE_HELD,
+                counters.MAC_EXPIRED,
+            )
+        },
+    }
+
+
+def hash_info_lines(doc: Mapping[str, Any]) -> list[str]:
+    per_port = doc["max_per_port"]
+    return [
+        f"entries {doc['entries']} of at most {doc['max_entries']}"
+        + ("" if per_port is None else f", {per_port} per port"),
+        f"expire {doc['aging']:g} s",
+        f"move hold-down {doc['hold_down']:g} s",
+        f"events: {format_counts(doc['events'])}",
+    ]
+
+
+# --- the switch -----------------------------------------------------------------------------
+
+
+def totals_doc(switch: Switch) -> Doc:
+    """Switch-wide traffic and drops: every port, those that have left, and the shared socket."""
+    total = PortStats()
+    total.add(switch.fabric.departed)
+    for port in switch.fabric.ports.values():
+        total.add(port.stats)
+    if switch.shared is not None and switch.shared.unknown_senders:
+        total.drops[counters.UNKNOWN_SENDER] += switch.shared.unknown_senders
+    return _traffic(total)
+
+
+def capture_doc(switch: Switch) -> Doc:
+    control = switch.capture
+    last = control.last
+    return {
+        "running": control.current is not None,
+        **(last.info() if last is not None else {"file": None}),
+    }
+
+
+def capture_lines(doc: Mapping[str, Any]) -> list[str]:
+    if doc["file"] is None:
+        return ["capture off"]
+    state = "capturing" if doc["running"] else "capture stopped"
+    which = "every port" if doc["port"] is None else f"port {doc['port']}"
+    lines = [
+        f"{state}: {which} to {doc['file']}",
+        f"frames {doc['captured']} captured, {doc['written']} written, "
+        f"{doc['dropped']} dropped (writer behind); {doc['bytes']} bytes",
+    ]
+    if doc["error"]:
+        lines.append(f"error: {doc['error']}")
+    return lines
+
+
+def info_doc(switch: Switch) -> Doc:
+    fabric = switch.fabric
+    events: dict[str, int] = dict(fabric.events)
+    events.update(switch.control.events)
+    sockets = {
+        "control": switch.control_path,
+        "data": switch.data_path,
+        "mgmt": switch.mgmt_path,
+    }
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime": round(time.time() - switch.started_at, 1),
+        "mode": "hub" if fabric.hub else "switch",
+        "sockets": sockets,
+        "perm": {what: _perm(path) for what, path in sockets.items() if path is not None},
+        "ports": len(fabric.ports),
+        "macs": len(fabric.table),
+        "max_frame": fabric.max_frame,
+        "capture": capture_doc(switch),
+        "totals": totals_doc(switch),
+        "events": dict(sorted(events.items())),
+    }
+
+
+def info_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"umlswitch V.{doc['version']}",
+        f"pid {doc['pid']} uptime {format_duration(doc['uptime'])}",
+        f"mode {doc['mode']}, {doc['ports']} port(s), {doc['macs']} MAC(s), "
+        f"max frame {doc['max_frame']} bytes",
+    ]
+    for what, path in doc["sockets"].items():
+        if path is not None:
+            perm = doc["perm"].get(what)
+            lines.append(f"{what:<7} {path}" + (f" perm {perm}" if perm else ""))
+    lines += capture_lines(doc["capture"])
+    lines.append("totals:")
+    lines += _traffic_lines(doc["totals"])
+    lines.append(f"events: {format_counts(doc['events'])}")
+    return lines
+
+
+def help_doc(entries: Iterable[tuple[str, str, str]]) -> Doc:
+    return {"commands": [{"command": c, "syntax": s, "help": h} for c, s, h in entries]}
+
+
+def help_lines(doc: Mapping[str, Any]) -> list[str]:
+    """vde_switch's layout: vdeterm takes the first word after the dashes for completion."""
+    lines = [
+        f"{'COMMAND PATH':<18} {'SYNTAX':<15} HELP",
+        f"{'------------':<18} {'--------------':<15} ------------",
+    ]
+    menu = ""
+    for entry in doc["commands"]:
+        name = entry["command"]
+        group = name.partition("/")[0] if "/" in name else ""
+        if group and group != menu:  # vde_switch's menu lines (vdeterm drops them)
+            lines.append(f"{group:<18} {'============':<15} {group.upper()} MENU")
+        menu = group
+        lines.append(f"{name:<18} {entry['syntax']:<15} {entry['help']}")
+    return lines

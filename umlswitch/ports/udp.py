@@ -1,0 +1,117 @@
+"""What the UDP port kinds share: the ingress loop that sees each sender, and socket set-up.
+
+A UDP port's peer sends raw ethernet frames, one per datagram, with no header (UML ``eth0=mcast``
+and ``eth0=ucast``, QEMU ``-netdev socket``/``dgram``). Unlike a unix client's connected socket,
+a UDP socket hears anybody, so the ingress loop asks the port, for every datagram, whether its
+sender is admitted (``UdpPort.admit``) before the frame goes to the fabric. Set-up failures are
+``StartupError`` with one line naming the option and what to do; the daemon reports it and exits 1.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import trio
+
+from umlswitch import counters
+from umlswitch.errors import StartupError
+from umlswitch.fabric.fabric import Fabric
+from umlswitch.ports.base import BATCH, Port, ratelog
+
+Address = tuple[str, int]
+
+# A burst from a fast guest must not be lost while the switch is busy elsewhere.
+RCVBUF = 1 << 20
+
+
+class UdpPort(Port):
+    """A port reached over UDP. Subclasses decide whose datagrams are frames of this port."""
+
+    def __init__(self, name: str, recv_sock: socket.socket) -> None:
+        super().__init__(0, name)  # the daemon gives it its number when it attaches it
+        self.recv_sock = recv_sock
+
+    def admit(self, sender: Address, size: int) -> bool:
+        """Whether a datagram of ``size`` bytes from ``sender`` is a frame of this port."""
+        raise NotImplementedError
+
+    async def run(self, fabric: Fabric) -> None:
+        await pump_udp(self.recv_sock, self, fabric)
+
+    def close(self) -> None:
+        self.recv_sock.close()
+
+
+async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
+    """Forward every admitted datagram ``sock`` receives as a frame from ``port``, until cancelled.
+
+    Runts are counted by the fabric, giants here (``MSG_TRUNC`` gives a datagram's real length),
+    and a receive error (such as ECONNREFUSED from an ICMP error) is counted and logged at a
+    bounded rate: the port stays up.
+    """
+    max_frame = fabric.max_frame
+    buf = bytearray(max_frame + 1)
+    view = memoryview(buf)
+    recvfrom_into = sock.recvfrom_into
+    admit = port.admit
+    forward = fabric.forward
+    trunc = socket.MSG_TRUNC
+    checkpoint = trio.lowlevel.checkpoint
+    wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(sock)
+        got = BATCH
+        while got:  # as base.pump_datagrams: after a batch, let others run, then read on
+            got = 0
+            for _ in range(BATCH):
+                try:
+                    size, sender = recvfrom_into(buf, 0, trunc)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    port.stats.drops[counters.RECEIVE_ERROR] += 1
+                    ratelog.warning(
+                        f"recv:{port.id}",
+                        "port %d (%s): receive failed: %s; the port stays up",
+                        port.id,
+                        port.name,
+                        exc.strerror or exc,
+                    )
+                    break
+                got += 1
+                if not admit(sender, size):
+                    continue
+                if size > max_frame:
+                    fabric.reject(port, counters.GIANT, size)
+                else:
+                    forward(port, view[:size])
+            if got:
+                await checkpoint()
+
+
+def udp_socket(*, receives: bool = True) -> socket.socket:
+    """A non-blocking IPv4 UDP socket; one that ``receives`` gets a large receive buffer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if receives:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    return sock
+
+
+def bind(sock: socket.socket, address: Address, option: str) -> None:
+    """Bind ``sock``, or close it and raise StartupError saying what to do."""
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        host, port = address
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"UDP port {port} is in use (by another switch or a guest?); choose another"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = f"{host} is not an address of this host; give one that is (see: ip addr)"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            hint = "run as a user who may bind it, or choose a port above 1023"
+        else:
+            hint = "check the address and port"
+        raise StartupError(f"{option}: cannot bind {host}:{port}: {exc.strerror}; {hint}") from None

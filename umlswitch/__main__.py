@@ -46,6 +46,7 @@ def setup_logging(config: SwitchConfig) -> None:
     handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    logging.raiseExceptions = False  # a closed stdout (| head) must not spew tracebacks
     root.setLevel(config.log_level.upper())
 
 

@@ -212,8 +212,15 @@ class Fabric:
 
     def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
         mac = format_mac(src)
-        if learned is Learned.NEW:
-            log.info("port %d (%s): learned %s", ingress.id, ingress.name, mac)
+        if learned is Learned.NEW:  # rate-limited: a MAC flood must not flood the log too
+            self._ratelog.log(
+                logging.INFO,
+                f"learn:{ingress.id}",
+                "port %d (%s): learned %s",
+                ingress.id,
+                ingress.name,
+                mac,
+            )
         elif learned is Learned.NEW_EVICTING:
             self.events[counters.MAC_EVICTED] += 1
             evicted = self.table.last_evicted

@@ -29,11 +29,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trio
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from tests.integration.client import Client, frame, mac
 from tests.integration.conftest import READY, Daemon
+from umlswitch.fabric.fabric import Fabric
+from umlswitch.ports.base import PortClosed
+from umlswitch.tap.port import open_tap
 
 pytestmark = pytest.mark.integration
 
@@ -328,6 +332,29 @@ def test_tap_deleted_at_run_time_detaches_only_that_port(netns, tmp_path, start_
         assert recv_from(a, mac(2)) == frame(mac(1), mac(2))
     assert daemon.stop() == 0
     assert "the switch keeps running" in daemon.log
+
+
+async def test_frames_to_a_down_tap_are_counted_and_failing_writes_detach_it(netns, caplog):
+    tap = add_tap(netns, "tapw", address=None)  # left down
+    port = in_netns(netns, lambda: open_tap(tap))  # the tun fd belongs to the netns it opened in
+    fabric = Fabric()
+    port.id = fabric.allocate_id()
+    fabric.attach(port)
+    try:
+        port.send_nowait(frame(mac(1), mac(2)))
+        port.send_nowait(frame(mac(1), mac(2)))
+        assert port.stats.drops == {"egress_error": 2} and port.stats.tx_frames == 0
+        assert caplog.text.count("the tap is down") == 1
+        ip(netns, "link", "set", tap, "up")
+        port.send_nowait(frame(mac(1), mac(2)))
+        assert port.stats.tx_frames == 1
+        ip(netns, "link", "del", tap)
+        port.send_nowait(frame(mac(1), mac(2)))  # a write finds the device gone first
+        assert port.stats.drops == {"egress_error": 3}
+        with trio.fail_after(5), pytest.raises(PortClosed, match="write failed"):
+            await port.run(fabric)
+    finally:
+        port.close()
 
 
 def test_missing_tap_is_created_down_when_permitted(netns, tmp_path, start_in_netns):

@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
+from tests.integration.client import Client
 from umlswitch.__main__ import main
+from umlswitch.mgmt.client import MgmtClient
 from umlswitch.testing import SwitchProcess, SyncPort, attach_sync
 
 pytestmark = pytest.mark.integration
@@ -157,6 +159,14 @@ def test_port_print(ctl: Ctl, lan):
     assert "Port 0001 unix" in text and "drops: runt=1" in text
 
 
+def test_port_print_shows_a_vde_clients_description(ctl: Ctl, switch: SwitchProcess):
+    description = "qemu lab user=me pid=1"
+    with Client(switch.control_path, dialect="vde", requested_port=5, description=description):
+        (port,) = ok_json(ctl, "port/print")["ports"]
+        assert (port["id"], port["description"]) == (5, description)
+        assert f" description '{description}'" in ctl("port/print", "5").out
+
+
 def test_hash_commands(ctl: Ctl, lan):
     entries = ok_json(ctl, "hash/print")["entries"]
     assert [(e["mac"], e["port"]) for e in entries] == [(MAC_A, 1), (MAC_B, 2)]
@@ -229,8 +239,6 @@ def test_ctl_makes_a_relative_capture_path_absolute(ctl: Ctl, lan, tmp_path, mon
 
 
 def test_a_session_runs_many_commands_and_logs_out(switch: SwitchProcess):
-    from umlswitch.mgmt.client import MgmtClient
-
     with MgmtClient(str(switch.mgmt_path)) as client:
         assert client.banner.startswith("umlswitch V.")
         assert client.json("showinfo")["ports"] == 0
@@ -238,6 +246,22 @@ def test_a_session_runs_many_commands_and_logs_out(switch: SwitchProcess):
         assert client.run("json").code == 1022
         assert client.run("logout").code == 9999
         assert client.sock.recv(1) == b""
+
+
+def test_at_most_16_sessions(switch: SwitchProcess):
+    sessions = [MgmtClient(str(switch.mgmt_path)) for _ in range(16)]
+    try:
+        with socket.socket(socket.AF_UNIX) as extra:
+            extra.settimeout(5)
+            extra.connect(str(switch.mgmt_path))
+            assert extra.recv(200) == b"1087 Too many users: at most 16 management sessions\n"
+        sessions.pop().close()
+        time.sleep(0.1)
+        with MgmtClient(str(switch.mgmt_path)) as again:
+            assert again.json("showinfo")["ports"] == 0
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def test_shutdown_stops_the_switch(ctl: Ctl, switch: SwitchProcess):

@@ -98,7 +98,7 @@ def _header(info: Doc) -> Text:
     return text
 
 
-def render(before: Sample | None, now: Sample) -> RenderableType:
+def render(before: Sample | None, now: Sample, *, live: bool = True) -> RenderableType:
     """The view of ``now``, with rates since ``before`` (none on the first sample)."""
     dt = now.at - before.at if before is not None else 0.0
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False)
@@ -141,7 +141,8 @@ def render(before: Sample | None, now: Sample) -> RenderableType:
         *(si(value) if measured else "…" for value in sums),
         str(total_drops),
     )
-    footer = Text("f/s frames, b/s bits per second · q quits", style="dim")
+    legend = "f/s frames, b/s bits per second" + (" · q quits" if live else "")
+    footer = Text(legend, style="dim")
     return Group(_header(now.info), table, footer)
 
 
@@ -236,7 +237,7 @@ def main(argv: list[str]) -> int:
             if ns.once:
                 before = take_sample(client)
                 time.sleep(ns.interval)
-                console.print(render(before, take_sample(client)))
+                console.print(render(before, take_sample(client), live=False))
             else:
                 live(client, console, ns.interval)
     except CannotConnect as exc:

@@ -1,0 +1,109 @@
+"""``umlswitch top`` while traffic flows: the ports, non-zero rates, 80 columns, ``q`` quits."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from scapy.layers.l2 import Ether
+
+from tests.integration.pty_terminal import Terminal
+from umlswitch.mgmt.client import MgmtClient
+from umlswitch.mgmt.top import render, si, take_sample
+from umlswitch.testing import SwitchProcess, attach_sync
+
+pytestmark = pytest.mark.integration
+
+MAC_A = "02:00:00:00:00:0a"
+MAC_B = "02:00:00:00:00:0b"
+FRAME_SIZE = 1000
+
+
+@pytest.fixture
+def busy_switch(tmp_path: Path) -> Iterator[SwitchProcess]:
+    """A switch with ports 1 and 2, port 1 sending port 2 about 500 frames/s until teardown."""
+    with (
+        SwitchProcess(directory=str(tmp_path)) as switch,
+        attach_sync(switch.control_path, mac=MAC_A) as a,
+        attach_sync(switch.control_path, mac=MAC_B) as b,
+    ):
+        b.send(b.ether())  # learn b, so a's frames go to port 2 only
+        a.receive()
+        frame = bytes(Ether(src=MAC_A, dst=MAC_B, type=0x88B5)).ljust(FRAME_SIZE, b"\0")
+        stop = threading.Event()
+
+        def flow() -> None:
+            while not stop.is_set():
+                for _ in range(10):
+                    a.send(frame)
+                    with contextlib.suppress(BlockingIOError):
+                        b.data.recv(65536)  # keep b's queue from filling up
+                time.sleep(0.02)
+
+        b.data.setblocking(False)
+        sender = threading.Thread(target=flow, daemon=True)
+        sender.start()
+        try:
+            yield switch
+        finally:
+            stop.set()
+            sender.join()
+
+
+def test_render_shows_ports_and_rates_in_80_columns(busy_switch: SwitchProcess):
+    with MgmtClient(str(busy_switch.mgmt_path)) as client:
+        first = take_sample(client)
+        time.sleep(0.5)
+        second = take_sample(client)
+    console = Console(record=True, width=80, file=io.StringIO(), color_system=None)
+    console.print(render(first, second))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "switch · pid" in text and "2 ports · 2 MACs" in text
+    rows = {m[1]: m[2].split() for m in re.finditer(r"^\s*(\d)\s+(unix:.*)$", text, re.M)}
+    assert set(rows) == {"1", "2"}, text
+    # NAME (two words: unix:N pid=P), MACS, RX f/s, RX b/s, TX f/s, TX b/s, DROPS
+    _, _, macs, rx_fps, rx_bps, _, _, drops = rows["1"]
+    assert macs == "1" and float(rx_fps) > 50 and rx_bps.endswith(("k", "M")), text
+    assert drops == "0", text
+    _, _, _, _, _, tx_fps, tx_bps, _ = rows["2"]
+    assert float(tx_fps) > 50 and tx_bps.endswith(("k", "M")), text
+    total = re.search(r"^\s*total\s+(\d+)\s+(\S+)", text, re.M)
+    assert total is not None and total.group(1) == "2" and total.group(2) != "0", text
+
+
+def test_the_first_sample_has_no_rates_yet(busy_switch: SwitchProcess):
+    with MgmtClient(str(busy_switch.mgmt_path)) as client:
+        sample = take_sample(client)
+    console = Console(record=True, width=80, file=io.StringIO(), color_system=None)
+    console.print(render(None, sample))
+    assert "…" in console.export_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(0, "0"), (0.5, "0.5"), (12.34, "12"), (1234, "1.2k"), (56e6, "56.0M")]
+)
+def test_si_prefixes(value, text):
+    assert si(value) == text
+
+
+def test_top_on_a_terminal_quits_on_q(busy_switch: SwitchProcess):
+    top = [sys.executable, "-m", "umlswitch", "top", "-unix", busy_switch.control_path]
+    term = Terminal([*top, "--interval", "0.3"], columns=80)
+    try:
+        term.expect(r"unix:1 pid=\d+")
+        start = len(term.text)
+        # a refreshed table with a measured rate: digits and a k/M suffix in the RX b/s column
+        term.expect(r"unix:1 pid=\d+\s+1\s+\d+(\.\d)?\s+\d+\.\d[kM]", since=start)
+        term.type("q")
+        assert term.wait() == 0
+    finally:
+        term.close()

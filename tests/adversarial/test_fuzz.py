@@ -6,21 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from umlswitch.counters import PortStats
+from tests.fakes import FakePort
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.mactable import MacTable
-
-
-class FakePort:
-    def __init__(self, port_id: int) -> None:
-        self.id = port_id
-        self.name = f"fake:{port_id}"
-        self.stats = PortStats()
-        self.sent: list[bytes] = []
-
-    def send_nowait(self, frame: bytes | memoryview) -> None:
-        self.sent.append(bytes(frame))
-
 
 frames = st.lists(
     st.tuples(

@@ -12,6 +12,7 @@ import trio.testing
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
+from tests.fakes import FakePort
 from umlswitch.capture import (
     Capture,
     CaptureBusy,
@@ -20,7 +21,6 @@ from umlswitch.capture import (
     pcap_global_header,
     pcap_record,
 )
-from umlswitch.counters import PortStats
 from umlswitch.fabric.fabric import Fabric
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
@@ -28,17 +28,6 @@ A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 
 def frame(src: str, dst: str, payload: bytes = b"x" * 46) -> bytes:
     return bytes(Ether(src=src, dst=dst, type=0x88B5)) + payload
-
-
-class FakePort:
-    def __init__(self, port_id: int) -> None:
-        self.id = port_id
-        self.name = f"fake:{port_id}"
-        self.stats = PortStats()
-        self.sent: list[bytes] = []
-
-    def send_nowait(self, frame: bytes | memoryview) -> None:
-        self.sent.append(bytes(frame))
 
 
 def test_global_header_is_classic_libpcap_ethernet():

@@ -11,7 +11,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from umlswitch.counters import PortStats
+from tests.fakes import FakePort
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.fabric.mactable import MacTable
 
@@ -34,23 +34,6 @@ def frame(src: str, dst: str, size: int | None = None) -> bytes:
     data = bytes(packet)
     assert size is None or len(data) == size
     return data
-
-
-class FakePort:
-    """A port that records what the fabric sends it."""
-
-    def __init__(self, port_id: int) -> None:
-        self.id = port_id
-        self.name = f"fake:{port_id}"
-        self.stats = PortStats()
-        self.sent: list[bytes] = []
-
-    def send_nowait(self, frame: bytes | memoryview) -> None:
-        self.sent.append(bytes(frame))
-
-    def take(self) -> list[bytes]:
-        sent, self.sent = self.sent, []
-        return sent
 
 
 def make_fabric(

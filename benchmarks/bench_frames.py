@@ -164,20 +164,39 @@ def cases(args: argparse.Namespace) -> list[dict]:
     out = []
     for size in args.sizes:
         for pairs in args.pairs:
-            out.append(dict(name=f"{size}B unicast {pairs} pair(s)", size=size, pairs=pairs,
-                            bcast=False, idle=0, macs=0))
-        out.append(dict(name=f"{size}B broadcast to 3", size=size, pairs=3, bcast=True,
-                        idle=0, macs=0))
+            out.append(
+                dict(
+                    name=f"{size}B unicast {pairs} pair(s)",
+                    size=size,
+                    pairs=pairs,
+                    bcast=False,
+                    idle=0,
+                    macs=0,
+                )
+            )
+        out.append(
+            dict(name=f"{size}B broadcast to 3", size=size, pairs=3, bcast=True, idle=0, macs=0)
+        )
     if args.idle:
-        out.append(dict(name=f"64B unicast 1 pair, {args.idle} idle ports, {args.macs} MACs",
-                        size=64, pairs=1, bcast=False, idle=args.idle, macs=args.macs))
+        out.append(
+            dict(
+                name=f"64B unicast 1 pair, {args.idle} idle ports, {args.macs} MACs",
+                size=64,
+                pairs=1,
+                bcast=False,
+                idle=args.idle,
+                macs=args.macs,
+            )
+        )
     if args.only:
         out = [c for c in out if args.only in c["name"]]
     return out
 
 
 def fmt_spread(values: list[float], fmt: str) -> str:
-    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    figures = (statistics.median(values), min(values), max(values))
+    median, low, high = (format(v, fmt) for v in figures)
+    return f"{median} ({low}-{high})"
 
 
 def main() -> None:
@@ -187,10 +206,16 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=16, help="outstanding frames per sender")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1500])
     parser.add_argument("--pairs", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--idle", type=int, default=1000, help="idle ports in the scale case (0: skip)")
+    parser.add_argument(
+        "--idle", type=int, default=1000, help="idle ports in the scale case (0: skip)"
+    )
     parser.add_argument("--macs", type=int, default=8000, help="MACs learned in the scale case")
-    parser.add_argument("--qlen", type=int, default=10,
-                        help="net.unix.max_dgram_qlen inside the private namespace (kernel default 10)")
+    parser.add_argument(
+        "--qlen",
+        type=int,
+        default=10,
+        help="net.unix.max_dgram_qlen inside the private namespace (kernel default 10)",
+    )
     parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=SWITCHES)
     parser.add_argument("--only", help="run only the cases whose name contains this text")
     parser.add_argument("--json", help="also write every run's figures to this file")
@@ -209,9 +234,12 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # 1000 ports need 2000+ fds
     Path("/proc/sys/net/unix/max_dgram_qlen").write_text(str(args.qlen))  # this netns only
     qlen = Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
-    print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, net.unix.max_dgram_qlen={qlen}, "
-          f"window {args.window}, {args.seconds} s per run, {args.rounds} rounds, "
-          f"order {' '.join(args.switches)} per round", flush=True)
+    print(
+        f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, net.unix.max_dgram_qlen={qlen}, "
+        f"window {args.window}, {args.seconds} s per run, {args.rounds} rounds, "
+        f"order {' '.join(args.switches)} per round",
+        flush=True,
+    )
     all_runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-") as tmp:
         workdir = Path(tmp)
@@ -232,15 +260,19 @@ def report(case: dict, runs: dict[str, list[dict]]) -> None:
     base = runs.get("uml_switch")
     med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
     extra = "  attach idle s" if case["idle"] else ""
-    print(f"{'switch':11s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
-          f"{'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'RSS MB':>7s}{extra}")
+    print(
+        f"{'switch':11s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
+        f"{'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'RSS MB':>7s}{extra}"
+    )
     for kind, v in runs.items():
         m = med[kind]
         fps_ratio = m["fps"] / med["uml_switch"]["fps"] if base else float("nan")
         cpu_ratio = m["cpu_us"] / med["uml_switch"]["cpu_us"] if base else float("nan")
-        line = (f"{kind:11s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} {fps_ratio:6.2f} "
-                f"{100 * m['loss']:7.3f} {fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
-                f"{cpu_ratio:6.2f} {m['rss_mb']:7.1f}")
+        line = (
+            f"{kind:11s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} {fps_ratio:6.2f} "
+            f"{100 * m['loss']:7.3f} {fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
+            f"{cpu_ratio:6.2f} {m['rss_mb']:7.1f}"
+        )
         if case["idle"]:
             line += f"  {m['attach_s']:.3f}"
         print(line, flush=True)

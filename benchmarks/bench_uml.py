@@ -59,8 +59,11 @@ def one_round(kind: str, seconds: int, pings: int) -> tuple[float, float]:
     summary = PingSummary.parse(ping.stdout)
     if summary is None or summary.received == 0:
         raise SystemExit(f"ping failed through {kind}:\n{ping.describe()}")
-    rtts = [float(line.split("time=")[1].split()[0]) for line in ping.stdout.splitlines()
-            if "time=" in line]
+    rtts = [
+        float(line.split("time=")[1].split()[0])
+        for line in ping.stdout.splitlines()
+        if "time=" in line
+    ]
     if iperf.returncode != 0:
         raise SystemExit(f"iperf3 failed through {kind}:\n{iperf.describe()}")
     bits = iperf.json()["end"]["sum_received"]["bits_per_second"]
@@ -72,6 +75,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="iperf3 duration")
     parser.add_argument("--pings", type=int, default=20)
+    parser.add_argument(
+        "--qlen",
+        type=int,
+        default=10,
+        help="net.unix.max_dgram_qlen inside the private namespace (kernel default 10)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (it needs a private network namespace)")
@@ -85,25 +94,35 @@ def main() -> None:
             subprocess.run(["ip", "netns", "delete", name], check=False)
         sys.exit(rc)
 
+    Path("/proc/sys/net/unix/max_dgram_qlen").write_text(str(args.qlen))  # this netns only
     qlen = Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
-    print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
-          f"net.unix.max_dgram_qlen={qlen}, iperf3 {args.seconds} s, {args.rounds} rounds", flush=True)
+    print(
+        f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+        f"net.unix.max_dgram_qlen={qlen}, iperf3 {args.seconds} s, {args.rounds} rounds",
+        flush=True,
+    )
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in SWITCHES}
     for i in range(args.rounds):
         for kind in SWITCHES:
             rtt, mbit = one_round(kind, args.seconds, args.pings)
             results[kind].append((rtt, mbit))
-            print(f"round {i + 1} {kind:10s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s", flush=True)
+            print(
+                f"round {i + 1} {kind:10s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s", flush=True
+            )
     base_rtt = statistics.median(r for r, _ in results["uml_switch"])
     base_mbit = statistics.median(m for _, m in results["uml_switch"])
-    print(f"\n{'switch':11s} {'ping RTT ms (min-max)':>24s} {'x uml':>6s} "
-          f"{'iperf3 Mbit/s (min-max)':>26s} {'x uml':>6s}")
+    print(
+        f"\n{'switch':11s} {'ping RTT ms (min-max)':>24s} {'x uml':>6s} "
+        f"{'iperf3 Mbit/s (min-max)':>26s} {'x uml':>6s}"
+    )
     for kind, rows in results.items():
         rtts, mbits = [r for r, _ in rows], [m for _, m in rows]
         rtt, mbit = statistics.median(rtts), statistics.median(mbits)
-        print(f"{kind:11s} {f'{rtt:.3f} ({min(rtts):.3f}-{max(rtts):.3f})':>24s} "
-              f"{rtt / base_rtt:6.2f} {f'{mbit:.0f} ({min(mbits):.0f}-{max(mbits):.0f})':>26s} "
-              f"{mbit / base_mbit:6.2f}")
+        print(
+            f"{kind:11s} {f'{rtt:.3f} ({min(rtts):.3f}-{max(rtts):.3f})':>24s} "
+            f"{rtt / base_rtt:6.2f} {f'{mbit:.0f} ({min(mbits):.0f}-{max(mbits):.0f})':>26s} "
+            f"{mbit / base_mbit:6.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -87,24 +87,28 @@ def query(inode: int, show: int) -> UnixSocketInfo:
         return decode_reply(nl.recv(65536))
 
 
-def socket_inodes_of(pid: int) -> set[int] | None:
-    """The socket inodes process ``pid`` holds, or None if we may not look."""
-    inodes: set[int] = set()
+def holds_socket(pid: int, inode: int) -> bool | None:
+    """Whether process ``pid`` holds socket ``inode``; None if we may not look.
+
+    Descriptors are read newest (highest) first and the search stops at the first match: a
+    client's data socket is usually among its latest descriptors, so attaching stays cheap even
+    for a process that holds thousands of ports.
+    """
     fd_dir = f"/proc/{pid}/fd"
     try:
         names = os.listdir(fd_dir)
     except PermissionError:
         return None
     except OSError:
-        return inodes  # the process is gone: it holds nothing
-    for name in names:
+        return False  # the process is gone: it holds nothing
+    wanted = f"socket:[{inode}]"
+    for name in sorted(names, key=int, reverse=True):
         try:
-            target = os.readlink(f"{fd_dir}/{name}")
+            if os.readlink(f"{fd_dir}/{name}") == wanted:
+                return True
         except OSError:
             continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
+    return False
 
 
 def check_connected_socket(sock: socket.socket, pid: int, uid: int) -> str | None:
@@ -120,8 +124,7 @@ def check_connected_socket(sock: socket.socket, pid: int, uid: int) -> str | Non
         return "the socket it names is not a datagram socket"
     if theirs.uid is not None and theirs.uid != uid:
         return f"the socket it names belongs to uid {theirs.uid}, not to the client (uid {uid})"
-    held = socket_inodes_of(pid)
-    if held is not None and ours.peer_inode not in held:
+    if holds_socket(pid, ours.peer_inode) is False:
         return f"the socket it names is not held by the client process (pid {pid})"
     return None
 

@@ -5,6 +5,8 @@ the *calling thread* into it with setns(2) (Python 3.11 has no ``os.setns``: cty
 test opens and processes it starts from then on live in the namespace (abstract unix sockets,
 taps, routes...), so a switch, its UML guests and the test's own clients meet there, and nothing
 touches the host's network. On exit the thread goes back and the namespace is deleted.
+``entered_netns(name)`` moves the thread into a namespace that exists already (made with
+``ip netns add``), for tests that run programs in several.
 """
 
 from __future__ import annotations
@@ -45,11 +47,14 @@ def ip(*args: str) -> str:
     return result.stdout
 
 
+def netns_name(prefix: str = "umlsw") -> str:
+    """A name for a new namespace, unique to this process."""
+    return f"{prefix}-{os.getpid()}-{next(_names)}"
+
+
 @contextmanager
-def private_netns(prefix: str = "umlsw") -> Iterator[str]:
-    """Enter a fresh network namespace for the duration of the block; yield its name."""
-    name = f"{prefix}-{os.getpid()}-{next(_names)}"
-    ip("netns", "add", name)
+def entered_netns(name: str) -> Iterator[str]:
+    """Move the calling thread into the existing namespace ``name`` for the block, then back."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(f"/run/netns/{name}", os.O_RDONLY)
@@ -58,10 +63,21 @@ def private_netns(prefix: str = "umlsw") -> Iterator[str]:
         finally:
             os.close(target)
         try:
-            ip("link", "set", "lo", "up")
             yield name
         finally:
             _setns(home)
     finally:
         os.close(home)
+
+
+@contextmanager
+def private_netns(prefix: str = "umlsw") -> Iterator[str]:
+    """Enter a fresh network namespace for the duration of the block; yield its name."""
+    name = netns_name(prefix)
+    ip("netns", "add", name)
+    try:
+        with entered_netns(name):
+            ip("link", "set", "lo", "up")
+            yield name
+    finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

@@ -16,6 +16,13 @@ from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
 from umlswitch.ports.udpspec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
+from umlswitch.ports.vxlanspec import (
+    VxlanSpec,
+    VxvdeSpec,
+    overlay_conflicts,
+    parse_vxlan,
+    parse_vxvde,
+)
 
 DEFAULT_CONTROL = "/tmp/uml.ctl"
 DEFAULT_COMPAT_DATA = "/tmp/uml.data"
@@ -35,6 +42,8 @@ class SwitchConfig:
     taps: tuple[str, ...] = ()
     mcast: tuple[McastSpec, ...] = ()
     ucast: tuple[UcastSpec, ...] = ()
+    vxlan: tuple[VxlanSpec, ...] = ()
+    vxvde: tuple[VxvdeSpec, ...] = ()
     daemon: bool = False
     compat_v0: bool = False
     pidfile: str | None = None
@@ -105,6 +114,7 @@ USAGE = (
     "umlswitch [-unix CTL [DATA]] [-hub] [-tap DEV] [-daemon] [-compat-v0] [--pidfile FILE]\n"
     "                 [--vde DIR] [-mcast [GROUP:PORT]] [-ucast LOCALPORT:REMOTEHOST:REMOTEPORT]\n"
     "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
+    "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] COMMAND...   (umlswitch ctl help)\n"
     "       umlswitch top [-unix CTL | -M PATH]"
@@ -169,6 +179,20 @@ def _ucast(text: str) -> UcastSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _vxlan(text: str) -> VxlanSpec:
+    try:
+        return parse_vxlan(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _vxvde(text: str) -> VxvdeSpec:
+    try:
+        return parse_vxvde(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="umlswitch",
@@ -217,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="one port for a UDP peer (UML eth0=ucast, QEMU -netdev socket,udp=): receive on "
         "LOCALPORT from REMOTEHOST:REMOTEPORT only, send there; REMOTEHOST 'any' takes the "
         "first host to send from REMOTEPORT; repeatable",
+    )
+    p.add_argument(
+        "--vxlan",
+        action="append",
+        default=[],
+        type=_vxlan,
+        metavar="VNI@DEST[:PORT][,local=ADDR][,ttl=N]",
+        help="one VXLAN segment as one port, with Linux 'type vxlan' devices and other switches: "
+        "DEST is a multicast group (flood and learn) or peers joined by '+' (42@192.0.2.2+"
+        "192.0.2.3); UDP PORT default 4789 (Linux's default without dstport is 8472); repeatable",
+    )
+    p.add_argument(
+        "--vxvde",
+        nargs="?",
+        const="",
+        action="append",
+        default=[],
+        type=_vxvde,
+        metavar="GROUP[,port=N][,vni=N][,ttl=N]",
+        help="join a vdeplug4 vxvde:// network as one port (default 239.0.0.1, port 14789, "
+        "VNI 1); repeatable",
     )
     p.add_argument(
         "-daemon",
@@ -340,7 +385,7 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
-    conflict = conflicts(ns.mcast, ns.ucast)
+    conflict = conflicts(ns.mcast, ns.ucast) or overlay_conflicts(ns.vxlan, ns.vxvde)
     if conflict is not None:
         parser.error(conflict)
     return SwitchConfig(
@@ -351,6 +396,8 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         taps=tuple(ns.tap),
         mcast=tuple(ns.mcast),
         ucast=tuple(ns.ucast),
+        vxlan=tuple(ns.vxlan),
+        vxvde=tuple(ns.vxvde),
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
         pidfile=ns.pidfile,

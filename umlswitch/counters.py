@@ -17,9 +17,12 @@ UNKNOWN_SENDER = "unknown_sender"  # shared data socket: datagram from an unregi
 EGRESS_FULL = "egress_full"  # receiver's queue full (EAGAIN): dropped, never waited for
 EGRESS_ERROR = "egress_error"  # receiver vanished or refused (ECONNREFUSED, ENOENT, ...)
 RECEIVE_ERROR = "receive_error"  # the OS reported an error while reading a port
-WRONG_SOURCE = "wrong_source"  # ucast: datagram from an address other than the peer's
+WRONG_SOURCE = "wrong_source"  # ucast, vxlan peer list: datagram from an address not a peer's
 NO_PEER = "no_peer"  # ucast with REMOTEHOST any: no peer has sent yet, nowhere to send to
-OWN_ECHO = "own_echo"  # mcast: our own frame looped back by the group (expected, one per send)
+OWN_ECHO = "own_echo"  # mcast, vxvde: our own frame looped back by the group (one per send)
+VXLAN_SHORT = "vxlan_short"  # vxlan, vxvde: datagram shorter than the 8-byte VXLAN header
+VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved bit set
+VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
 
 # Every drop reason above, for listings that show each one, zero or not (management, JSON).
 DROP_REASONS = tuple(

@@ -35,6 +35,8 @@ from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.mcast import open_mcast_port
 from umlswitch.ports.ucast import open_ucast_port
 from umlswitch.ports.unix import ControlServer, SharedDataSocket
+from umlswitch.ports.vxlan import open_vxlan_ports
+from umlswitch.ports.vxvde import open_vxvde_port
 from umlswitch.tap.port import open_tap
 
 log = logging.getLogger("umlswitch")
@@ -237,6 +239,8 @@ def bind_sockets(config: SwitchConfig) -> BoundSockets:
                 ) from None
         bound.static_ports.extend(open_mcast_port(spec) for spec in config.mcast)
         bound.static_ports.extend(open_ucast_port(spec) for spec in config.ucast)
+        bound.static_ports.extend(open_vxlan_ports(config.vxlan))
+        bound.static_ports.extend(open_vxvde_port(spec) for spec in config.vxvde)
         bound.static_ports.extend(open_tap(name) for name in config.taps)
     except BaseException:
         bound.close()

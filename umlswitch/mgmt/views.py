@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from umlswitch import __version__, counters
@@ -102,8 +102,15 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         "peer": None if cred is None else {"pid": cred.pid, "uid": cred.uid, "gid": cred.gid},
         "description": description or None,
         "macs": switch.fabric.table.count(port.id),
+        "vteps": _vteps(port),
         **_traffic(port.stats),
     }
+
+
+def _vteps(port: FabricPort) -> dict[str, list[str]] | None:
+    """An overlay port's remote VTEPs (``IP:PORT``) and the MACs behind each; None for others."""
+    remote_macs: Callable[[], dict[str, list[str]]] | None = getattr(port, "remote_macs", None)
+    return None if remote_macs is None else remote_macs()
 
 
 def ports_doc(switch: Switch, only: int | None = None) -> Doc:
@@ -122,6 +129,9 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
         if port["description"]:
             lines.append(f" description {port['description']!r}")
         lines.append(f" MACs {port['macs']}")
+        for vtep, macs in (port.get("vteps") or {}).items():
+            lines.append(f" VTEP {vtep}: {len(macs)} MAC(s)")
+            lines.extend(f"  {' '.join(macs[i : i + 4])}" for i in range(0, len(macs), 4))
         lines.extend(_traffic_lines(port))
     return lines
 

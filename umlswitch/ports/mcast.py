@@ -83,43 +83,61 @@ class McastPort(UdpPort):
         self.send_sock.close()
 
 
-def _no_interface_hint(spec: McastSpec) -> str:
-    if spec.interface:
-        return f"is {spec.interface} the address of an interface that is up? (see: ip addr)"
-    return (
-        "no interface for multicast: add a route (ip route add 224.0.0.0/4 dev IFACE) "
-        "or choose one with if=ADDR"
-    )
+def no_interface_hint(interface: str | None, knob: str | None = "if") -> str:
+    """What to do when a multicast group cannot be joined or reached on ``interface``.
+
+    ``knob`` is the option that names the interface's address (``if=``, ``local=``), if any.
+    """
+    if interface:
+        return f"is {interface} the address of an interface that is up? (see: ip addr)"
+    hint = "no interface for multicast: add a route (ip route add 224.0.0.0/4 dev IFACE)"
+    return hint + (f" or choose one with {knob}=ADDR" if knob else "")
+
+
+def join_group(
+    sock: socket.socket,
+    group: str,
+    interface: str | None,
+    option: str,
+    *,
+    knob: str | None = "if",
+) -> None:
+    """Join ``group`` on ``interface`` (a local address; None: the route's), or StartupError."""
+    membership = socket.inet_aton(group) + socket.inet_aton(interface or "0.0.0.0")
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    except OSError as exc:
+        hint = no_interface_hint(interface, knob)
+        raise StartupError(f"{option}: cannot join group {group}: {exc.strerror}; {hint}") from None
+
+
+def set_multicast_sending(
+    sock: socket.socket, *, ttl: int, loop: bool, interface: str | None
+) -> None:
+    """The TTL, loopback and (given a local address) interface of the multicast ``sock`` sends."""
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loop))
+    if interface:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
 
 
 def open_mcast_port(spec: McastSpec) -> McastPort:
     """Join the group and open the send socket, or raise StartupError."""
     option = f"-mcast {spec}"
     group = (spec.group, spec.port)
-    iface = socket.inet_aton(spec.interface or "0.0.0.0")
     with contextlib.ExitStack() as on_error:
         recv_sock = on_error.enter_context(udp_socket())
         recv_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         bind(recv_sock, group, option)
-        try:
-            membership = socket.inet_aton(spec.group) + iface
-            recv_sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-        except OSError as exc:
-            hint = _no_interface_hint(spec)
-            raise StartupError(
-                f"{option}: cannot join group {spec.group}: {exc.strerror}; {hint}"
-            ) from None
+        join_group(recv_sock, spec.group, spec.interface, option)
         send_sock = on_error.enter_context(udp_socket(receives=False))
         bind(send_sock, (spec.interface or "0.0.0.0", 0), option)
         try:
-            send_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, spec.ttl)
-            send_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            if spec.interface:
-                send_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, iface)
+            set_multicast_sending(send_sock, ttl=spec.ttl, loop=True, interface=spec.interface)
             send_sock.connect(group)
         except OSError as exc:
             hint = (
-                _no_interface_hint(spec)
+                no_interface_hint(spec.interface)
                 if exc.errno in (errno.ENETUNREACH, errno.ENODEV, errno.EHOSTUNREACH)
                 else "check the group and the interface"
             )

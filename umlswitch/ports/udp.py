@@ -3,7 +3,9 @@
 A UDP port's peer sends raw ethernet frames, one per datagram, with no header (UML ``eth0=mcast``
 and ``eth0=ucast``, QEMU ``-netdev socket``/``dgram``). Unlike a unix client's connected socket,
 a UDP socket hears anybody, so the ingress loop asks the port, for every datagram, whether its
-sender is admitted (``UdpPort.admit``) before the frame goes to the fabric. Set-up failures are
+sender is admitted (``UdpPort.admit``) before the frame goes to the fabric. The VXLAN overlay
+ports (``vxlan.py``, ``vxvde.py``) read with the same batched loop, ``drain_udp``, and a handler
+of their own that checks and strips the VXLAN header. Set-up failures are
 ``StartupError`` with one line naming the option and what to do; the daemon reports it and exits 1.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -43,19 +46,42 @@ class UdpPort(Port):
         self.recv_sock.close()
 
 
+DatagramHandler = Callable[[memoryview, int, Address], None]
+
+
 async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
     """Forward every admitted datagram ``sock`` receives as a frame from ``port``, until cancelled.
 
-    Runts are counted by the fabric, giants here (``MSG_TRUNC`` gives a datagram's real length),
-    and a receive error (such as ECONNREFUSED from an ICMP error) is counted and logged at a
-    bounded rate: the port stays up.
+    Runts are counted by the fabric, giants here (``MSG_TRUNC`` gives a datagram's real length).
     """
     max_frame = fabric.max_frame
-    buf = bytearray(max_frame + 1)
-    view = memoryview(buf)
-    recvfrom_into = sock.recvfrom_into
     admit = port.admit
     forward = fabric.forward
+
+    def handle(view: memoryview, size: int, sender: Address) -> None:
+        if not admit(sender, size):
+            return
+        if size > max_frame:
+            fabric.reject(port, counters.GIANT, size)
+        else:
+            forward(port, view[:size])
+
+    await drain_udp(sock, port, max_frame + 1, handle)
+
+
+async def drain_udp(sock: socket.socket, port: Port, bufsize: int, handle: DatagramHandler) -> None:
+    """Hand every datagram ``sock`` receives to ``handle(view, size, sender)``, until cancelled.
+
+    The one batched ingress loop of the UDP port kinds (as ``base.pump_datagrams``): wait for
+    readability once, then read without blocking until the socket is empty, yielding after every
+    ``BATCH`` datagrams. ``view`` is a reused buffer of ``bufsize`` bytes; ``size`` is the
+    datagram's real length (``MSG_TRUNC``), which is more than ``bufsize`` for a datagram that did
+    not fit. A receive error (such as ECONNREFUSED from an ICMP error) is counted on ``port`` and
+    logged at a bounded rate: the port stays up.
+    """
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    recvfrom_into = sock.recvfrom_into
     trunc = socket.MSG_TRUNC
     checkpoint = trio.lowlevel.checkpoint
     wait_readable = trio.lowlevel.wait_readable
@@ -80,12 +106,7 @@ async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
                     )
                     break
                 got += 1
-                if not admit(sender, size):
-                    continue
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, view[:size])
+                handle(view, size, sender)
             if got:
                 await checkpoint()
 
@@ -99,15 +120,24 @@ def udp_socket(*, receives: bool = True) -> socket.socket:
     return sock
 
 
-def bind(sock: socket.socket, address: Address, option: str) -> None:
-    """Bind ``sock``, or close it and raise StartupError saying what to do."""
+def bind(
+    sock: socket.socket,
+    address: Address,
+    option: str,
+    *,
+    users: str = "another switch or a guest",
+) -> None:
+    """Bind ``sock``, or close it and raise StartupError saying what to do.
+
+    ``users`` says who else is likely to hold the port, for the message.
+    """
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
         host, port = address
         if exc.errno == errno.EADDRINUSE:
-            hint = f"UDP port {port} is in use (by another switch or a guest?); choose another"
+            hint = f"UDP port {port} is in use (by {users}?); choose another"
         elif exc.errno == errno.EADDRNOTAVAIL:
             hint = f"{host} is not an address of this host; give one that is (see: ip addr)"
         elif exc.errno in (errno.EACCES, errno.EPERM):

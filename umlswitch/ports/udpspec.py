@@ -68,20 +68,27 @@ class UcastSpec:
         return text + (f",bind={self.bind}" if self.bind != "0.0.0.0" else "")
 
 
-def _port(text: str, what: str) -> int:
+def udp_port_number(text: str, what: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ValueError(f"{what} must be a UDP port number from 1 to 65535, not {text!r}")
     return int(text)
 
 
-def _ipv4(text: str, what: str) -> ipaddress.IPv4Address:
+def ipv4_address(text: str, what: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(text)
     except ValueError:
         raise ValueError(f"{what} must be an IPv4 address, not {text!r}") from None
 
 
-def _options(items: Iterable[str], allowed: tuple[str, ...], spec: str) -> dict[str, str]:
+def ttl_value(text: str, low: int) -> int:
+    """An IP TTL (hop limit) from ``low`` to 255."""
+    if not text.isdigit() or not low <= int(text) <= 255:
+        raise ValueError(f"ttl must be a number from {low} to 255, not {text!r}")
+    return int(text)
+
+
+def parse_options(items: Iterable[str], allowed: tuple[str, ...], spec: str) -> dict[str, str]:
     """``key=value`` items -> dict; unknown, repeated or empty keys are errors."""
     options: dict[str, str] = {}
     for item in items:
@@ -108,24 +115,19 @@ def parse_mcast(text: str) -> McastSpec:
         group, sep, port_text = head.rpartition(":")
         if not sep:
             group, port_text = head, str(DEFAULT_MCAST_PORT)
-        address = _ipv4(group, "the multicast group")
+        address = ipv4_address(group, "the multicast group")
         if not address.is_multicast:
             raise ValueError(
                 f"{group} is not a multicast group (expected 224.0.0.0 to 239.255.255.255, "
                 f"e.g. {DEFAULT_MCAST_GROUP}:{DEFAULT_MCAST_PORT})"
             )
         group = str(address)
-        port = _port(port_text, "the multicast port")
-    options = _options(rest, ("ttl", "if"), text)
-    ttl = DEFAULT_MCAST_TTL
-    if "ttl" in options:
-        value = options["ttl"]
-        if not value.isdigit() or not 0 <= int(value) <= 255:
-            raise ValueError(f"ttl must be a number from 0 to 255, not {value!r}")
-        ttl = int(value)
+        port = udp_port_number(port_text, "the multicast port")
+    options = parse_options(rest, ("ttl", "if"), text)
+    ttl = ttl_value(options["ttl"], 0) if "ttl" in options else DEFAULT_MCAST_TTL
     interface = None
     if "if" in options:
-        interface = str(_ipv4(options["if"], "if= (the interface's local address)"))
+        interface = str(ipv4_address(options["if"], "if= (the interface's local address)"))
     return McastSpec(group=group, port=port, ttl=ttl, interface=interface)
 
 
@@ -138,8 +140,8 @@ def parse_ucast(text: str) -> UcastSpec:
             f"expected LOCALPORT:REMOTEHOST:REMOTEPORT (e.g. 1102:127.0.0.1:1103), not {text!r}"
         )
     local_text, host, remote_text = parts
-    local_port = _port(local_text, "LOCALPORT")
-    remote_port = _port(remote_text, "REMOTEPORT")
+    local_port = udp_port_number(local_text, "LOCALPORT")
+    remote_port = udp_port_number(remote_text, "REMOTEPORT")
     try:
         host = str(ipaddress.IPv4Address(host))
     except ValueError:
@@ -149,8 +151,8 @@ def parse_ucast(text: str) -> UcastSpec:
             raise ValueError(
                 f"REMOTEHOST must be an IPv4 address, a host name or 'any', not {host!r}"
             ) from None
-    options = _options(rest, ("bind",), text)
-    bind = str(_ipv4(options.get("bind", "0.0.0.0"), "bind="))
+    options = parse_options(rest, ("bind",), text)
+    bind = str(ipv4_address(options.get("bind", "0.0.0.0"), "bind="))
     return UcastSpec(local_port=local_port, remote_host=host, remote_port=remote_port, bind=bind)
 
 

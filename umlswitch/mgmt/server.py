@@ -20,6 +20,7 @@ import trio
 from umlswitch import __version__
 from umlswitch.mgmt import commands, protocol
 from umlswitch.mgmt.protocol import LineReader, LineTooLong, Reply
+from umlswitch.ports.base import serve_listener
 from umlswitch.ports.unix import PeerCred, peer_cred
 from umlswitch.ratelog import RateLimitedLog
 
@@ -53,20 +54,17 @@ class MgmtServer:
         self.sessions = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                try:
-                    conn, _ = await self.listener.accept()
-                except OSError as exc:  # EMFILE and friends: back off, keep serving
-                    ratelog.warning("mgmt-accept", "management socket: accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                if self.sessions >= self.max_sessions:
-                    nursery.start_soon(self._refuse, conn)
-                else:
-                    self.sessions += 1
-                    nursery.start_soon(self._session, conn)
+        await serve_listener(
+            self.listener, self._accepted, "management socket", task_status=task_status
+        )
+
+    async def _accepted(self, conn: trio.socket.SocketType) -> None:
+        # Runs without a checkpoint up to here, so the count cannot be raced past the limit.
+        if self.sessions >= self.max_sessions:
+            await self._refuse(conn)
+        else:
+            self.sessions += 1
+            await self._session(conn)
 
     async def _refuse(self, conn: trio.socket.SocketType) -> None:
         with conn, trio.move_on_after(1.0):

@@ -27,7 +27,7 @@ import trio
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.ports import control, peercheck
-from umlswitch.ports.base import BATCH, Port, pump_datagrams, ratelog
+from umlswitch.ports.base import BATCH, Port, pump_datagrams, ratelog, serve_listener
 from umlswitch.ports.control import NeedMore, Request, RequestDecoder, RequestError
 
 log = logging.getLogger("umlswitch.unix")
@@ -244,16 +244,9 @@ class ControlServer:
         return True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                try:
-                    conn, _ = await self.listener.accept()
-                except OSError as exc:  # EMFILE and friends: back off, keep serving
-                    ratelog.warning("accept", "control socket: accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(self._connection, conn)
+        await serve_listener(
+            self.listener, self._connection, "control socket", task_status=task_status
+        )
 
     async def _connection(self, conn: trio.socket.SocketType) -> None:
         with conn:

@@ -117,7 +117,13 @@ async def test_the_plugin_fixture_gives_a_running_switch(umlswitch_switch) -> No
         assert len(umlswitch_switch.counters()["ports"]) == 1
 
 
-def test_the_plugin_attach_factory(umlswitch_attach) -> None:
+def test_the_plugin_attach_factory(umlswitch_attach, umlswitch_process) -> None:
     a, b = umlswitch_attach(mac=A), umlswitch_attach(mac=B)
     a.send(a.ether() / ARP())
     assert b.receive(match=ARP).src == A
+    b.send(b"\x01" * 10)  # a runt
+    time.sleep(0.2)
+    counters = umlswitch_process.counters()
+    assert counters["ports"][1]["rx_frames"] == 1 and counters["ports"][2]["tx_frames"] == 1
+    assert counters["ports"][2]["drops"]["runt"] == 1
+    assert counters["info"]["macs"] == 1

@@ -114,6 +114,17 @@ class SwitchProcess:
         with open(self.log_path) as f:
             return f.read()
 
+    def counters(self) -> dict[str, Any]:
+        """Per-port traffic and drop counters (by port number) and the switch-wide ``info``,
+        read over the management socket (``umlswitch ctl --json port/print`` and ``showinfo``)."""
+        from umlswitch.mgmt.client import connect
+
+        if self.mgmt_path is None:
+            raise RuntimeError("this switch runs without a management socket (--no-mgmt)")
+        with connect(self.mgmt_path) as client:
+            ports = client.json("port/print")["ports"]
+            return {"ports": {p["id"]: p for p in ports}, "info": client.json("showinfo")}
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -369,3 +369,15 @@ def test_tick_expires_entries_so_frames_flood_again() -> None:
     fabric.tick(1020.0)
     assert len(fabric.table) == 0
     assert fabric.events["mac_expired"] == 2
+
+
+def test_a_move_into_a_full_port_counts_the_eviction() -> None:
+    table = MacTable(max_per_port=1, hold_down=0.0)
+    fabric, (p1, p2, _p3) = make_fabric(table=table)
+    fabric.forward(p2, frame(MAC_B, BROADCAST))
+    fabric.forward(p1, frame(MAC_A, BROADCAST))
+    fabric.tick(5.0)
+    fabric.forward(p2, frame(MAC_A, BROADCAST))  # MAC_A moves into port 2, which is full
+    assert table.lookup(raw_mac(MAC_A)) == 2 and table.lookup(raw_mac(MAC_B)) is None
+    assert fabric.events["mac_moved"] == 1
+    assert fabric.events["mac_evicted"] == 1

@@ -213,7 +213,8 @@ def test_move_respects_max_per_port() -> None:
     table.learn(A, 2, 0.0)
     table.learn(B, 2, 0.0)
     table.learn(C, 1, 0.0)
-    table.learn(C, 2, 5.0)
+    assert table.learn(C, 2, 5.0) is Learned.MOVED
+    assert table.last_move_evicted and table.last_evicted == (A, 2)
     assert table.lookup(C) == 2
     assert table.count(2) == 2
     assert table.lookup(A) is None  # port 2's oldest made room, as for a new address

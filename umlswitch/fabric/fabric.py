@@ -237,6 +237,8 @@ class Fabric:
             )
         elif learned is Learned.MOVED:
             self.events[counters.MAC_MOVED] += 1
+            if self.table.last_move_evicted:
+                self.events[counters.MAC_EVICTED] += 1
             log.info(
                 "port %d (%s): %s moved here from port %s",
                 ingress.id,

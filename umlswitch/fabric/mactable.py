@@ -85,6 +85,7 @@ class MacTable:
         self._by_port: dict[int, OrderedDict[bytes, _Entry]] = {}
         self.last_evicted: tuple[bytes, int] | None = None
         self.last_moved_from: int | None = None
+        self.last_move_evicted = False  # whether that move evicted an entry (see last_evicted)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,7 +114,8 @@ class MacTable:
                 return Learned.HELD
             old_port = entry.port
             self._remove(mac, old_port)
-            self._make_room(port)  # the per-port bound holds for moves too
+            # the per-port bound holds for moves too
+            self.last_move_evicted = self._make_room(port)
             self._insert(mac, port, now)
             self.last_moved_from = old_port
             return Learned.MOVED

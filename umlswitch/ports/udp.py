@@ -15,12 +15,10 @@ import errno
 import socket
 from collections.abc import Callable
 
-import trio
-
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports.base import BATCH, Port, ratelog
+from umlswitch.ports.base import Port, drain_from, ratelog
 
 Address = tuple[str, int]
 
@@ -70,45 +68,20 @@ async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
 
 
 async def drain_udp(sock: socket.socket, port: Port, bufsize: int, handle: DatagramHandler) -> None:
-    """Hand every datagram ``sock`` receives to ``handle(view, size, sender)``, until cancelled.
+    """The UDP ports' ingress: ``base.drain_from``, with a receive error (such as ECONNREFUSED
+    after an ICMP error) counted on ``port`` and logged at a bounded rate; the port stays up."""
 
-    The one batched ingress loop of the UDP port kinds (as ``base.pump_datagrams``): wait for
-    readability once, then read without blocking until the socket is empty, yielding after every
-    ``BATCH`` datagrams. ``view`` is a reused buffer of ``bufsize`` bytes; ``size`` is the
-    datagram's real length (``MSG_TRUNC``), which is more than ``bufsize`` for a datagram that did
-    not fit. A receive error (such as ECONNREFUSED from an ICMP error) is counted on ``port`` and
-    logged at a bounded rate: the port stays up.
-    """
-    buf = bytearray(bufsize)
-    view = memoryview(buf)
-    recvfrom_into = sock.recvfrom_into
-    trunc = socket.MSG_TRUNC
-    checkpoint = trio.lowlevel.checkpoint
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        got = BATCH
-        while got:  # as base.pump_datagrams: after a batch, let others run, then read on
-            got = 0
-            for _ in range(BATCH):
-                try:
-                    size, sender = recvfrom_into(buf, 0, trunc)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    port.stats.drops[counters.RECEIVE_ERROR] += 1
-                    ratelog.warning(
-                        f"recv:{port.id}",
-                        "port %d (%s): receive failed: %s; the port stays up",
-                        port.id,
-                        port.name,
-                        exc.strerror or exc,
-                    )
-                    break
-                got += 1
-                handle(view, size, sender)
-            if got:
-                await checkpoint()
+    def on_error(exc: OSError) -> None:
+        port.stats.drops[counters.RECEIVE_ERROR] += 1
+        ratelog.warning(
+            f"recv:{port.id}",
+            "port %d (%s): receive failed: %s; the port stays up",
+            port.id,
+            port.name,
+            exc.strerror or exc,
+        )
+
+    await drain_from(sock, bufsize, handle, on_error)
 
 
 def udp_socket(*, receives: bool = True) -> socket.socket:

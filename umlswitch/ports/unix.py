@@ -27,7 +27,7 @@ import trio
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.ports import control, peercheck
-from umlswitch.ports.base import BATCH, Port, pump_datagrams, ratelog, serve_listener
+from umlswitch.ports.base import Port, drain_from, pump_datagrams, ratelog, serve_listener
 from umlswitch.ports.control import NeedMore, Request, RequestDecoder, RequestError
 
 log = logging.getLogger("umlswitch.unix")
@@ -163,35 +163,28 @@ class SharedDataSocket:
     async def run(self) -> None:
         fabric = self.fabric
         max_frame = fabric.max_frame
-        buf = bytearray(max_frame + 1)
-        view = memoryview(buf)
-        recvfrom_into = self.sock.recvfrom_into
         ports = self._ports
-        trunc = socket.MSG_TRUNC
-        while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            for _ in range(BATCH):
-                try:
-                    size, address = recvfrom_into(buf, 0, trunc)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    ratelog.warning("shared-recv", "data socket: receive failed: %s", exc)
-                    break
-                port = ports.get(address)
-                if port is None:
-                    self.unknown_senders += 1
-                    ratelog.warning(
-                        "unknown-sender",
-                        "data socket %s: dropped %d-byte frame from unregistered sender %s",
-                        self.path,
-                        size,
-                        describe_address(address),
-                    )
-                elif size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    fabric.forward(port, view[:size])
+
+        def handle(view: memoryview, size: int, address: bytes | str | None) -> None:
+            port = ports.get(address) if address else None
+            if port is None:
+                self.unknown_senders += 1
+                ratelog.warning(
+                    "unknown-sender",
+                    "data socket %s: dropped %d-byte frame from unregistered sender %s",
+                    self.path,
+                    size,
+                    describe_address(address),
+                )
+            elif size > max_frame:
+                fabric.reject(port, counters.GIANT, size)
+            else:
+                fabric.forward(port, view[:size])
+
+        def on_error(exc: OSError) -> None:
+            ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)
+
+        await drain_from(self.sock, max_frame + 1, handle, on_error)
 
 
 class PeerRefused(OSError):

@@ -10,7 +10,6 @@ fixture of tests/conftest.py), so the host's routing is never touched.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
 
@@ -35,19 +34,6 @@ SWITCH_UCAST_PORT = 41200  # the switch's LOCALPORT, the ucast guest's rport
 GUEST_UCAST_PORT = 41201  # the ucast guest's lport, the switch's REMOTEPORT
 
 
-class UdpGuest(Guest):
-    """A guest whose eth0 is a UML UDP transport (``mcast,...`` or ``ucast,...``), not daemon."""
-
-    def __init__(self, transport: str, index: int, pool: GuestPool, switch: Switch, **kw: Any):
-        super().__init__(index, pool.workdir, pool.uml_dir, switch.ctl, **kw)
-        self.transport = transport
-
-    def argv(self) -> list[str]:
-        return [
-            f"eth0={self.transport}" if arg.startswith("eth0=") else arg for arg in super().argv()
-        ]
-
-
 def boot(
     pool: GuestPool, switch: Switch, guests: Sequence[tuple[str | None, Sequence[str]]]
 ) -> list[Guest]:
@@ -60,11 +46,11 @@ def boot(
     names = [f"g{first + i}" for i in range(len(guests))]
     batch: list[Guest] = []
     for index, (transport, commands) in enumerate(guests, first):
-        if transport is None:
-            guest = Guest(index, pool.workdir, pool.uml_dir, switch.ctl, commands, names)
-        else:
-            guest = UdpGuest(transport, index, pool, switch, commands=commands, wait_for=names)
-        batch.append(guest)
+        batch.append(
+            Guest(
+                index, pool.workdir, pool.uml_dir, switch.ctl, commands, names, transport=transport
+            )
+        )
     pool.guests += batch
     for guest in batch:
         guest.start()

@@ -19,7 +19,7 @@ import pytest
 from tests.netns import ip
 
 from .test_uml_guests import assert_no_loss
-from .uml import Guest, GuestPool, Switch, ip_for, ping_command
+from .uml import Guest, GuestPool, Switch, ip_for, mac_for, ping_command
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,20 +41,6 @@ def vde_switch(netns: str, tmp_path: Path) -> Iterator[Switch]:
     sw.start()
     yield sw
     sw.stop()
-
-
-class VdeGuest(Guest):
-    """A guest whose eth0 is UML's vde transport instead of the daemon one."""
-
-    def __init__(self, vde_dir: Path, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.vde_dir = vde_dir
-
-    def argv(self) -> list[str]:
-        return [
-            f"eth0=vde,vde://{self.vde_dir},{self.mac}" if arg.startswith("eth0=") else arg
-            for arg in super().argv()
-        ]
 
 
 def test_host_pings_a_daemon_guest_through_vde_plug_and_a_tap(
@@ -90,14 +76,14 @@ def test_host_pings_a_daemon_guest_through_vde_plug_and_a_tap(
 
 def test_uml_vde_guest_pings_a_daemon_guest(vde_switch: Switch, guests: GuestPool) -> None:
     guests(vde_switch.ctl, [])  # g1, on eth0=daemon
-    vde_guest = VdeGuest(
-        vde_switch.ctl.parent,
+    vde_guest = Guest(
         2,
         guests.workdir,
         guests.uml_dir,
         vde_switch.ctl,
         [ping_command(ip_for(1))],
         ["g1"],
+        transport=f"vde,vde://{vde_switch.ctl.parent},{mac_for(2)}",
     )
     guests.guests.append(vde_guest)  # the pool takes it down with the others
     vde_guest.start()

@@ -413,6 +413,7 @@ class Guest:
         commands: Sequence[str] = (),
         wait_for: Iterable[str] = (),
         mem: str = "128M",
+        transport: str | None = None,
     ) -> None:
         self.index = index
         self.name = f"g{index}"
@@ -424,6 +425,8 @@ class Guest:
         self.commands = list(commands)
         self.wait_for = [name for name in wait_for if name != self.name]
         self.mem = mem
+        # eth0's transport, e.g. "mcast,..." or "vde,vde:///DIR,MAC"; None: daemon on `ctl`
+        self.transport = transport
         self.umid = f"e2e-{os.getpid()}-{self.name}"
         self.console_path = workdir / f"{self.name}.console.log"
         self.init_path = workdir / f"{self.name}.init.sh"
@@ -443,7 +446,7 @@ class Guest:
             "rw",
             "quiet",
             f"init={self.init_path}",
-            f"eth0=daemon,{self.mac},unix,{self.ctl}",
+            f"eth0={self.transport or f'daemon,{self.mac},unix,{self.ctl}'}",
             "con=null",
             "con0=fd:0,fd:1",
             f"umid={self.umid}",

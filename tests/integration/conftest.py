@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +70,15 @@ def start_daemon(tmp_path: Path) -> Iterator[object]:
     yield start
     for daemon in daemons:
         daemon.stop()  # also closes the log of one that already exited
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets a test opens, closed at teardown whatever happened."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
 
 
 @pytest.fixture

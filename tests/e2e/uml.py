@@ -18,6 +18,11 @@ The switch under test is `python -m umlswitch -unix CTL [...]` by default. With
 `UMLSWITCH_E2E_SWITCH=uml_switch` (or any other command name or path) the same tests run against
 that program instead, with the same `-unix CTL [-hub]` arguments.
 
+UML 6.1 cannot restore a guest process's FP registers on hosts with a larger XSAVE area than it
+knows (AVX-512, AMX): its init dies with "ptrace set fp regs failed, errno = 14". Guests are
+therefore started with `uml_xstate_shim.c` (beside this file, built with `cc` once per run) in
+`LD_PRELOAD`, which completes UML's short FP-state writes; see the comment in that file.
+
 Every wait here has a deadline, and every process is started in a session of its own and killed
 by process group at the end, so a failing test cannot leave guests or their UML helper processes
 behind.
@@ -26,6 +31,7 @@ behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -118,6 +124,36 @@ def wait_until(
             extra = f"\n{log_excerpt(log)}" if log is not None else ""
             raise E2EError(f"{describe}: {reason}{extra}")
         time.sleep(POLL_INTERVAL)
+
+
+XSTATE_SHIM_SOURCE = Path(__file__).with_name("uml_xstate_shim.c")
+
+
+def xstate_shim() -> Path:
+    """The LD_PRELOAD shim that lets UML 6.1 run on large-XSAVE hosts, built once per run."""
+    digest = hashlib.sha256(XSTATE_SHIM_SOURCE.read_bytes()).hexdigest()[:12]
+    built = Path(tempfile.gettempdir()) / f"umlswitch-e2e-xstate-{digest}.so"
+    if not built.exists():
+        partial = built.with_suffix(f".{os.getpid()}.tmp")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise E2EError(
+                "e2e: no C compiler (cc) to build the UML FP-state shim: apt install gcc"
+            )
+        result = subprocess.run(
+            [cc, "-O2", "-shared", "-fPIC", "-o", str(partial), str(XSTATE_SHIM_SOURCE), "-ldl"],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise E2EError(f"e2e: building {XSTATE_SHIM_SOURCE.name} failed:\n{result.stderr}")
+        partial.replace(built)
+    return built
+
+
+def guest_env() -> dict[str, str]:
+    """The environment UML guests are started with (the FP-state shim preloaded)."""
+    return {**os.environ, "LD_PRELOAD": str(xstate_shim())}
 
 
 def exit_status(proc: subprocess.Popen[bytes]) -> str | None:
@@ -499,6 +535,7 @@ class Guest:
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
+                env=guest_env(),
                 cwd=self.workdir,
                 start_new_session=True,
             )

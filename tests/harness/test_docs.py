@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.uml import guest_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "testing.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
@@ -51,6 +53,7 @@ def test_probe_uml_guest_example() -> None:
         text=True,
         timeout=90,
         stdin=subprocess.DEVNULL,
+        env=guest_env(),  # UML 6.1 needs the FP-state shim on AVX-512/AMX hosts
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ARP: 10.0.0.2 is at 02:00:00:00:00:02" in result.stdout

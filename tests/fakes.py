@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from umlswitch.counters import PortStats
+from umlswitch.fabric.batch import FrameBatch
 
 
 class FakePort:
@@ -16,6 +17,10 @@ class FakePort:
 
     def send_nowait(self, frame: bytes | memoryview) -> None:
         self.sent.append(bytes(frame))
+
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+        for index in indices:
+            self.send_nowait(batch.frame(index))
 
     def take(self) -> list[bytes]:
         """What was sent since the last take()."""

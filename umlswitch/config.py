@@ -15,6 +15,7 @@ from typing import NoReturn
 from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
+from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, DEFAULT_QUEUE_MEMORY
 from umlswitch.ports.udpspec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 from umlswitch.ports.vxlanspec import (
     VxlanSpec,
@@ -51,6 +52,8 @@ class SwitchConfig:
     max_macs: int = DEFAULT_MAX_ENTRIES
     max_macs_per_port: int | None = None
     max_frame: int = DEFAULT_MAX_FRAME
+    port_queue: int = DEFAULT_PORT_QUEUE  # --port-queue FRAMES: each port's egress backlog
+    queue_memory: int = DEFAULT_QUEUE_MEMORY  # --queue-memory MIB, in bytes: all backlogs
     handshake_timeout: float = 5.0
     mode: int = 0o600
     group: str | None = None
@@ -114,6 +117,7 @@ USAGE = (
     "umlswitch [-unix CTL [DATA]] [-hub] [-tap DEV] [-daemon] [-compat-v0] [--pidfile FILE]\n"
     "                 [--vde DIR] [-mcast [GROUP:PORT]] [-ucast LOCALPORT:REMOTEHOST:REMOTEPORT]\n"
     "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
+    "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] COMMAND...   (umlswitch ctl help)\n"
@@ -306,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"up to {MAX_MAX_FRAME} for jumbo frames); larger ones are dropped and counted",
     )
     p.add_argument(
+        "--port-queue",
+        type=_count,
+        default=DEFAULT_PORT_QUEUE,
+        metavar="FRAMES",
+        help="frames a port keeps while its receiver cannot take them (a guest's socket queue "
+        f"is full), sent in order as soon as it can; more are dropped (default "
+        f"{DEFAULT_PORT_QUEUE})",
+    )
+    p.add_argument(
+        "--queue-memory",
+        type=_count,
+        default=DEFAULT_QUEUE_MEMORY >> 20,
+        metavar="MIB",
+        help="memory all ports' queues may hold together, in MiB; beyond it frames are dropped "
+        f"(default {DEFAULT_QUEUE_MEMORY >> 20})",
+    )
+    p.add_argument(
         "--vde",
         metavar="DIR",
         help="serve vde_switch clients (vde_plug vde:///DIR, QEMU -netdev vde,sock=DIR, UML "
@@ -405,6 +426,8 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         max_macs=ns.max_macs,
         max_macs_per_port=ns.max_macs_per_port,
         max_frame=ns.max_frame,
+        port_queue=ns.port_queue,
+        queue_memory=ns.queue_memory << 20,
         handshake_timeout=ns.handshake_timeout,
         mode=ns.mode,
         group=ns.group,

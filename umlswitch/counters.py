@@ -14,7 +14,7 @@ GIANT = "giant"  # longer than --max-frame
 GROUP_SOURCE = "group_source"  # source MAC with the group bit set: never a valid sender
 SAME_PORT = "same_port"  # destination was learned on the ingress port itself
 UNKNOWN_SENDER = "unknown_sender"  # shared data socket: datagram from an unregistered address
-EGRESS_FULL = "egress_full"  # receiver's queue full (EAGAIN): dropped, never waited for
+EGRESS_FULL = "egress_full"  # egress backlog full, or frames still in it when the port left
 EGRESS_ERROR = "egress_error"  # receiver vanished or refused (ECONNREFUSED, ENOENT, ...)
 RECEIVE_ERROR = "receive_error"  # the OS reported an error while reading a port
 WRONG_SOURCE = "wrong_source"  # ucast, vxlan peer list: datagram from an address not a peer's
@@ -46,7 +46,15 @@ MAC_EXPIRED = "mac_expired"
 class PortStats:
     """Traffic and drop figures of one port."""
 
-    __slots__ = ("drops", "rx_bytes", "rx_frames", "tx_bytes", "tx_frames")
+    __slots__ = (
+        "drops",
+        "queue_high",
+        "queued",
+        "rx_bytes",
+        "rx_frames",
+        "tx_bytes",
+        "tx_frames",
+    )
 
     def __init__(self) -> None:
         self.rx_frames = 0
@@ -54,6 +62,8 @@ class PortStats:
         self.tx_frames = 0
         self.tx_bytes = 0
         self.drops: Counter[str] = Counter()
+        self.queued = 0  # frames in the port's egress backlog now
+        self.queue_high = 0  # the most frames its backlog has held (high-water mark)
 
     def add(self, other: PortStats) -> None:
         """Add ``other``'s figures to these (totals of ports that have left)."""
@@ -64,9 +74,11 @@ class PortStats:
         self.drops.update(other.drops)
 
     def reset(self) -> None:
-        """Set every figure back to zero (management's ``port/resetcounter``)."""
+        """Set every figure back to zero (management's ``port/resetcounter``); the backlog's
+        high-water mark restarts from its depth now."""
         self.rx_frames = self.rx_bytes = self.tx_frames = self.tx_bytes = 0
         self.drops.clear()
+        self.queue_high = self.queued
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -74,5 +86,7 @@ class PortStats:
             "rx_bytes": self.rx_bytes,
             "tx_frames": self.tx_frames,
             "tx_bytes": self.tx_bytes,
+            "queued": self.queued,
+            "queue_high": self.queue_high,
             "drops": dict(self.drops),
         }

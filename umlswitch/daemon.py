@@ -29,6 +29,7 @@ from umlswitch.config import SwitchConfig
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.mactable import MacTable
+from umlswitch.fabric.queues import QueueBudget
 from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports import peercheck
 from umlswitch.ports.base import Port, PortClosed
@@ -368,7 +369,12 @@ async def serve(
             max_per_port=config.max_macs_per_port,
         )
         fabric = Fabric(
-            hub=config.hub, table=table, max_frame=config.max_frame, now=trio.current_time()
+            hub=config.hub,
+            table=table,
+            max_frame=config.max_frame,
+            now=trio.current_time(),
+            port_queue=config.port_queue,
+            queue_budget=QueueBudget(config.queue_memory),
         )
         shared = None
         if sockets.data is not None:

@@ -116,6 +116,9 @@ class SwitchClient:
         self.address = address
         self.switch_address = switch_address
         self.shared = False  # v0: frames go to the switch's shared data socket with sendto
+        # UML does not connect its data socket: it sends with sendto, and so the kernel bounds
+        # its receive queue by net.unix.max_dgram_qlen. A connected socket has no such bound.
+        self.connected = False
         self.closed = False
 
     # --- attaching ---------------------------------------------------------------------------
@@ -150,10 +153,13 @@ class SwitchClient:
         address: bytes | str | None = None,
         request: bytes | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        connect: bool = True,
     ) -> SwitchClient:
         """Attach as UML does (v3 by default; ``request`` may be any dialect with a reply).
 
-        Raises ``AttachRefused`` if the switch closes the connection without a reply.
+        ``connect=False`` leaves the data socket unconnected, as UML's is, so that its receive
+        queue holds only ``net.unix.max_dgram_qlen`` frames. Raises ``AttachRefused`` if the
+        switch closes the connection without a reply.
         """
         client = await cls.open(control_path, address)
         try:
@@ -165,7 +171,9 @@ class SwitchClient:
                 await client.send_control(request)
                 reply = await client.read_reply()
             client.switch_address = parse_reply(reply)
-            client.data.connect(client.switch_address)
+            if connect:
+                client.data.connect(client.switch_address)
+                client.connected = True
         except BaseException:
             client.close()
             raise
@@ -225,7 +233,7 @@ class SwitchClient:
         """Send one frame, waiting while the switch's queue for us is full (never dropping)."""
         while True:
             try:
-                if self.shared:
+                if not self.connected:
                     assert self.switch_address is not None
                     self.data.sendto(frame, self.switch_address)
                 else:

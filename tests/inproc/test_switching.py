@@ -23,6 +23,7 @@ from scapy.packet import Raw
 from umlswitch.config import SwitchConfig
 from umlswitch.daemon import Switch, serve
 from umlswitch.fabric.fabric import FabricPort
+from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE
 from umlswitch.ports.unix import ClientPort, SharedPort
 
 from .client import (
@@ -90,6 +91,14 @@ def port_of(switch: Switch, client: SwitchClient) -> FabricPort:
 
 async def attach_many(switch: Switch, n: int) -> list[SwitchClient]:
     clients = [await SwitchClient.attach(switch.control_path) for _ in range(n)]
+    await wait_attached(switch, n)
+    return clients
+
+
+async def attach_uml_like(switch: Switch, n: int) -> list[SwitchClient]:
+    """``n`` clients whose data sockets are unconnected, as UML's: each holds at most
+    net.unix.max_dgram_qlen frames (10 by default)."""
+    clients = [await SwitchClient.attach(switch.control_path, connect=False) for _ in range(n)]
     await wait_attached(switch, n)
     return clients
 
@@ -362,8 +371,9 @@ async def test_mac_entries_age_out(
 async def test_receiver_that_never_reads_does_not_stop_the_others(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    """C never drains its socket. A and B exchange 2,000 frames each way with no loss while every
-    broadcast C cannot take is dropped at once and counted as egress_full."""
+    """C never drains its socket. A and B exchange 2,000 frames each way with no loss while C's
+    backlog fills up to --port-queue and every broadcast beyond it is dropped and counted as
+    egress_full."""
     switch = await start_switch(nursery, tmp_path)
     a, b, c = await attach_many(switch, 3)
     total, window = 2000, 8
@@ -390,10 +400,73 @@ async def test_receiver_that_never_reads_does_not_stop_the_others(
         assert port_a.stats.tx_frames == total
         full = port_c.stats.drops["egress_full"]
         assert full >= total - 1000
-        assert port_c.stats.tx_frames + full == total
+        assert port_c.stats.queued == port_c.stats.queue_high == DEFAULT_PORT_QUEUE
+        assert port_c.stats.tx_frames + port_c.stats.queued + full == total
         assert len(c.pending()) == port_c.stats.tx_frames  # what was queued is intact
     finally:
         close_all([a, b, c])
+
+
+async def _burst_to_paused_receiver(
+    switch: Switch, sender: SwitchClient, receiver: SwitchClient, count: int
+) -> list[bytes]:
+    """``sender`` sends ``count`` numbered frames to ``receiver``, which reads none until the
+    switch has taken them all in; returns the frames sent."""
+    learn = frame(MAC_B, MAC_A, "learn")
+    await receiver.send(learn)
+    assert await sender.recv() == learn  # flooded to A; B's address is learned now
+    template = frame(MAC_A, MAC_B, "burst")
+    burst = [template + i.to_bytes(4, "big") for i in range(count)]
+    for f in burst:
+        await sender.send(f)
+    port_a = port_of(switch, sender)
+    await wait_until(lambda: port_a.stats.rx_frames == count)
+    return burst
+
+
+async def test_burst_to_a_receiver_that_pauses_arrives_whole_and_in_order(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A guest's socket holds max_dgram_qlen frames (10 by default): a burst of 200 is more than
+    that. The rest waits in the port's backlog and arrives, in order, once the guest reads."""
+    switch = await start_switch(nursery, tmp_path)
+    a, b = await attach_uml_like(switch, 2)
+    try:
+        burst = await _burst_to_paused_receiver(switch, a, b, 200)
+        port_b = port_of(switch, b)
+        assert port_b.stats.queued > 0  # the guest's queue overflowed: the backlog held the rest
+        received = [await b.recv(timeout=2) for _ in burst]
+        assert received == burst
+        assert port_b.stats.drops == {}
+        await wait_until(lambda: port_b.stats.queued == 0)
+        assert port_b.stats.tx_frames == len(burst)
+        assert 0 < port_b.stats.queue_high < len(burst)
+    finally:
+        close_all([a, b])
+
+
+async def test_full_backlog_drops_the_newest_frames(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """--port-queue bounds the backlog: what does not fit is dropped at the tail and counted;
+    what was kept arrives intact and in order."""
+    switch = await start_switch(nursery, tmp_path, port_queue=20)
+    a, b = await attach_uml_like(switch, 2)
+    try:
+        burst = await _burst_to_paused_receiver(switch, a, b, 100)
+        port_b = port_of(switch, b)
+        assert port_b.stats.queued == port_b.stats.queue_high == 20
+        dropped = port_b.stats.drops["egress_full"]
+        received = []
+        with trio.move_on_after(0.5):
+            while len(received) < len(burst) - dropped:
+                received.append(await b.recv(timeout=2))
+        assert received == burst[: len(received)]
+        assert len(received) + dropped == len(burst)
+        assert port_b.stats.tx_frames == len(received)
+        fence = frame(MAC_A, MAC_B, "fence")
+        await a.send(fence)
+        assert await b.recv() == fence  # nothing else was left over
+    finally:
+        close_all([a, b])
 
 
 # --- misbehaving clients --------------------------------------------------------------------------

@@ -70,11 +70,11 @@ def test_render_shows_ports_and_rates_in_80_columns(busy_switch: SwitchProcess):
     assert "switch · pid" in text and "2 ports · 2 MACs" in text
     rows = {m[1]: m[2].split() for m in re.finditer(r"^\s*(\d)\s+(unix:.*)$", text, re.M)}
     assert set(rows) == {"1", "2"}, text
-    # NAME (two words: unix:N pid=P), MACS, RX f/s, RX b/s, TX f/s, TX b/s, DROPS
-    _, _, macs, rx_fps, rx_bps, _, _, drops = rows["1"]
+    # NAME (two words: unix:N pid=P), MACS, RX f/s, RX b/s, TX f/s, TX b/s, QUEUE, DROPS
+    _, _, macs, rx_fps, rx_bps, _, _, queue, drops = rows["1"]
     assert macs == "1" and float(rx_fps) > 50 and rx_bps.endswith(("k", "M")), text
-    assert drops == "0", text
-    _, _, _, _, _, tx_fps, tx_bps, _ = rows["2"]
+    assert queue == "0" and drops == "0", text
+    _, _, _, _, _, tx_fps, tx_bps, _, _ = rows["2"]
     assert float(tx_fps) > 50 and tx_bps.endswith(("k", "M")), text
     total = re.search(r"^\s*total\s+(\d+)\s+(\S+)", text, re.M)
     assert total is not None and total.group(1) == "2" and total.group(2) != "0", text

@@ -16,8 +16,10 @@ from typing import Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
+from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
 from umlswitch.fabric.mactable import Learned, MacTable
+from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.ratelog import RateLimitedLog
 
 log = logging.getLogger("umlswitch.fabric")
@@ -40,7 +42,11 @@ class FabricPort(Protocol):
     def stats(self) -> PortStats: ...
 
     def send_nowait(self, frame: bytes | memoryview) -> None:
-        """Queue ``frame`` in the kernel or drop and count it; never block, never raise."""
+        """Queue ``frame`` in the kernel or in the port's backlog, or drop and count it; never
+        block, never raise."""
+
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+        """``send_nowait`` for the frames in slots ``indices`` of ``batch``, in that order."""
 
 
 class CaptureSink(Protocol):
@@ -67,10 +73,14 @@ class Fabric:
         table: MacTable | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         now: float = 0.0,
+        port_queue: int = DEFAULT_PORT_QUEUE,
+        queue_budget: QueueBudget | None = None,
     ) -> None:
         self.hub = hub
         self.table = table if table is not None else MacTable()
         self.max_frame = max_frame
+        self.port_queue = port_queue  # frames a port's egress backlog holds at most
+        self.queue_budget = queue_budget if queue_budget is not None else QueueBudget()
         self.now = now  # the coarse clock: set by tick(), read on the hot path
         self.events: Counter[str] = Counter()
         self._ports: dict[int, FabricPort] = {}
@@ -140,14 +150,19 @@ class Fabric:
 
     def egress(self, ingress: FabricPort, frame: bytes | memoryview) -> Iterable[FabricPort]:
         """The ports ``frame`` goes to, or () with the drop counted on ``ingress``."""
-        size = len(frame)
+        return self.egress_at(ingress, frame, 0, len(frame))
+
+    def egress_at(
+        self, ingress: FabricPort, data: bytes | bytearray | memoryview, offset: int, size: int
+    ) -> tuple[FabricPort, ...]:
+        """``egress`` for the frame of ``size`` bytes at ``offset`` in ``data``."""
         if size < ETH_HEADER_LEN:
             self._drop(ingress, counters.RUNT, size)
             return ()
         if size > self.max_frame:
             self._drop(ingress, counters.GIANT, size)
             return ()
-        dst, src = _addresses(frame)
+        dst, src = _addresses(data, offset)
         if src[0] & 1:
             self._drop(ingress, counters.GROUP_SOURCE, size)
             return ()
@@ -178,19 +193,55 @@ class Fabric:
         if self.capture is not None:
             self._forward_captured(self.capture, ingress, frame)
             return
-        for port in self.egress(ingress, frame):
+        for port in self.egress_at(ingress, frame, 0, len(frame)):
             port.send_nowait(frame)
+
+    def forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> None:
+        """``forward`` for every frame of ``batch``, with the same rules and counters; each
+        egress port gets its frames of the batch in one ``send_batch``, in order."""
+        stats = ingress.stats
+        lengths = batch.lengths
+        slot_size = batch.slot_size
+        data = batch.data
+        egress_at = self.egress_at
+        capture = self.capture
+        outputs: dict[FabricPort, list[int]] = {}
+        for index in range(batch.count):
+            size = lengths[index]
+            stats.rx_frames += 1
+            stats.rx_bytes += size
+            egress = egress_at(ingress, data, index * slot_size, size)
+            if capture is not None and size <= self.max_frame:  # giants are not captured
+                self._record(capture, ingress, egress, batch.frame(index))
+            for port in egress:
+                indices = outputs.get(port)
+                if indices is None:
+                    outputs[port] = [index]
+                else:
+                    indices.append(index)
+        for port, indices in outputs.items():
+            port.send_batch(batch, indices)
 
     def _forward_captured(
         self, capture: CaptureSink, ingress: FabricPort, frame: bytes | memoryview
     ) -> None:
         """``forward`` while capturing: the frames from the ingress port and to the watched one."""
-        egress = tuple(self.egress(ingress, frame))
+        egress = self.egress_at(ingress, frame, 0, len(frame))
+        self._record(capture, ingress, egress, frame)
+        for port in egress:
+            port.send_nowait(frame)
+
+    @staticmethod
+    def _record(
+        capture: CaptureSink,
+        ingress: FabricPort,
+        egress: tuple[FabricPort, ...],
+        frame: bytes | memoryview,
+    ) -> None:
+        """Capture ``frame`` if it comes from or goes to the watched port (or every port)."""
         watched = capture.port
         if watched is None or watched == ingress.id or any(p.id == watched for p in egress):
             capture.record(frame)
-        for port in egress:
-            port.send_nowait(frame)
 
     def reject(self, ingress: FabricPort, reason: str, size: int) -> None:
         """Count (and log, rate-limited) a frame from ``ingress`` dropped before forwarding."""

@@ -43,7 +43,7 @@ from umlswitch.mgmt.protocol import ProtocolError
 from umlswitch.mgmt.views import format_duration
 
 DEFAULT_INTERVAL = 1.0
-NAME_WIDTH = 26
+NAME_WIDTH = 22
 
 Doc = Mapping[str, Any]
 
@@ -101,12 +101,13 @@ def _header(info: Doc) -> Text:
 def render(before: Sample | None, now: Sample, *, live: bool = True) -> RenderableType:
     """The view of ``now``, with rates since ``before`` (none on the first sample)."""
     dt = now.at - before.at if before is not None else 0.0
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False, collapse_padding=True)
     table.add_column("PORT", justify="right", no_wrap=True)
     table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=NAME_WIDTH)
     table.add_column("MACS", justify="right", no_wrap=True)
     for heading in ("RX f/s", "RX b/s", "TX f/s", "TX b/s"):
         table.add_column(heading, justify="right", no_wrap=True, min_width=6)
+    table.add_column("QUEUE", justify="right", no_wrap=True)
     table.add_column("DROPS", justify="right", no_wrap=True)
     sums = [0.0, 0.0, 0.0, 0.0]
     measured = False
@@ -130,6 +131,7 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
             port["name"],
             str(port["macs"]),
             *("…" if rate is None else si(rate) for rate in rates),
+            si(port["queue"]["depth"]),
             Text(str(drops), style="bold red" if grew else ""),
         )
     table.add_section()
@@ -139,9 +141,12 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
         Text("total", style="bold"),
         str(now.info["macs"]),
         *(si(value) if measured else "…" for value in sums),
+        si(sum(port["queue"]["depth"] for port in now.ports.values())),
         str(total_drops),
     )
-    legend = "f/s frames, b/s bits per second" + (" · q quits" if live else "")
+    legend = "f/s frames, b/s bits per second, queue: frames waiting to be sent" + (
+        " · q quits" if live else ""
+    )
     footer = Text(legend, style="dim")
     return Group(_header(now.info), table, footer)
 

@@ -103,6 +103,11 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         "description": description or None,
         "macs": switch.fabric.table.count(port.id),
         "vteps": _vteps(port),
+        "queue": {
+            "depth": port.stats.queued,
+            "high": port.stats.queue_high,
+            "limit": switch.fabric.port_queue,
+        },
         **_traffic(port.stats),
     }
 
@@ -132,6 +137,10 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
         for vtep, macs in (port.get("vteps") or {}).items():
             lines.append(f" VTEP {vtep}: {len(macs)} MAC(s)")
             lines.extend(f"  {' '.join(macs[i : i + 4])}" for i in range(0, len(macs), 4))
+        queue = port["queue"]
+        lines.append(
+            f" queue {queue['depth']}/{queue['limit']} frames waiting (high {queue['high']})"
+        )
         lines.extend(_traffic_lines(port))
     return lines
 
@@ -244,6 +253,11 @@ def info_doc(switch: Switch) -> Doc:
         "ports": len(fabric.ports),
         "macs": len(fabric.table),
         "max_frame": fabric.max_frame,
+        "queues": {
+            "port_limit": fabric.port_queue,
+            "memory_limit": fabric.queue_budget.limit,
+            "memory_used": fabric.queue_budget.used,
+        },
         "capture": capture_doc(switch),
         "totals": totals_doc(switch),
         "events": dict(sorted(events.items())),
@@ -261,6 +275,11 @@ def info_lines(doc: Mapping[str, Any]) -> list[str]:
         if path is not None:
             perm = doc["perm"].get(what)
             lines.append(f"{what:<7} {path}" + (f" perm {perm}" if perm else ""))
+    queues = doc["queues"]
+    lines.append(
+        f"queues  {queues['port_limit']} frames per port, {queues['memory_limit'] >> 20} MiB in "
+        f"all, {queues['memory_used']} bytes waiting"
+    )
     lines += capture_lines(doc["capture"])
     lines.append("totals:")
     lines += _traffic_lines(doc["totals"])

@@ -1,15 +1,27 @@
-"""The port interface shared by every port kind, and the batched datagram ingress loop.
+"""The port interface shared by every port kind: one egress path with a bounded backlog, and the
+batched ingress loops.
 
 A port has an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; that is all the
 fabric sees (as vde's ``port.h``: a sender and a delete hook). Ingress is one task per port that
-waits for readability once and then drains the socket with non-blocking reads, handing each frame
+waits for readability once and then drains the socket with non-blocking reads, handing the frames
 to the fabric: no per-frame ``await`` and no per-frame allocation beyond a memoryview slice.
+
+**Egress: one rule for every port kind.** ``send_nowait`` hands the frame to the kernel at once
+(the kind's ``_send``). What the kernel cannot take now (``EAGAIN``: a guest's 10-datagram queue
+is full) is copied into the port's **backlog**, a bounded FIFO, and every later frame queues
+behind it, so order is kept. A task of the port's own (``_drain``) waits until the socket or tap
+is writable again and sends the backlog, oldest first. Only a full backlog drops (tail drop,
+``egress_full``): its bound is ``--port-queue`` frames per port and ``--queue-memory`` bytes for
+all ports together. A stuck receiver fills its own backlog and nobody else waits. Other send
+errors are the kind's to judge (``_send_failed``): counted (``egress_error``), logged at a bounded
+rate.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +29,9 @@ import trio
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
+from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.ratelog import RateLimitedLog
 
 log = logging.getLogger("umlswitch.ports")
@@ -26,47 +40,50 @@ ratelog = RateLimitedLog(log)
 # Frames read per wakeup before the ingress task goes back to the scheduler, so that one busy port
 # cannot starve the others.
 BATCH = 64
+# How often a port whose egress cannot be polled for writability (a socket shared by several
+# ports) retries its backlog.
+RETRY_INTERVAL = 0.001
+
+Frame = bytes | memoryview
 
 
 class PortClosed(Exception):
     """The port's peer is gone; the port must be detached."""
 
 
+class Unsent(Exception):
+    """Raised by a kind's ``_send``: the frame went nowhere, and the kind has counted why."""
+
+
 class Port:
-    """Base for ports whose egress is one datagram per frame on a socket."""
+    """Base of every port kind: the egress path with its backlog, and the task that drains it.
+
+    A kind provides ``_send`` (one frame to the kernel; raises ``OSError``), ``ingress`` (its
+    receive loop), ``egress_fd`` (what to poll for writability) and, where its errors need more
+    than a counter, ``_send_failed``.
+    """
 
     def __init__(self, port_id: int, name: str) -> None:
         self.id = port_id
         self.name = name
         self.stats = PortStats()
+        # Frames waiting for the kernel, oldest first; bounded by queue_limit and the budget.
+        self.backlog: deque[bytes] = deque()
+        self.queue_limit = DEFAULT_PORT_QUEUE
+        self.budget = QueueBudget()  # the switch's, from run(); a private one until then
+        self._backlog_waiting: trio.Event | None = None  # set when the backlog is filled again
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.name}>"
 
-    def _send(self, frame: bytes | memoryview) -> None:
+    # --- the kind's part --------------------------------------------------------------------
+
+    def _send(self, frame: Frame) -> None:
+        """Give one frame to the kernel now; raise OSError (BlockingIOError: try again later)."""
         raise NotImplementedError
 
-    async def run(self, fabric: Fabric) -> None:
-        """The ingress loop: forward what the peer sends until cancelled (or raise PortClosed)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the port's OS resources (idempotent)."""
-
-    def send_nowait(self, frame: bytes | memoryview) -> None:
-        try:
-            self._send(frame)
-        except OSError as exc:
-            self.count_send_error(exc)
-            return
-        self.stats.tx_frames += 1
-        self.stats.tx_bytes += len(frame)
-
-    def count_send_error(self, exc: OSError) -> None:
-        """A full receiver queue is a silent, counted drop; anything else is logged too."""
-        if isinstance(exc, BlockingIOError):
-            self.stats.drops[counters.EGRESS_FULL] += 1
-            return
+    def _send_failed(self, exc: OSError) -> None:
+        """A send failed for another reason than a full queue: count and log it."""
         self.stats.drops[counters.EGRESS_ERROR] += 1
         ratelog.warning(
             f"egress:{self.id}",
@@ -75,6 +92,136 @@ class Port:
             self.name,
             exc.strerror or exc,
         )
+
+    def egress_fd(self) -> int | socket.socket | None:
+        """What to wait on for writability; None: retry the backlog every RETRY_INTERVAL."""
+        return None
+
+    async def ingress(self, fabric: Fabric) -> None:
+        """The receive loop: forward what the peer sends until cancelled (or raise PortClosed)."""
+        await trio.sleep_forever()
+
+    def close(self) -> None:
+        """Release the port's OS resources (idempotent)."""
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, fabric: Fabric) -> None:
+        """Receive and drain the backlog until cancelled, or raise PortClosed."""
+        self.queue_limit = fabric.port_queue
+        self.budget = fabric.queue_budget
+        closed: PortClosed | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._drain)
+                try:
+                    await self.ingress(fabric)
+                except PortClosed as exc:
+                    closed = exc
+                nursery.cancel_scope.cancel()
+        finally:
+            self.discard_backlog()
+        if closed is not None:
+            raise closed
+
+    # --- egress -----------------------------------------------------------------------------
+
+    def send_nowait(self, frame: Frame) -> None:
+        """Send ``frame`` now, or keep it in the backlog, or drop it (counted); never block."""
+        if self.backlog:
+            self._enqueue(frame)
+            return
+        try:
+            self._send(frame)
+        except BlockingIOError:
+            self._enqueue(frame)
+            return
+        except OSError as exc:
+            self._send_failed(exc)
+            return
+        except Unsent:
+            return
+        stats = self.stats
+        stats.tx_frames += 1
+        stats.tx_bytes += len(frame)
+
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+        """Send the frames in slots ``indices`` of ``batch``, in order (a kind with a vector
+        send overrides this)."""
+        frame = batch.frame
+        for index in indices:
+            self.send_nowait(frame(index))
+
+    def _enqueue(self, frame: Frame) -> None:
+        """Keep a copy of ``frame`` for later, or count it dropped if the backlog is full."""
+        backlog = self.backlog
+        budget = self.budget
+        size = len(frame)
+        if len(backlog) >= self.queue_limit or budget.used + size > budget.limit:
+            self.stats.drops[counters.EGRESS_FULL] += 1
+            return
+        backlog.append(bytes(frame))
+        budget.used += size
+        depth = len(backlog)
+        stats = self.stats
+        stats.queued = depth
+        if depth > stats.queue_high:
+            stats.queue_high = depth
+        if depth == 1 and self._backlog_waiting is not None:
+            self._backlog_waiting.set()
+
+    def flush_backlog(self) -> None:
+        """Send what the kernel takes now from the backlog, oldest first."""
+        backlog = self.backlog
+        budget = self.budget
+        stats = self.stats
+        send = self._send
+        while backlog:
+            frame = backlog[0]
+            try:
+                send(frame)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._send_failed(exc)
+            except Unsent:
+                pass
+            else:
+                stats.tx_frames += 1
+                stats.tx_bytes += len(frame)
+            backlog.popleft()
+            budget.used -= len(frame)
+        stats.queued = len(backlog)
+
+    def discard_backlog(self) -> None:
+        """Forget every queued frame (the port is going away); they count as ``egress_full``."""
+        if self.backlog:
+            self.stats.drops[counters.EGRESS_FULL] += len(self.backlog)
+            self.budget.used -= sum(map(len, self.backlog))
+            self.backlog.clear()
+            self.stats.queued = 0
+
+    async def _wait_writable(self) -> None:
+        fd = self.egress_fd()
+        if fd is None:
+            await trio.sleep(RETRY_INTERVAL)
+        else:
+            await trio.lowlevel.wait_writable(fd)
+
+    async def _drain(self) -> None:
+        """Send the backlog whenever the kernel can take more, until cancelled."""
+        backlog = self.backlog
+        try:
+            while True:
+                if not backlog:
+                    self._backlog_waiting = trio.Event()
+                    await self._backlog_waiting.wait()
+                    self._backlog_waiting = None
+                await self._wait_writable()
+                self.flush_backlog()
+        except (trio.ClosedResourceError, OSError):
+            # The socket or device was closed under us: the ingress loop reports why.
+            await trio.sleep_forever()
 
 
 async def serve_listener(
@@ -141,47 +288,14 @@ async def drain_from(
                 await checkpoint()
 
 
-async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
-    """Forward every datagram ``sock`` receives as a frame from ``port``; runs until cancelled.
-
-    The hot path of connected client sockets: ``drain_from``'s loop without the sender address
-    (an object per frame) and without a handler call per frame, neither of which it needs.
-    """
-    max_frame = fabric.max_frame
-    buf = bytearray(max_frame + 1)
-    view = memoryview(buf)
-    recv_into = sock.recv_into
-    forward = fabric.forward
-    trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
-    checkpoint = trio.lowlevel.checkpoint
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        got = BATCH
-        while got:
-            got = 0
-            for _ in range(BATCH):
-                try:
-                    size = recv_into(buf, 0, trunc)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    port.stats.drops[counters.RECEIVE_ERROR] += 1
-                    ratelog.warning(
-                        f"recv:{port.id}",
-                        "port %d (%s): receive failed: %s",
-                        port.id,
-                        port.name,
-                        exc.strerror or exc,
-                    )
-                    break
-                got += 1
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, view[:size])
-            if got:
-                # Let the other tasks run, then read on. A busy port's next frame has usually
-                # arrived by then, and a checkpoint costs far less than another wait_readable
-                # (two epoll_ctl calls and a trip through the run loop's I/O wait).
-                await checkpoint()
+def count_receive_error(port: Port, exc: OSError, consequence: str = "") -> None:
+    """A read failed: count it on ``port`` and log it at a bounded rate."""
+    port.stats.drops[counters.RECEIVE_ERROR] += 1
+    ratelog.warning(
+        f"recv:{port.id}",
+        "port %d (%s): receive failed: %s%s",
+        port.id,
+        port.name,
+        exc.strerror or exc,
+        consequence,
+    )

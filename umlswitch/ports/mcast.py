@@ -65,7 +65,7 @@ class McastPort(UdpPort):
         super().__init__(spec.name, recv_sock)
         self.spec = spec
         self.send_sock = send_sock
-        self._send_raw = send_sock.send
+        self._send = send_sock.send  # type: ignore[method-assign, assignment]
         self.own_port: int = send_sock.getsockname()[1]
         self._local = LocalAddresses()
 
@@ -75,8 +75,8 @@ class McastPort(UdpPort):
             return False
         return True
 
-    def _send(self, frame: bytes | memoryview) -> None:
-        self._send_raw(frame)
+    def egress_fd(self) -> socket.socket:
+        return self.send_sock
 
     def close(self) -> None:
         super().close()

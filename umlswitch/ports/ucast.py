@@ -15,7 +15,7 @@ import socket
 
 from umlswitch import counters
 from umlswitch.errors import StartupError
-from umlswitch.ports.base import ratelog
+from umlswitch.ports.base import Frame, Unsent, ratelog
 from umlswitch.ports.udp import Address, UdpPort, bind, udp_socket
 from umlswitch.ports.udpspec import UcastSpec
 
@@ -61,22 +61,15 @@ class UcastPort(UdpPort):
         )
         return False
 
-    def _send(self, frame: bytes | memoryview) -> None:
-        assert self.remote is not None
-        self._sendto(frame, self.remote)
-
-    def send_nowait(self, frame: bytes | memoryview) -> None:
+    def _send(self, frame: Frame) -> None:
         remote = self.remote
         if remote is None:
             self.stats.drops[counters.NO_PEER] += 1
-            return
-        try:
-            self._sendto(frame, remote)
-        except OSError as exc:  # ECONNREFUSED from an earlier ICMP error, ENETUNREACH, ...
-            self.count_send_error(exc)
-            return
-        self.stats.tx_frames += 1
-        self.stats.tx_bytes += len(frame)
+            raise Unsent
+        self._sendto(frame, remote)  # ECONNREFUSED from an earlier ICMP error, ENETUNREACH, ...
+
+    def egress_fd(self) -> socket.socket:
+        return self.recv_sock
 
 
 def resolve(spec: UcastSpec) -> Address | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports.base import Port, drain_from, ratelog
+from umlswitch.ports.base import Port, count_receive_error, drain_from
 
 Address = tuple[str, int]
 
@@ -37,7 +37,7 @@ class UdpPort(Port):
         """Whether a datagram of ``size`` bytes from ``sender`` is a frame of this port."""
         raise NotImplementedError
 
-    async def run(self, fabric: Fabric) -> None:
+    async def ingress(self, fabric: Fabric) -> None:
         await pump_udp(self.recv_sock, self, fabric)
 
     def close(self) -> None:
@@ -72,14 +72,7 @@ async def drain_udp(sock: socket.socket, port: Port, bufsize: int, handle: Datag
     after an ICMP error) counted on ``port`` and logged at a bounded rate; the port stays up."""
 
     def on_error(exc: OSError) -> None:
-        port.stats.drops[counters.RECEIVE_ERROR] += 1
-        ratelog.warning(
-            f"recv:{port.id}",
-            "port %d (%s): receive failed: %s; the port stays up",
-            port.id,
-            port.name,
-            exc.strerror or exc,
-        )
+        count_receive_error(port, exc, "; the port stays up")
 
     await drain_from(sock, bufsize, handle, on_error)
 

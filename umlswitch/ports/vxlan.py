@@ -7,7 +7,9 @@ other umlswitches, vdeplug4 endpoints. Each datagram is the 8-byte VXLAN header
 * **Egress.** A frame the fabric sends to the port goes, encapsulated, to the VTEP its
   destination was learned behind (the port's ``VtepMap``); broadcast, multicast and unknown
   unicast go to the segment's multicast group, or to every peer of its list (head-end
-  replication), one datagram per peer. Sends never block: a full socket buffer is a counted drop.
+  replication), one datagram per peer. Sends never block: a frame the socket cannot take now
+  waits in the port's backlog (retried every millisecond: the socket may be shared by several
+  segments, so it is not polled).
 * **Ingress.** A datagram is checked (header, VNI and, with a peer list, that its sender is a
   peer: anything else is dropped, counted and logged at a bounded rate), its inner source MAC is
   learned with the sender's VTEP, and the frame goes to the fabric as coming from this port.
@@ -35,7 +37,7 @@ from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, format_mac
-from umlswitch.ports.base import Port, ratelog
+from umlswitch.ports.base import Frame, Port, Unsent, ratelog
 from umlswitch.ports.mcast import join_group, set_multicast_sending
 from umlswitch.ports.udp import Address, DatagramHandler, bind, drain_udp, udp_socket
 from umlswitch.ports.vtepmap import Vtep, VtepMap
@@ -66,25 +68,31 @@ class OverlayPort(Port):
 
     # --- egress ---------------------------------------------------------------------------
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
+    def _send(self, frame: Frame) -> None:
         (dst,) = _mac_at(frame)
         vtep = None if dst[0] & 1 else self.vteps.lookup(dst)
         parts = (self.header, frame)
+        if vtep is not None:
+            self._sendmsg(parts, (), 0, vtep)
+            return
         sent = False
-        for target in self.flood if vtep is None else (vtep,):
+        for target in self.flood:  # the group, or every peer (head-end replication)
             try:
                 self._sendmsg(parts, (), 0, target)
-            except OSError as exc:  # ENETUNREACH, EAGAIN (a full buffer), ...
-                self.count_send_error(exc)
+            except BlockingIOError:
+                if not sent:
+                    raise  # nothing left yet: the whole frame waits in the backlog
+                self.stats.drops[counters.EGRESS_FULL] += 1  # this peer's copy only
+            except OSError as exc:  # ENETUNREACH, ... to this peer
+                self._send_failed(exc)
             else:
                 sent = True
-        if sent:
-            self.stats.tx_frames += 1
-            self.stats.tx_bytes += len(frame)
+        if not sent:
+            raise Unsent
 
     # --- ingress --------------------------------------------------------------------------
 
-    async def run(self, fabric: Fabric) -> None:
+    async def ingress(self, fabric: Fabric) -> None:
         self.vteps.max_entries = fabric.table.max_entries
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweep, fabric)

@@ -7,8 +7,9 @@ created, non-persistent and DOWN, when the switch may (CAP_NET_ADMIN), as uml_sw
 start-up fails with one line naming the command that makes it.
 
 The fd is non-blocking and read in the batched style of the other ports: wait for readability once,
-then read until EAGAIN (at most ``BATCH`` frames). Writes never wait: a full queue is a counted drop
-(``egress_full``), and so is a frame sent while the tap is down (EIO, ``egress_error``). When the
+then read until EAGAIN (at most ``BATCH`` frames). Writes never wait: what the tap cannot take now
+waits in the port's backlog (``ports/base.py``); a frame sent while the tap is down is dropped
+(EIO, ``egress_error``). When the
 device is deleted (``ip link del``), Linux reports EPOLLERR and reads and writes fail with EBADFD:
 the port raises PortClosed and is detached alone. It is not re-attached if the device comes back.
 """
@@ -29,7 +30,7 @@ from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, MAX_MAX_FRAME
-from umlswitch.ports.base import BATCH, Port, PortClosed
+from umlswitch.ports.base import BATCH, Frame, Port, PortClosed
 from umlswitch.tap import ifreq
 
 log = logging.getLogger("umlswitch.tap")
@@ -56,18 +57,11 @@ class TapPort(Port):
         self._waiting: trio.CancelScope | None = None
         self._down_logged = False  # said once that frames are dropped while the tap is down
 
-    def _send(self, frame: bytes | memoryview) -> None:
+    def _send(self, frame: Frame) -> None:
         os.write(self.fd, frame)
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
-        # The hot path: the base class's version inlined, with the tap's own errors.
-        try:
-            os.write(self.fd, frame)
-        except OSError as exc:
-            self._send_failed(exc)
-            return
-        self.stats.tx_frames += 1
-        self.stats.tx_bytes += len(frame)
+    def egress_fd(self) -> int | None:
+        return self.fd if self.fd >= 0 else None
 
     def _send_failed(self, exc: OSError) -> None:
         if exc.errno == errno.EIO:  # the interface is down: the kernel refuses the frame
@@ -85,7 +79,7 @@ class TapPort(Port):
             self.stats.drops[counters.EGRESS_ERROR] += 1
             self._mark_gone(f"write failed: {exc.strerror}")
         else:
-            self.count_send_error(exc)
+            super()._send_failed(exc)
 
     def _mark_gone(self, reason: str) -> None:
         """Remember why the device is unusable and wake the ingress loop, which detaches us."""
@@ -94,7 +88,7 @@ class TapPort(Port):
         if self._waiting is not None:
             self._waiting.cancel()
 
-    async def run(self, fabric: Fabric) -> None:
+    async def ingress(self, fabric: Fabric) -> None:
         fd = self.fd
         max_frame = fabric.max_frame
         buf = bytearray(max(READ_BUFFER, max_frame + 1))

@@ -23,7 +23,7 @@ import time
 import trio
 from scapy.layers.l2 import ARP
 
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 from umlswitch.testing import SwitchProcess, attach
 
 

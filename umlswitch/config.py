@@ -16,14 +16,14 @@ from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, DEFAULT_QUEUE_MEMORY
-from umlswitch.ports.udpspec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
-from umlswitch.ports.vxlanspec import (
+from umlswitch.ports.overlay.spec import (
     VxlanSpec,
     VxvdeSpec,
     overlay_conflicts,
     parse_vxlan,
     parse_vxvde,
 )
+from umlswitch.ports.udp.spec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
 DEFAULT_CONTROL = "/tmp/uml.ctl"
 DEFAULT_COMPAT_DATA = "/tmp/uml.data"

@@ -31,13 +31,14 @@ from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
 from umlswitch.mgmt.server import MgmtServer
-from umlswitch.ports import peercheck
 from umlswitch.ports.base import Port, PortClosed
-from umlswitch.ports.mcast import open_mcast_port
-from umlswitch.ports.ucast import open_ucast_port
-from umlswitch.ports.unix import ControlServer, SharedDataSocket
-from umlswitch.ports.vxlan import open_vxlan_ports
-from umlswitch.ports.vxvde import open_vxvde_port
+from umlswitch.ports.overlay.vxlan import open_vxlan_ports
+from umlswitch.ports.overlay.vxvde import open_vxvde_port
+from umlswitch.ports.udp.mcast import open_mcast_port
+from umlswitch.ports.udp.ucast import open_ucast_port
+from umlswitch.ports.unix import peercheck
+from umlswitch.ports.unix.clients import SharedDataSocket
+from umlswitch.ports.unix.server import ControlServer
 from umlswitch.tap.port import open_tap
 
 log = logging.getLogger("umlswitch")

@@ -12,7 +12,7 @@ import trio
 from scapy.layers.l2 import ARP
 
 from umlswitch import counters
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 from umlswitch.testing import attach, run_switch
 
 MAGIC = control.MAGIC_BYTES

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.client import Client, abstract_address, frame, mac
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 from umlswitch.testing import SwitchProcess
 
 NOBODY = 65534

@@ -4,8 +4,8 @@ The sequence is UML's (PROTOCOLS.md §1a): connect a SOCK_STREAM socket to the c
 SOCK_DGRAM socket to an abstract name of the full 108 bytes (so the kernel sees addrlen 110, as
 from UML); write the request; read the 110-byte ``struct sockaddr_un`` reply; then exchange raw
 ethernet frames, one per datagram. Requests are packed here with ``struct`` from the documented
-layouts, independently of ``umlswitch.ports.control``, so a client doubles as a check of the wire
-format.
+layouts, independently of ``umlswitch.ports.unix.control``, so a client doubles as a check of the
+wire format.
 
 Every wait is bounded: ``recv`` and ``attach`` raise ``trio.TooSlowError`` instead of hanging.
 

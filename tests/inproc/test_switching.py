@@ -24,7 +24,7 @@ from umlswitch.config import SwitchConfig
 from umlswitch.daemon import Switch, serve
 from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE
-from umlswitch.ports.unix import ClientPort, SharedPort
+from umlswitch.ports.unix.clients import ClientPort, SharedPort
 
 from .client import (
     AttachRefused,

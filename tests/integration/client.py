@@ -13,7 +13,7 @@ import struct
 import time
 from itertools import count
 
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 
 _tags = count(1)
 

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from tests.integration.client import Client, abstract_address, frame, mac
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.client import Client, frame, mac
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 
 pytestmark = pytest.mark.integration
 

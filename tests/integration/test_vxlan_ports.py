@@ -22,7 +22,7 @@ from tests.netns import ip
 from umlswitch import counters
 from umlswitch.fabric.frame import format_mac
 from umlswitch.mgmt.client import MgmtClient
-from umlswitch.ports.vxlanwire import pack_header
+from umlswitch.ports.overlay.wire import pack_header
 
 pytestmark = pytest.mark.integration
 

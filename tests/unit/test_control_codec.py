@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from umlswitch.ports.control import NeedMore, Request, RequestDecoder, RequestError
+from umlswitch.ports.unix.control import NeedMore, Request, RequestDecoder, RequestError
 
 MAGIC = 0xFEEDFACE
 AF_UNIX = 1

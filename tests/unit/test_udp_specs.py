@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from umlswitch.config import parse_args
-from umlswitch.ports.udpspec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
+from umlswitch.ports.udp.spec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
 UML_DEFAULT = McastSpec("239.192.168.1", 1102, ttl=1, interface=None)
 

@@ -6,15 +6,15 @@ import pytest
 
 from umlswitch import counters
 from umlswitch.config import parse_args
-from umlswitch.ports.vtepmap import VtepMap
-from umlswitch.ports.vxlanspec import (
+from umlswitch.ports.overlay.spec import (
     VxlanSpec,
     VxvdeSpec,
     overlay_conflicts,
     parse_vxlan,
     parse_vxvde,
 )
-from umlswitch.ports.vxlanwire import BadHeader, pack_header, parse_header
+from umlswitch.ports.overlay.vtepmap import VtepMap
+from umlswitch.ports.overlay.wire import BadHeader, pack_header, parse_header
 
 # --- the header -------------------------------------------------------------------------------
 

@@ -21,10 +21,10 @@ import trio
 
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
+from umlswitch.listener import PeerCred
 from umlswitch.mgmt import views
 from umlswitch.mgmt.protocol import Invocation, Reply
 from umlswitch.mgmt.views import Doc
-from umlswitch.ports.unix import PeerCred
 
 if TYPE_CHECKING:
     from umlswitch.daemon import Switch

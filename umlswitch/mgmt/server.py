@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from umlswitch import __version__
+from umlswitch.listener import PeerCred, peer_cred, serve_listener
 from umlswitch.mgmt import commands, protocol
 from umlswitch.mgmt.protocol import LineReader, LineTooLong, Reply
-from umlswitch.ports.base import serve_listener
-from umlswitch.ports.unix import PeerCred, peer_cred
 from umlswitch.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -222,30 +222,6 @@ class Port:
         except (trio.ClosedResourceError, OSError):
             # The socket or device was closed under us: the ingress loop reports why.
             await trio.sleep_forever()
-
-
-async def serve_listener(
-    listener: trio.socket.SocketType,
-    handler: Callable[[trio.socket.SocketType], Awaitable[None]],
-    what: str,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept connections on ``listener`` forever, each handled in a task of its own.
-
-    A failing accept (EMFILE and friends) is logged at a bounded rate and retried after a short
-    pause: running out of descriptors for a moment must not stop the switch.
-    """
-    async with trio.open_nursery() as nursery:
-        task_status.started()
-        while True:
-            try:
-                conn, _ = await listener.accept()
-            except OSError as exc:
-                ratelog.warning(f"accept:{what}", "%s: accept failed: %s", what, exc)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(handler, conn)
 
 
 async def drain_from(

@@ -20,7 +20,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from umlswitch.fabric.frame import format_mac, parse_mac
-from umlswitch.ports import control
+from umlswitch.ports.unix import control
 from umlswitch.testing.match import Match, matches
 
 _tags = count(1)

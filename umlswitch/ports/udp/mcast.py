@@ -18,8 +18,8 @@ import socket
 
 from umlswitch import counters
 from umlswitch.errors import StartupError
-from umlswitch.ports.udp import Address, UdpPort, bind, udp_socket
-from umlswitch.ports.udpspec import McastSpec
+from umlswitch.ports.udp.base import Address, UdpPort, bind, udp_socket
+from umlswitch.ports.udp.spec import McastSpec
 
 log = logging.getLogger("umlswitch.mcast")
 

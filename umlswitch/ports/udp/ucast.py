@@ -16,8 +16,8 @@ import socket
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.ports.base import Frame, Unsent, ratelog
-from umlswitch.ports.udp import Address, UdpPort, bind, udp_socket
-from umlswitch.ports.udpspec import UcastSpec
+from umlswitch.ports.udp.base import Address, UdpPort, bind, udp_socket
+from umlswitch.ports.udp.spec import UcastSpec
 
 log = logging.getLogger("umlswitch.ucast")
 

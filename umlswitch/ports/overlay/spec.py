@@ -25,8 +25,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from umlswitch.ports.udpspec import ipv4_address, parse_options, ttl_value, udp_port_number
-from umlswitch.ports.vxlanwire import MAX_VNI
+from umlswitch.ports.overlay.wire import MAX_VNI
+from umlswitch.ports.udp.spec import ipv4_address, parse_options, ttl_value, udp_port_number
 
 DEFAULT_VXLAN_PORT = 4789  # IANA; the one vdeplug4's vxlan:// uses
 LINUX_DEFAULT_VXLAN_PORT = 8472  # what `ip link add ... type vxlan` uses without `dstport`

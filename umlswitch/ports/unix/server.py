@@ -1,12 +1,10 @@
-"""Unix-socket ports: the control listener and the data sockets of attached clients.
+"""The control socket of the unix-socket family: handshakes, attach, detach.
 
-Every client that completes a v1/v3 handshake gets its own SOCK_DGRAM socket, bound to a fresh
-abstract name (the full 108 bytes, zero-padded, as UML sends with the full sockaddr length) and
-**connected to the client's own address before the reply**, so the kernel delivers to it only what
-that client sends. v0 clients (and the ``-unix CTL DATA`` form) share one data socket on which
-senders are identified by their full address; datagrams from unregistered senders are dropped and
-counted, never flooded. A port lives as long as its control connection: EOF or any byte on it
-detaches the port and forgets its MAC entries.
+A client connects to the control socket and sends one request (``control.py`` decodes every
+dialect); the server checks that the data socket it names is its own (``peercheck.py``), makes
+it a port (``clients.py``), attaches the port to the fabric, replies, and runs the port. A port
+lives as long as its control connection: EOF or any byte on it detaches the port and forgets its
+MAC entries. Bounds: ``--max-ports``, ``--max-pending``, ``--handshake-timeout``.
 """
 
 from __future__ import annotations
@@ -16,293 +14,33 @@ import errno
 import itertools
 import logging
 import os
-import pwd
 import socket
-import struct
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import trio
 
 from umlswitch import counters
-from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
-from umlswitch.ports import control, peercheck, vectorio
-from umlswitch.ports.base import (
-    BATCH,
-    Frame,
-    Port,
-    count_receive_error,
-    drain_from,
-    ratelog,
-    serve_listener,
+from umlswitch.listener import PeerCred, peer_cred, serve_listener
+from umlswitch.ports.base import ratelog
+from umlswitch.ports.unix import control, peercheck
+from umlswitch.ports.unix.clients import (
+    NAME_NUMBERS,
+    RCVBUF,
+    ClientPort,
+    SharedDataSocket,
+    SharedPort,
+    abstract_name,
+    describe_address,
+    user_name,
 )
-from umlswitch.ports.control import NeedMore, Request, RequestDecoder, RequestError
+from umlswitch.ports.unix.control import NeedMore, Request, RequestDecoder, RequestError
 
 log = logging.getLogger("umlswitch.unix")
 
 # After a request that may still be growing (a vde description), wait this long for more bytes.
 QUIET_PERIOD = 0.05
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
-# The kernel's default send buffer lets a fast sender overrun a slow receiver's 10-datagram queue;
-# the receive side gets a larger buffer so a burst from a guest is not lost while we run.
-RCVBUF = 1 << 20
-
-
-@dataclass(frozen=True)
-class PeerCred:
-    pid: int
-    uid: int
-    gid: int
-
-    def __str__(self) -> str:
-        return f"pid={self.pid} uid={self.uid}"
-
-
-def peer_cred(sock: trio.socket.SocketType | socket.socket) -> PeerCred:
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return PeerCred(pid, uid, gid)
-
-
-def describe_address(address: bytes | str | None) -> str:
-    """A readable form of a unix address: ``@name`` for abstract ones (garbage shown as hex)."""
-    if not address:  # recvfrom gives None for an unbound sender
-        return "(unbound socket)"
-    if isinstance(address, str):
-        return address
-    name = address[1:]
-    prefix, _, rest = name.partition(b"\0")
-    if prefix and prefix.isascii() and prefix.decode("ascii").isprintable():
-        return "@" + prefix.decode("ascii") + ("…" if rest.strip(b"\0") else "")
-    name = name.rstrip(b"\0")
-    return "@" + name[:16].hex() + ("…" if len(name) > 16 else "")
-
-
-_name_counter = itertools.count(1)
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return str(uid)
-
-
-def abstract_name(tag: str) -> bytes:
-    """A fresh 108-byte abstract socket name (leading NUL, zero padding to the full length)."""
-    name = f"\0umlswitch-{os.getpid()}-{tag}-{next(_name_counter)}".encode()
-    return name.ljust(control.SUN_PATH_LEN, b"\0")
-
-
-class ClientPort(Port):
-    """A client with its own data socket, connected to the client's address."""
-
-    def __init__(
-        self, port_id: int, name: str, sock: socket.socket, path: str | None = None
-    ) -> None:
-        super().__init__(port_id, name)
-        self.sock = sock
-        self.path = path  # our pathname socket file, removed on close
-        self.owner: int | None = None  # uid owning the client's pathname socket (vde clients)
-        self.local_address: bytes = sock.getsockname()
-        if isinstance(self.local_address, str):
-            self.local_address = os.fsencode(self.local_address)
-        self._send = sock.send  # type: ignore[method-assign, assignment]
-        self._sender = vectorio.BatchSender(sock, BATCH) if vectorio.available() else None
-
-    def send_nowait(self, frame: Frame) -> None:
-        # The hot path: the base class's version, with the socket's send bound once.
-        if self.backlog:
-            self._enqueue(frame)
-            return
-        try:
-            self._send(frame)
-        except BlockingIOError:
-            self._enqueue(frame)
-            return
-        except OSError as exc:
-            self._send_failed(exc)
-            return
-        stats = self.stats
-        stats.tx_frames += 1
-        stats.tx_bytes += len(frame)
-
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
-        # One sendmmsg for the batch's frames, unless there is nothing to gain (one frame) or
-        # the backlog must go first; what the kernel does not take goes the per-frame way,
-        # which queues it in the backlog.
-        sender = self._sender
-        sent = 0
-        if sender is not None and len(indices) > 1 and not self.backlog and batch.address:
-            try:
-                sent = sender.send(batch, indices)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._send_failed(exc)
-                indices = indices[1:]  # that frame is lost; try the others one by one
-            else:
-                stats = self.stats
-                stats.tx_frames += sent
-                lengths = batch.lengths
-                stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
-        frame = batch.frame
-        for index in indices[sent:]:
-            self.send_nowait(frame(index))
-
-    def egress_fd(self) -> socket.socket:
-        return self.sock
-
-    async def ingress(self, fabric: Fabric) -> None:
-        if vectorio.available():
-            await pump_batches(self.sock, self, fabric)
-        else:
-            await pump_datagrams(self.sock, self, fabric)
-
-    def close(self) -> None:
-        self.sock.close()
-        if self.path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            self.path = None
-
-
-async def pump_batches(sock: socket.socket, port: Port, fabric: Fabric) -> None:
-    """Forward what ``sock`` receives as frames from ``port``, a batch (``recvmmsg``) at a time;
-    runs until cancelled. A batch of one takes the per-frame path, which costs less."""
-    receiver = vectorio.BatchReceiver(sock, fabric.max_frame + 1, BATCH)
-    batch = receiver.batch
-    receive = receiver.receive
-    forward = fabric.forward
-    forward_batch = fabric.forward_batch
-    max_frame = fabric.max_frame
-    checkpoint = trio.lowlevel.checkpoint
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        while True:
-            try:
-                got = receive()
-            except OSError as exc:
-                count_receive_error(port, exc)
-                break
-            if got == 1:
-                size = batch.lengths[0]
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, batch.view[:size])
-            elif got:
-                forward_batch(port, batch)
-            else:
-                break
-            await checkpoint()  # let the other tasks run, then read on (see pump_datagrams)
-
-
-async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
-    """Forward every datagram ``sock`` receives as a frame from ``port``; runs until cancelled.
-
-    The hot path of connected client sockets: ``drain_from``'s loop without the sender address
-    (an object per frame) and without a handler call per frame, neither of which it needs.
-    """
-    max_frame = fabric.max_frame
-    buf = bytearray(max_frame + 1)
-    view = memoryview(buf)
-    recv_into = sock.recv_into
-    forward = fabric.forward
-    trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
-    checkpoint = trio.lowlevel.checkpoint
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        got = BATCH
-        while got:
-            got = 0
-            for _ in range(BATCH):
-                try:
-                    size = recv_into(buf, 0, trunc)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    count_receive_error(port, exc)
-                    break
-                got += 1
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, view[:size])
-            if got:
-                # Let the other tasks run, then read on. A busy port's next frame has usually
-                # arrived by then, and a checkpoint costs far less than another wait_readable
-                # (two epoll_ctl calls and a trip through the run loop's I/O wait).
-                await checkpoint()
-
-
-class SharedPort(Port):
-    """A client reached through the shared data socket, identified by its full address.
-
-    The shared socket is not connected, so it cannot tell when this client's queue has room
-    again: the backlog is retried every ``RETRY_INTERVAL`` instead.
-    """
-
-    def __init__(self, port_id: int, name: str, shared: SharedDataSocket, address: bytes | str):
-        super().__init__(port_id, name)
-        self.address = address
-        self._shared = shared
-
-    def _send(self, frame: Frame) -> None:
-        self._shared.sock.sendto(frame, self.address)
-
-    def close(self) -> None:
-        self._shared.unregister(self)
-
-
-class SharedDataSocket:
-    """The one data socket of uml_switch's v0 / ``-unix CTL DATA`` form."""
-
-    def __init__(self, sock: socket.socket, path: str, fabric: Fabric) -> None:
-        self.sock = sock
-        self.path = path
-        self.fabric = fabric
-        self.unknown_senders = 0
-        self._ports: dict[bytes | str, SharedPort] = {}
-
-    def register(self, port: SharedPort) -> None:
-        self._ports[port.address] = port
-
-    def unregister(self, port: SharedPort) -> None:
-        if self._ports.get(port.address) is port:
-            del self._ports[port.address]
-
-    def is_registered(self, address: bytes | str) -> bool:
-        return address in self._ports
-
-    async def run(self) -> None:
-        fabric = self.fabric
-        max_frame = fabric.max_frame
-        ports = self._ports
-
-        def handle(view: memoryview, size: int, address: bytes | str | None) -> None:
-            port = ports.get(address) if address else None
-            if port is None:
-                self.unknown_senders += 1
-                ratelog.warning(
-                    "unknown-sender",
-                    "data socket %s: dropped %d-byte frame from unregistered sender %s",
-                    self.path,
-                    size,
-                    describe_address(address),
-                )
-            elif size > max_frame:
-                fabric.reject(port, counters.GIANT, size)
-            else:
-                fabric.forward(port, view[:size])
-
-        def on_error(exc: OSError) -> None:
-            ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)
-
-        await drain_from(self.sock, max_frame + 1, handle, on_error)
 
 
 class PeerRefused(OSError):
@@ -568,7 +306,7 @@ class ControlServer:
                 sock.bind(abstract_name(str(port_id)))
             else:
                 owner = os.stat(peer).st_uid
-                path = f"{self.data_path_prefix}{port_id:03d}.{next(_name_counter)}"
+                path = f"{self.data_path_prefix}{port_id:03d}.{next(NAME_NUMBERS)}"
                 if len(os.fsencode(path)) >= control.SUN_PATH_LEN:
                     raise OSError(errno.ENAMETOOLONG, f"data socket path {path} is too long")
                 with contextlib.suppress(FileNotFoundError):

@@ -2,7 +2,7 @@
 
 A segment reaches remote tunnel endpoints (VTEPs): the Linux kernel's ``type vxlan`` devices,
 other umlswitches, vdeplug4 endpoints. Each datagram is the 8-byte VXLAN header
-(``vxlanwire.py``) and one ethernet frame.
+(``wire.py``) and one ethernet frame.
 
 * **Egress.** A frame the fabric sends to the port goes, encapsulated, to the VTEP its
   destination was learned behind (the port's ``VtepMap``); broadcast, multicast and unknown
@@ -38,11 +38,11 @@ from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, format_mac
 from umlswitch.ports.base import Frame, Port, Unsent, ratelog
-from umlswitch.ports.mcast import join_group, set_multicast_sending
-from umlswitch.ports.udp import Address, DatagramHandler, bind, drain_udp, udp_socket
-from umlswitch.ports.vtepmap import Vtep, VtepMap
-from umlswitch.ports.vxlanspec import VxlanSpec
-from umlswitch.ports.vxlanwire import HEADER_LEN, BadHeader, pack_header, parse_header
+from umlswitch.ports.overlay.spec import VxlanSpec
+from umlswitch.ports.overlay.vtepmap import Vtep, VtepMap
+from umlswitch.ports.overlay.wire import HEADER_LEN, BadHeader, pack_header, parse_header
+from umlswitch.ports.udp.base import Address, DatagramHandler, bind, drain_udp, udp_socket
+from umlswitch.ports.udp.mcast import join_group, set_multicast_sending
 
 log = logging.getLogger("umlswitch.vxlan")
 

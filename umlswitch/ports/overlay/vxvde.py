@@ -30,11 +30,11 @@ from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import ratelog
-from umlswitch.ports.mcast import LocalAddresses, join_group, set_multicast_sending
-from umlswitch.ports.udp import Address, DatagramHandler, bind, drain_udp, udp_socket
-from umlswitch.ports.vxlan import OverlayPort
-from umlswitch.ports.vxlanspec import VxvdeSpec
-from umlswitch.ports.vxlanwire import HEADER_LEN
+from umlswitch.ports.overlay.spec import VxvdeSpec
+from umlswitch.ports.overlay.vxlan import OverlayPort
+from umlswitch.ports.overlay.wire import HEADER_LEN
+from umlswitch.ports.udp.base import Address, DatagramHandler, bind, drain_udp, udp_socket
+from umlswitch.ports.udp.mcast import LocalAddresses, join_group, set_multicast_sending
 
 log = logging.getLogger("umlswitch.vxvde")
 

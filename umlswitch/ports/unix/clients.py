@@ -1,0 +1,282 @@
+"""Client ports of the unix-socket family: each client's own data socket, and the shared one.
+
+Every client that completes a v1/v3 handshake gets its own SOCK_DGRAM socket (``ClientPort``),
+bound to a fresh abstract name (the full 108 bytes, zero-padded, as UML sends with the full
+sockaddr length) or, for libvdeplug clients, a pathname beside the control socket, and
+**connected to the client's own address before the reply**, so the kernel delivers to it only
+what that client sends. Its ingress reads a batch per system call (``recvmmsg``) and its egress
+sends a batch per call (``sendmmsg``), see ``ports/vectorio.py``. v0 clients (and the
+``-unix CTL DATA`` form) share one data socket (``SharedDataSocket``) on which senders are
+identified by their full address; datagrams from unregistered senders are dropped and counted,
+never flooded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pwd
+import socket
+
+import trio
+
+from umlswitch import counters
+from umlswitch.fabric.batch import FrameBatch
+from umlswitch.fabric.fabric import Fabric
+from umlswitch.ports import vectorio
+from umlswitch.ports.base import (
+    BATCH,
+    Frame,
+    Port,
+    count_receive_error,
+    drain_from,
+    ratelog,
+)
+from umlswitch.ports.unix import control
+
+log = logging.getLogger("umlswitch.unix")
+
+# A burst from a guest must not be lost while the switch is busy elsewhere: a large receive buffer.
+RCVBUF = 1 << 20
+
+
+def describe_address(address: bytes | str | None) -> str:
+    """A readable form of a unix address: ``@name`` for abstract ones (garbage shown as hex)."""
+    if not address:  # recvfrom gives None for an unbound sender
+        return "(unbound socket)"
+    if isinstance(address, str):
+        return address
+    name = address[1:]
+    prefix, _, rest = name.partition(b"\0")
+    if prefix and prefix.isascii() and prefix.decode("ascii").isprintable():
+        return "@" + prefix.decode("ascii") + ("…" if rest.strip(b"\0") else "")
+    name = name.rstrip(b"\0")
+    return "@" + name[:16].hex() + ("…" if len(name) > 16 else "")
+
+
+NAME_NUMBERS = itertools.count(1)
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+def abstract_name(tag: str) -> bytes:
+    """A fresh 108-byte abstract socket name (leading NUL, zero padding to the full length)."""
+    name = f"\0umlswitch-{os.getpid()}-{tag}-{next(NAME_NUMBERS)}".encode()
+    return name.ljust(control.SUN_PATH_LEN, b"\0")
+
+
+class ClientPort(Port):
+    """A client with its own data socket, connected to the client's address."""
+
+    def __init__(
+        self, port_id: int, name: str, sock: socket.socket, path: str | None = None
+    ) -> None:
+        super().__init__(port_id, name)
+        self.sock = sock
+        self.path = path  # our pathname socket file, removed on close
+        self.owner: int | None = None  # uid owning the client's pathname socket (vde clients)
+        self.local_address: bytes = sock.getsockname()
+        if isinstance(self.local_address, str):
+            self.local_address = os.fsencode(self.local_address)
+        self._send = sock.send  # type: ignore[method-assign, assignment]
+        self._sender = vectorio.BatchSender(sock, BATCH) if vectorio.available() else None
+
+    def send_nowait(self, frame: Frame) -> None:
+        # The hot path: the base class's version, with the socket's send bound once.
+        if self.backlog:
+            self._enqueue(frame)
+            return
+        try:
+            self._send(frame)
+        except BlockingIOError:
+            self._enqueue(frame)
+            return
+        except OSError as exc:
+            self._send_failed(exc)
+            return
+        stats = self.stats
+        stats.tx_frames += 1
+        stats.tx_bytes += len(frame)
+
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+        # One sendmmsg for the batch's frames, unless there is nothing to gain (one frame) or
+        # the backlog must go first; what the kernel does not take goes the per-frame way,
+        # which queues it in the backlog.
+        sender = self._sender
+        sent = 0
+        if sender is not None and len(indices) > 1 and not self.backlog and batch.address:
+            try:
+                sent = sender.send(batch, indices)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._send_failed(exc)
+                indices = indices[1:]  # that frame is lost; try the others one by one
+            else:
+                stats = self.stats
+                stats.tx_frames += sent
+                lengths = batch.lengths
+                stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
+        frame = batch.frame
+        for index in indices[sent:]:
+            self.send_nowait(frame(index))
+
+    def egress_fd(self) -> socket.socket:
+        return self.sock
+
+    async def ingress(self, fabric: Fabric) -> None:
+        if vectorio.available():
+            await pump_batches(self.sock, self, fabric)
+        else:
+            await pump_datagrams(self.sock, self, fabric)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+
+
+async def pump_batches(sock: socket.socket, port: Port, fabric: Fabric) -> None:
+    """Forward what ``sock`` receives as frames from ``port``, a batch (``recvmmsg``) at a time;
+    runs until cancelled. A batch of one takes the per-frame path, which costs less."""
+    receiver = vectorio.BatchReceiver(sock, fabric.max_frame + 1, BATCH)
+    batch = receiver.batch
+    receive = receiver.receive
+    forward = fabric.forward
+    forward_batch = fabric.forward_batch
+    max_frame = fabric.max_frame
+    checkpoint = trio.lowlevel.checkpoint
+    wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(sock)
+        while True:
+            try:
+                got = receive()
+            except OSError as exc:
+                count_receive_error(port, exc)
+                break
+            if got == 1:
+                size = batch.lengths[0]
+                if size > max_frame:
+                    fabric.reject(port, counters.GIANT, size)
+                else:
+                    forward(port, batch.view[:size])
+            elif got:
+                forward_batch(port, batch)
+            else:
+                break
+            await checkpoint()  # let the other tasks run, then read on (see pump_datagrams)
+
+
+async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
+    """Forward every datagram ``sock`` receives as a frame from ``port``; runs until cancelled.
+
+    The hot path of connected client sockets: ``drain_from``'s loop without the sender address
+    (an object per frame) and without a handler call per frame, neither of which it needs.
+    """
+    max_frame = fabric.max_frame
+    buf = bytearray(max_frame + 1)
+    view = memoryview(buf)
+    recv_into = sock.recv_into
+    forward = fabric.forward
+    trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
+    checkpoint = trio.lowlevel.checkpoint
+    wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(sock)
+        got = BATCH
+        while got:
+            got = 0
+            for _ in range(BATCH):
+                try:
+                    size = recv_into(buf, 0, trunc)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    count_receive_error(port, exc)
+                    break
+                got += 1
+                if size > max_frame:
+                    fabric.reject(port, counters.GIANT, size)
+                else:
+                    forward(port, view[:size])
+            if got:
+                # Let the other tasks run, then read on. A busy port's next frame has usually
+                # arrived by then, and a checkpoint costs far less than another wait_readable
+                # (two epoll_ctl calls and a trip through the run loop's I/O wait).
+                await checkpoint()
+
+
+class SharedPort(Port):
+    """A client reached through the shared data socket, identified by its full address.
+
+    The shared socket is not connected, so it cannot tell when this client's queue has room
+    again: the backlog is retried every ``RETRY_INTERVAL`` instead.
+    """
+
+    def __init__(self, port_id: int, name: str, shared: SharedDataSocket, address: bytes | str):
+        super().__init__(port_id, name)
+        self.address = address
+        self._shared = shared
+
+    def _send(self, frame: Frame) -> None:
+        self._shared.sock.sendto(frame, self.address)
+
+    def close(self) -> None:
+        self._shared.unregister(self)
+
+
+class SharedDataSocket:
+    """The one data socket of uml_switch's v0 / ``-unix CTL DATA`` form."""
+
+    def __init__(self, sock: socket.socket, path: str, fabric: Fabric) -> None:
+        self.sock = sock
+        self.path = path
+        self.fabric = fabric
+        self.unknown_senders = 0
+        self._ports: dict[bytes | str, SharedPort] = {}
+
+    def register(self, port: SharedPort) -> None:
+        self._ports[port.address] = port
+
+    def unregister(self, port: SharedPort) -> None:
+        if self._ports.get(port.address) is port:
+            del self._ports[port.address]
+
+    def is_registered(self, address: bytes | str) -> bool:
+        return address in self._ports
+
+    async def run(self) -> None:
+        fabric = self.fabric
+        max_frame = fabric.max_frame
+        ports = self._ports
+
+        def handle(view: memoryview, size: int, address: bytes | str | None) -> None:
+            port = ports.get(address) if address else None
+            if port is None:
+                self.unknown_senders += 1
+                ratelog.warning(
+                    "unknown-sender",
+                    "data socket %s: dropped %d-byte frame from unregistered sender %s",
+                    self.path,
+                    size,
+                    describe_address(address),
+                )
+            elif size > max_frame:
+                fabric.reject(port, counters.GIANT, size)
+            else:
+                fabric.forward(port, view[:size])
+
+        def on_error(exc: OSError) -> None:
+            ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)
+
+        await drain_from(self.sock, max_frame + 1, handle, on_error)

@@ -9,6 +9,10 @@ delivered during the measured window, loss over the whole run, the switch's CPU 
 from /proc/PID/stat) per delivered frame, and its peak RSS (VmHWM). It prints medians, min-max
 spreads and ratios to uml_switch.
 
+umlswitch runs from this repository, from ``$UMLSW_BENCH_PYTHONPATH``, and with ``--ab OTHER_TREE``
+also from OTHER_TREE (labelled umlswitch-B) in the same rounds; each run checks which
+``umlswitch/__init__.py`` the switch imported and the first run of each prints it.
+
 The scale case attaches IDLE extra ports (default 1000) and makes the switch learn MACS source
 addresses (default 8000) before a 64-byte unicast run between two more ports.
 """
@@ -22,13 +26,22 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchlib import (
+    Tree,
+    add_qlen_option,
+    add_tree_options,
+    fmt_spread,
+    in_private_netns,
+    set_dgram_qlen,
+    switch_kinds,
+    trees,
+)
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 BUILD = HERE / "build"
 LOADGEN = BUILD / "loadgen"
 SWITCHES = ("umlswitch", "uml_switch", "vde_switch")
@@ -42,56 +55,48 @@ def build_loadgen() -> None:
     subprocess.run(["cc", "-O2", "-Wall", "-o", str(LOADGEN), str(source)], check=True)
 
 
-def in_private_netns(argv: list[str]) -> None:
-    """Re-run this script inside a fresh network namespace, then delete the namespace."""
-    name = f"umlsw-bench-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        env = dict(os.environ, UMLSW_BENCH_NETNS=name)
-        rc = subprocess.call(["ip", "netns", "exec", name, sys.executable, *argv], env=env)
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-    sys.exit(rc)
-
-
 class Running:
-    """One switch process on a fresh control path."""
+    """One switch process on a fresh control path, started in `workdir`."""
 
-    def __init__(self, kind: str, workdir: Path, numports: int) -> None:
+    def __init__(self, kind: str, workdir: Path, numports: int, tree: Tree | None) -> None:
         self.kind = kind
         self.stdin = subprocess.DEVNULL
-        if kind == "umlswitch":
-            self.ctl = workdir / "umlswitch.ctl"
-            # UMLSW_BENCH_PYTHONPATH lets you compare against another checkout of the package.
-            env = dict(os.environ)
-            if os.environ.get("UMLSW_BENCH_PYTHONPATH"):
-                env["PYTHONPATH"] = os.environ["UMLSW_BENCH_PYTHONPATH"]
-            argv = [sys.executable, "-m", "umlswitch", "-unix", str(self.ctl)]
+        self.stderr_path = workdir / f"{kind}.stderr"
+        if tree is not None:
+            self.ctl = workdir / f"{kind}.ctl"
+            argv = [str(tree.launcher(workdir)), "-unix", str(self.ctl)]
             argv += ["--log-level", "warning"]
             self.mode, ready = "uml", self.ctl
         elif kind == "uml_switch":
             self.ctl = workdir / "uml_switch.ctl"
-            argv, env = ["uml_switch", "-unix", str(self.ctl)], None
+            argv = ["uml_switch", "-unix", str(self.ctl)]
             self.mode, ready = "uml", self.ctl
         else:
             self.ctl = workdir / "vde"
-            argv, env = ["vde_switch", "-s", str(self.ctl), "-n", str(numports)], None
+            argv = ["vde_switch", "-s", str(self.ctl), "-n", str(numports)]
             self.mode, ready = "vde", self.ctl / "ctl"
             self.stdin = subprocess.PIPE  # vde_switch exits on EOF of its console (stdin)
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=self.stdin,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-        )
+        with self.stderr_path.open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=self.stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=workdir,  # not the repository: nothing may shadow the tree under test
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 10
         while not self._serving(ready):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{kind} did not start (status {self.proc.poll()})")
+                raise SystemExit(
+                    f"{kind} did not start (status {self.proc.poll()}):\n{self.stderr()}"
+                )
             time.sleep(0.02)
+        if tree is not None:
+            tree.check_import(self.stderr())
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
 
     @staticmethod
     def _serving(path: Path) -> bool:
@@ -122,8 +127,10 @@ class Running:
             shutil.rmtree(self.ctl, ignore_errors=True)
 
 
-def run_once(kind: str, case: dict, args: argparse.Namespace, workdir: Path) -> dict:
-    switch = Running(kind, workdir, numports=case["idle"] + 64)
+def run_once(
+    kind: str, case: dict, args: argparse.Namespace, workdir: Path, tree: Tree | None
+) -> dict:
+    switch = Running(kind, workdir, numports=case["idle"] + 64, tree=tree)
     try:
         out = subprocess.run(
             [
@@ -193,12 +200,6 @@ def cases(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def fmt_spread(values: list[float], fmt: str) -> str:
-    figures = (statistics.median(values), min(values), max(values))
-    median, low, high = (format(v, fmt) for v in figures)
-    return f"{median} ({low}-{high})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -210,12 +211,8 @@ def main() -> None:
         "--idle", type=int, default=1000, help="idle ports in the scale case (0: skip)"
     )
     parser.add_argument("--macs", type=int, default=8000, help="MACs learned in the scale case")
-    parser.add_argument(
-        "--qlen",
-        type=int,
-        default=10,
-        help="net.unix.max_dgram_qlen inside the private namespace (kernel default 10)",
-    )
+    add_qlen_option(parser)
+    add_tree_options(parser)
     parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=SWITCHES)
     parser.add_argument("--only", help="run only the cases whose name contains this text")
     parser.add_argument("--json", help="also write every run's figures to this file")
@@ -223,31 +220,31 @@ def main() -> None:
 
     if os.geteuid() != 0:
         raise SystemExit("run as root (it needs a private network namespace)")
+    by_label = {tree.label: tree for tree in trees(args.ab)}
     build_loadgen()
-    if "UMLSW_BENCH_NETNS" not in os.environ:
-        in_private_netns(sys.argv)
+    in_private_netns("umlsw-bench")
+    kinds = switch_kinds(args.switches, list(by_label.values()))
 
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # 1000 ports need 2000+ fds
-    Path("/proc/sys/net/unix/max_dgram_qlen").write_text(str(args.qlen))  # this netns only
-    qlen = Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
+    qlen = set_dgram_qlen(args.qlen)
     print(
         f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, net.unix.max_dgram_qlen={qlen}, "
         f"window {args.window}, {args.seconds} s per run, {args.rounds} rounds, "
-        f"order {' '.join(args.switches)} per round",
+        f"order {' '.join(kinds)} per round",
         flush=True,
     )
     all_runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-") as tmp:
         workdir = Path(tmp)
         for case in cases(args):
-            runs: dict[str, list[dict]] = {kind: [] for kind in args.switches}
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
-                for kind in args.switches:
-                    r = run_once(kind, case, args, workdir)
+                for kind in kinds:
+                    r = run_once(kind, case, args, workdir, by_label.get(kind))
                     runs[kind].append(r)
                     all_runs.append(dict(case=case["name"], switch=kind, **r))
             report(case, runs)
@@ -276,6 +273,18 @@ def report(case: dict, runs: dict[str, list[dict]]) -> None:
         if case["idle"]:
             line += f"  {m['attach_s']:.3f}"
         print(line, flush=True)
+    print_ab(med)
+
+
+def print_ab(med: dict[str, dict[str, float]]) -> None:
+    """With --ab: tree B's medians as multiples of tree A's."""
+    if "umlswitch-B" in med and "umlswitch" in med:
+        a, b = med["umlswitch"], med["umlswitch-B"]
+        print(
+            f"umlswitch-B / umlswitch: frames/s x{b['fps'] / a['fps']:.2f}, "
+            f"CPU per frame x{b['cpu_us'] / a['cpu_us']:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ from benchlib import (
     switch_kinds,
     trees,
 )
+from uml_fpregs import use_if_needed
 
 sys.path.insert(0, str(REPO))
 
+from tests.e2e import uml as e2e_uml
 from tests.e2e.uml import SWITCH_ENV, GuestPool, PingSummary, Switch, Switches, ip_for
 
 PORT = 5201
@@ -108,13 +110,16 @@ def main() -> None:
         flush=True,
     )
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
-    for i in range(args.rounds):
-        for kind in kinds:
-            rtt, mbit = one_round(kind, by_label.get(kind), args.seconds, args.pings)
-            results[kind].append((rtt, mbit))
-            print(
-                f"round {i + 1} {kind:11s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s", flush=True
-            )
+    with tempfile.TemporaryDirectory(prefix="umlsw-bench-uml-") as run_dir:
+        use_if_needed(e2e_uml, Path(run_dir))
+        for i in range(args.rounds):
+            for kind in kinds:
+                rtt, mbit = one_round(kind, by_label.get(kind), args.seconds, args.pings)
+                results[kind].append((rtt, mbit))
+                print(
+                    f"round {i + 1} {kind:11s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s",
+                    flush=True,
+                )
     base_rtt = statistics.median(r for r, _ in results["uml_switch"])
     base_mbit = statistics.median(m for _, m in results["uml_switch"])
     print(

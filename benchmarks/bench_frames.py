@@ -9,6 +9,12 @@ delivered during the measured window, loss over the whole run, the switch's CPU 
 from /proc/PID/stat) per delivered frame, and its peak RSS (VmHWM). It prints medians, min-max
 spreads and ratios to uml_switch.
 
+``--mode closed`` (the default) keeps a window of outstanding frames per sender. ``--mode open``
+pushes as fast as the switch's socket accepts (the load generator waits for POLLOUT, see
+``loadgen.c``) and reads the receivers between bursts; its loss is what the switch accepted and
+never delivered, and it prints the load generator's own CPU use, which must stay well under 100 %
+for the figures to be the switch's.
+
 umlswitch runs from this repository, from ``$UMLSW_BENCH_PYTHONPATH``, and with ``--ab OTHER_TREE``
 also from OTHER_TREE (labelled umlswitch-B) in the same rounds; each run checks which
 ``umlswitch/__init__.py`` the switch imported and the first run of each prints it.
@@ -127,25 +133,24 @@ class Running:
             shutil.rmtree(self.ctl, ignore_errors=True)
 
 
+def loadgen_argv(switch: Running, case: dict, args: argparse.Namespace) -> list[str]:
+    """The load generator's command line for `case` in ``args.mode`` against `switch`."""
+    pid = switch.proc.pid
+    if args.mode == "open":
+        params = [case["pairs"], int(case["bcast"]), case["size"], args.seconds, pid]
+    else:
+        params = [case["pairs"], int(case["bcast"]), case["size"], args.seconds, args.window, pid]
+        params += [case["idle"], case["macs"]]
+    return [str(LOADGEN), args.mode, switch.mode, str(switch.ctl), *map(str, params)]
+
+
 def run_once(
     kind: str, case: dict, args: argparse.Namespace, workdir: Path, tree: Tree | None
 ) -> dict:
     switch = Running(kind, workdir, numports=case["idle"] + 64, tree=tree)
     try:
         out = subprocess.run(
-            [
-                str(LOADGEN),
-                switch.mode,
-                str(switch.ctl),
-                str(case["pairs"]),
-                str(int(case["bcast"])),
-                str(case["size"]),
-                str(args.seconds),
-                str(args.window),
-                str(switch.proc.pid),
-                str(case["idle"]),
-                str(case["macs"]),
-            ],
+            loadgen_argv(switch, case, args),
             check=True,
             capture_output=True,
             text=True,
@@ -155,46 +160,40 @@ def run_once(
         result["vmhwm_kib"] = switch.vmhwm_kib()
     finally:
         switch.stop()
+    return figures(args.mode, result)
+
+
+def figures(mode: str, result: dict) -> dict:
+    """One run's figures from the load generator's JSON line."""
     delivered = max(result["delivered"], 1)
     tick_us = 1e6 / result["hz"]
-    return {
+    out = {
         "fps": result["delivered"] / result["secs"],
         "loss": 1 - result["delivered_all"] / max(result["expected_all"], 1),
         "cpu_us": result["cpu_ticks"] * tick_us / delivered,
         "rss_mb": result["vmhwm_kib"] / 1024,
-        "attach_s": result["attach_idle_s"],
-        "stalls": result["stalls"],
     }
+    if mode == "open":
+        out.update(gen_cpu=result["gen_cpu"], refused=result["refused"])
+    else:
+        out.update(attach_s=result["attach_idle_s"], stalls=result["stalls"])
+    return out
+
+
+def case(name: str, size: int, pairs: int = 1, bcast: bool = False, **extra: int) -> dict:
+    return dict(name=name, size=size, pairs=pairs, bcast=bcast, idle=0, macs=0, **extra)
 
 
 def cases(args: argparse.Namespace) -> list[dict]:
     out = []
     for size in args.sizes:
         for pairs in args.pairs:
-            out.append(
-                dict(
-                    name=f"{size}B unicast {pairs} pair(s)",
-                    size=size,
-                    pairs=pairs,
-                    bcast=False,
-                    idle=0,
-                    macs=0,
-                )
-            )
-        out.append(
-            dict(name=f"{size}B broadcast to 3", size=size, pairs=3, bcast=True, idle=0, macs=0)
-        )
-    if args.idle:
-        out.append(
-            dict(
-                name=f"64B unicast 1 pair, {args.idle} idle ports, {args.macs} MACs",
-                size=64,
-                pairs=1,
-                bcast=False,
-                idle=args.idle,
-                macs=args.macs,
-            )
-        )
+            out.append(case(f"{size}B unicast {pairs} pair(s)", size, pairs))
+        if args.mode == "closed":
+            out.append(case(f"{size}B broadcast to 3", size, 3, bcast=True))
+    if args.idle and args.mode == "closed":
+        scale = case(f"64B unicast 1 pair, {args.idle} idle ports, {args.macs} MACs", 64)
+        out.append(dict(scale, idle=args.idle, macs=args.macs))
     if args.only:
         out = [c for c in out if args.only in c["name"]]
     return out
@@ -202,6 +201,13 @@ def cases(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--mode",
+        choices=("closed", "open"),
+        default="closed",
+        help="closed: a window of outstanding frames per sender (default); open: senders push "
+        "as fast as the switch accepts",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="measured window per run")
     parser.add_argument("--window", type=int, default=16, help="outstanding frames per sender")
@@ -231,60 +237,69 @@ def main() -> None:
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # 1000 ports need 2000+ fds
     qlen = set_dgram_qlen(args.qlen)
+    pattern = {"closed": f"closed loop, window {args.window}", "open": "open loop"}
     print(
         f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, net.unix.max_dgram_qlen={qlen}, "
-        f"window {args.window}, {args.seconds} s per run, {args.rounds} rounds, "
+        f"{pattern[args.mode]}, {args.seconds} s per run, {args.rounds} rounds, "
         f"order {' '.join(kinds)} per round",
         flush=True,
     )
     all_runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-") as tmp:
         workdir = Path(tmp)
-        for case in cases(args):
+        for c in cases(args):
             runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
                 for kind in kinds:
-                    r = run_once(kind, case, args, workdir, by_label.get(kind))
+                    r = run_once(kind, c, args, workdir, by_label.get(kind))
                     runs[kind].append(r)
-                    all_runs.append(dict(case=case["name"], switch=kind, **r))
-            report(case, runs)
+                    all_runs.append(dict(case=c["name"], switch=kind, **r))
+            report(c, runs, args.mode)
     if args.json:
         Path(args.json).write_text(json.dumps(all_runs, indent=1))
 
 
-def report(case: dict, runs: dict[str, list[dict]]) -> None:
+def medians(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    return {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
+
+
+def ratio(med: dict[str, dict[str, float]], kind: str, field: str) -> float:
+    """`kind`'s median `field` as a multiple of uml_switch's (nan without uml_switch)."""
+    base = med.get("uml_switch", {}).get(field)
+    return med[kind][field] / base if base else float("nan")
+
+
+def report(case: dict, runs: dict[str, list[dict]], mode: str) -> None:
     print(f"\n## {case['name']}")
-    base = runs.get("uml_switch")
-    med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
+    med = medians(runs)
     extra = "  attach idle s" if case["idle"] else ""
+    extra += "  loadgen CPU %" if mode == "open" else ""
     print(
         f"{'switch':11s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
         f"{'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'RSS MB':>7s}{extra}"
     )
     for kind, v in runs.items():
         m = med[kind]
-        fps_ratio = m["fps"] / med["uml_switch"]["fps"] if base else float("nan")
-        cpu_ratio = m["cpu_us"] / med["uml_switch"]["cpu_us"] if base else float("nan")
         line = (
-            f"{kind:11s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} {fps_ratio:6.2f} "
-            f"{100 * m['loss']:7.3f} {fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
-            f"{cpu_ratio:6.2f} {m['rss_mb']:7.1f}"
+            f"{kind:11s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} "
+            f"{ratio(med, kind, 'fps'):6.2f} {100 * m['loss']:7.3f} "
+            f"{fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
+            f"{ratio(med, kind, 'cpu_us'):6.2f} {m['rss_mb']:7.1f}"
         )
         if case["idle"]:
             line += f"  {m['attach_s']:.3f}"
+        if mode == "open":
+            line += f"  {100 * m['gen_cpu']:13.0f}"
         print(line, flush=True)
-    print_ab(med)
+    print_ab(med, {"fps": "frames/s", "cpu_us": "CPU per frame"})
 
 
-def print_ab(med: dict[str, dict[str, float]]) -> None:
-    """With --ab: tree B's medians as multiples of tree A's."""
+def print_ab(med: dict[str, dict[str, float]], fields: dict[str, str]) -> None:
+    """With --ab: tree B's medians of `fields` as multiples of tree A's."""
     if "umlswitch-B" in med and "umlswitch" in med:
         a, b = med["umlswitch"], med["umlswitch-B"]
-        print(
-            f"umlswitch-B / umlswitch: frames/s x{b['fps'] / a['fps']:.2f}, "
-            f"CPU per frame x{b['cpu_us'] / a['cpu_us']:.2f}",
-            flush=True,
-        )
+        parts = [f"{label} x{b[field] / a[field]:.2f}" for field, label in fields.items()]
+        print(f"umlswitch-B / umlswitch: {', '.join(parts)}", flush=True)
 
 
 if __name__ == "__main__":

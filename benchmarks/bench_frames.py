@@ -14,6 +14,8 @@ pushes as fast as the switch's socket accepts (the load generator waits for POLL
 ``loadgen.c``) and reads the receivers between bursts; its loss is what the switch accepted and
 never delivered, and it prints the load generator's own CPU use, which must stay well under 100 %
 for the figures to be the switch's.
+``--mode pingpong`` bounces one frame between two ports and prints the median and 99th
+percentile round trip, back to back and with ``--gap-ms`` (default 20) between round trips.
 
 umlswitch runs from this repository, from ``$UMLSW_BENCH_PYTHONPATH``, and with ``--ab OTHER_TREE``
 also from OTHER_TREE (labelled umlswitch-B) in the same rounds; each run checks which
@@ -136,7 +138,9 @@ class Running:
 def loadgen_argv(switch: Running, case: dict, args: argparse.Namespace) -> list[str]:
     """The load generator's command line for `case` in ``args.mode`` against `switch`."""
     pid = switch.proc.pid
-    if args.mode == "open":
+    if args.mode == "pingpong":
+        params = [case["size"], args.seconds, case["gap_us"]]
+    elif args.mode == "open":
         params = [case["pairs"], int(case["bcast"]), case["size"], args.seconds, pid]
     else:
         params = [case["pairs"], int(case["bcast"]), case["size"], args.seconds, args.window, pid]
@@ -165,6 +169,9 @@ def run_once(
 
 def figures(mode: str, result: dict) -> dict:
     """One run's figures from the load generator's JSON line."""
+    if mode == "pingpong":
+        keys = ("min_us", "p50_us", "p90_us", "p99_us", "max_us", "n", "lost")
+        return {key: result[key] for key in keys}
     delivered = max(result["delivered"], 1)
     tick_us = 1e6 / result["hz"]
     out = {
@@ -187,6 +194,11 @@ def case(name: str, size: int, pairs: int = 1, bcast: bool = False, **extra: int
 def cases(args: argparse.Namespace) -> list[dict]:
     out = []
     for size in args.sizes:
+        if args.mode == "pingpong":
+            out.append(case(f"{size}B ping-pong, back to back", size, gap_us=0))
+            gap = f"{args.gap_ms:g} ms gaps"
+            out.append(case(f"{size}B ping-pong, {gap}", size, gap_us=round(args.gap_ms * 1000)))
+            continue
         for pairs in args.pairs:
             out.append(case(f"{size}B unicast {pairs} pair(s)", size, pairs))
         if args.mode == "closed":
@@ -203,16 +215,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--mode",
-        choices=("closed", "open"),
+        choices=("closed", "open", "pingpong"),
         default="closed",
         help="closed: a window of outstanding frames per sender (default); open: senders push "
-        "as fast as the switch accepts",
+        "as fast as the switch accepts; pingpong: round-trip latency of one frame",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="measured window per run")
     parser.add_argument("--window", type=int, default=16, help="outstanding frames per sender")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1500])
     parser.add_argument("--pairs", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--gap-ms", type=float, default=20.0, help="pingpong: pause between round trips"
+    )
     parser.add_argument(
         "--idle", type=int, default=1000, help="idle ports in the scale case (0: skip)"
     )
@@ -237,7 +252,11 @@ def main() -> None:
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # 1000 ports need 2000+ fds
     qlen = set_dgram_qlen(args.qlen)
-    pattern = {"closed": f"closed loop, window {args.window}", "open": "open loop"}
+    pattern = {
+        "closed": f"closed loop, window {args.window}",
+        "open": "open loop",
+        "pingpong": f"ping-pong, back to back and {args.gap_ms:g} ms apart",
+    }
     print(
         f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, net.unix.max_dgram_qlen={qlen}, "
         f"{pattern[args.mode]}, {args.seconds} s per run, {args.rounds} rounds, "
@@ -254,7 +273,10 @@ def main() -> None:
                     r = run_once(kind, c, args, workdir, by_label.get(kind))
                     runs[kind].append(r)
                     all_runs.append(dict(case=c["name"], switch=kind, **r))
-            report(c, runs, args.mode)
+            if args.mode == "pingpong":
+                report_pingpong(c, runs)
+            else:
+                report(c, runs, args.mode)
     if args.json:
         Path(args.json).write_text(json.dumps(all_runs, indent=1))
 
@@ -292,6 +314,24 @@ def report(case: dict, runs: dict[str, list[dict]], mode: str) -> None:
             line += f"  {100 * m['gen_cpu']:13.0f}"
         print(line, flush=True)
     print_ab(med, {"fps": "frames/s", "cpu_us": "CPU per frame"})
+
+
+def report_pingpong(case: dict, runs: dict[str, list[dict]]) -> None:
+    print(f"\n## {case['name']}")
+    med = medians(runs)
+    print(
+        f"{'switch':11s} {'RTT us p50 (min-max)':>24s} {'x uml':>6s} "
+        f"{'RTT us p99 (min-max)':>24s} {'x uml':>6s} {'round trips':>12s} {'lost':>5s}"
+    )
+    for kind, v in runs.items():
+        print(
+            f"{kind:11s} {fmt_spread([r['p50_us'] for r in v], '.1f'):>24s} "
+            f"{ratio(med, kind, 'p50_us'):6.2f} {fmt_spread([r['p99_us'] for r in v], '.1f'):>24s} "
+            f"{ratio(med, kind, 'p99_us'):6.2f} {sum(r['n'] for r in v):12d} "
+            f"{sum(r['lost'] for r in v):5d}",
+            flush=True,
+        )
+    print_ab(med, {"p50_us": "RTT p50", "p99_us": "RTT p99"})
 
 
 def print_ab(med: dict[str, dict[str, float]], fields: dict[str, str]) -> None:

@@ -1,12 +1,13 @@
 /* Load generator for uml_switch-compatible switches (umlswitch, uml_switch) and vde_switch.
  *
- * Attaches ports exactly as a client does, lets the switch learn, then runs one of two
+ * Attaches ports exactly as a client does, lets the switch learn, then runs one of three
  * patterns and prints one JSON line. Single-threaded; one poll() loop.
  *
  *   closed    senders push frames to receivers keeping at most WINDOW frames outstanding per
  *             sender (back-pressure); what is outstanding after 20 ms of silence is written off.
  *   open      senders push as fast as the switch's socket accepts them; the same thread drains
  *             the receivers between bursts. Counts what was accepted and what arrived.
+ *   pingpong  two ports bounce one frame; round-trip times, optionally with a gap between them.
  *
  *   uml mode: SOCK_STREAM to CTL, a SOCK_DGRAM data socket bound to a 108-byte abstract name with
  *             the full sockaddr length (110), a 124-byte v3 request, a 110-byte reply, then
@@ -16,10 +17,12 @@
  *
  * usage: loadgen closed MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS
  *        loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID
+ *        loadgen pingpong MODE CTL SIZE SECONDS GAP_US
  *   MODE   uml or vde (above)
  *   PAIRS  unicast sender/receiver pairs (BCAST=0), or broadcast receivers (BCAST=1, 1 sender)
  *   IDLE   extra idle ports attached first (time to attach them is reported)
  *   MACS   source MACs the idle ports make the switch learn (spread over them) before the run
+ *   GAP_US pause between round trips (0: back to back)
  *
  * Open loop and POLLOUT: a unix datagram socket that is not connected reports POLLOUT whenever
  * its own send buffer has room, even while sendto() to a full receiver fails with EAGAIN, so
@@ -414,10 +417,79 @@ static void run_open(struct rig *rig, size_t size, double secs, int spid) {
            (b.self_cpu - a.self_cpu) / el, refused);
 }
 
+#define PP_WARMUP 10        /* round trips not counted */
+#define PP_TIMEOUT_MS 1000  /* a leg not back by then is lost */
+
+/* Wait for one frame on P; 0 if none came in PP_TIMEOUT_MS. */
+static int await_frame(struct port *p) {
+    static unsigned char buf[65536];
+    struct pollfd pfd = {.fd = p->data, .events = POLLIN};
+    int r = poll(&pfd, 1, PP_TIMEOUT_MS);
+    if (r < 0) die("poll");
+    if (r == 0) return 0;
+    if (recv(p->data, buf, sizeof buf, MSG_DONTWAIT) < 0) die("recv");
+    p->recvd++;
+    return 1;
+}
+
+static int by_value(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* Nearest-rank percentile Q (0..1) of N sorted values. */
+static double percentile(const double *sorted, long n, double q) {
+    long rank = (long)(q * n + 0.999999);
+    if (rank < 1) rank = 1;
+    return sorted[(rank > n ? n : rank) - 1];
+}
+
+static void run_pingpong(size_t size, double secs, long gap_us) {
+    struct rig rig = setup(1, 0, 0, 0);
+    struct port *a = &rig.snd[0], *b = &rig.rcv[0];
+    unsigned char *fa = malloc(size), *fb = malloc(size);
+    build(fa, size, b->mac, a->mac);
+    build(fb, size, a->mac, b->mac);
+    struct timespec gap = {gap_us / 1000000, (gap_us % 1000000) * 1000};
+    long n = 0, cap = 4096, lost = 0;
+    double *rtt = malloc(cap * sizeof *rtt), end = 0;
+    for (long i = 0;; i++) {
+        if (i == PP_WARMUP) end = now() + secs;
+        if (i >= PP_WARMUP && now() >= end) break;
+        double t = now();
+        while (!send_frame(a, fa, size)) usleep(100);
+        int back = await_frame(b);
+        if (back) {
+            while (!send_frame(b, fb, size)) usleep(100);
+            back = await_frame(a);
+        }
+        double us = (now() - t) * 1e6;
+        if (!back) {
+            lost++;
+            drain(a), drain(b);
+        } else if (i >= PP_WARMUP) {
+            if (n == cap) rtt = realloc(rtt, (cap *= 2) * sizeof *rtt);
+            rtt[n++] = us;
+        }
+        if (gap_us) nanosleep(&gap, NULL);
+    }
+    if (n == 0) {
+        fprintf(stderr, "loadgen: no round trip came back\n");
+        exit(1);
+    }
+    qsort(rtt, n, sizeof *rtt, by_value);
+    printf("{\"mode\":\"%s\",\"size\":%zu,\"gap_us\":%ld,\"n\":%ld,\"lost\":%ld,"
+           "\"min_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"max_us\":%.2f}\n",
+           mode, size, gap_us, n, lost, rtt[0], percentile(rtt, n, 0.5),
+           percentile(rtt, n, 0.9), percentile(rtt, n, 0.99), rtt[n - 1]);
+    cleanup(&rig);
+}
+
 static int usage(void) {
     fprintf(stderr,
             "usage: loadgen closed MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS\n"
-            "       loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID\n");
+            "       loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID\n"
+            "       loadgen pingpong MODE CTL SIZE SECONDS GAP_US\n");
     return 2;
 }
 
@@ -436,6 +508,8 @@ int main(int argc, char **argv) {
         struct rig rig = setup(atoi(argv[4]), atoi(argv[5]), 0, 0);
         run_open(&rig, atoi(argv[6]), atof(argv[7]), atoi(argv[8]));
         cleanup(&rig);
+    } else if (strcmp(pattern, "pingpong") == 0 && argc == 7) {
+        run_pingpong(atoi(argv[4]), atof(argv[5]), atol(argv[6]));
     } else {
         return usage();
     }

@@ -7,8 +7,8 @@ full XSAVE size with EFAULT, so on such a host every guest dies at init with "us
 set fp regs failed, errno = 14" and a kernel panic. UML probes for XSTATE once, with
 ``PTRACE_GETREGSET``; when that fails it uses ``PTRACE_GETFPREGS`` / ``PTRACE_SETFPREGS`` (the
 512-byte FXSAVE area), which works. So ``python3 uml_fpregs.py LINUX ARGS...`` execs UML under a
-seccomp filter that fails exactly that probe (EIO), and ``use_if_needed`` points the end-to-end
-tests' ``LINUX`` at a launcher doing that when ``needed()`` finds the host refuses 832 bytes.
+seccomp filter that fails exactly that probe (EIO), and ``use_if_needed`` gives the benchmarks a
+launcher doing that in place of UML when ``needed()`` finds the host refuses 832 bytes.
 
 The cost: UML then switches only x87/SSE state between threads of one guest process (each guest
 address space is a host process, so the host keeps the rest per process). The benchmarks' guests
@@ -24,7 +24,6 @@ import signal
 import struct
 import sys
 from pathlib import Path
-from types import ModuleType
 
 PTRACE_TRACEME = 0
 PTRACE_GETREGSET = 0x4204
@@ -63,7 +62,7 @@ def needed() -> bool:
         iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), UML_XSTATE_BYTES)
         if _libc.ptrace(PTRACE_GETREGSET, pid, NT_X86_XSTATE, ctypes.byref(iov)) != 0:
             return False  # no XSTATE regset at all: UML falls back by itself
-        return _libc.ptrace(PTRACE_SETREGSET, pid, NT_X86_XSTATE, ctypes.byref(iov)) != 0
+        return bool(_libc.ptrace(PTRACE_SETREGSET, pid, NT_X86_XSTATE, ctypes.byref(iov)) != 0)
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -104,24 +103,23 @@ def exec_without_xstate(argv: list[str]) -> None:
     os.execv(argv[0], argv)
 
 
-def use_if_needed(uml: ModuleType, directory: Path) -> bool:
-    """If needed(), make `uml` (tests/e2e/uml.py) boot guests through this module; say so."""
+def use_if_needed(linux: Path, directory: Path) -> Path:
+    """`linux`, or if needed() a launcher in `directory` that runs it this way (and say so)."""
     if not needed():
-        return False
+        return linux
     launcher = directory / "linux-fxsave"
     launcher.write_text(
         "#!/bin/sh\n"
         f"exec {shlex.quote(sys.executable)} -P {shlex.quote(str(Path(__file__).resolve()))} "
-        f'{shlex.quote(str(uml.LINUX))} "$@"\n'
+        f'{shlex.quote(str(linux))} "$@"\n'
     )
     launcher.chmod(0o755)
     print(
-        f"# {uml.LINUX} cannot write this host's XSAVE area (AVX-512/AMX): guests boot with "
+        f"# {linux} cannot write this host's XSAVE area (AVX-512/AMX): guests boot with "
         "NT_X86_XSTATE hidden, FXSAVE registers (benchmarks/uml_fpregs.py)",
         flush=True,
     )
-    uml.LINUX = launcher
-    return True
+    return launcher
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchlib import (
     Tree,
@@ -53,6 +54,10 @@ HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 LOADGEN = BUILD / "loadgen"
 SWITCHES = ("umlswitch", "uml_switch", "vde_switch")
+
+Case = dict[str, Any]  # name, size, pairs, bcast, idle, macs (and gap_us for ping-pong)
+Figures = dict[str, float]  # one run's results
+Runs = dict[str, list[Figures]]  # by switch label
 
 
 def build_loadgen() -> None:
@@ -135,7 +140,7 @@ class Running:
             shutil.rmtree(self.ctl, ignore_errors=True)
 
 
-def loadgen_argv(switch: Running, case: dict, args: argparse.Namespace) -> list[str]:
+def loadgen_argv(switch: Running, case: Case, args: argparse.Namespace) -> list[str]:
     """The load generator's command line for `case` in ``args.mode`` against `switch`."""
     pid = switch.proc.pid
     if args.mode == "pingpong":
@@ -149,8 +154,8 @@ def loadgen_argv(switch: Running, case: dict, args: argparse.Namespace) -> list[
 
 
 def run_once(
-    kind: str, case: dict, args: argparse.Namespace, workdir: Path, tree: Tree | None
-) -> dict:
+    kind: str, case: Case, args: argparse.Namespace, workdir: Path, tree: Tree | None
+) -> Figures:
     switch = Running(kind, workdir, numports=case["idle"] + 64, tree=tree)
     try:
         out = subprocess.run(
@@ -167,7 +172,7 @@ def run_once(
     return figures(args.mode, result)
 
 
-def figures(mode: str, result: dict) -> dict:
+def figures(mode: str, result: dict[str, Any]) -> Figures:
     """One run's figures from the load generator's JSON line."""
     if mode == "pingpong":
         keys = ("min_us", "p50_us", "p90_us", "p99_us", "max_us", "n", "lost")
@@ -187,12 +192,12 @@ def figures(mode: str, result: dict) -> dict:
     return out
 
 
-def case(name: str, size: int, pairs: int = 1, bcast: bool = False, **extra: int) -> dict:
+def case(name: str, size: int, pairs: int = 1, bcast: bool = False, **extra: int) -> Case:
     return dict(name=name, size=size, pairs=pairs, bcast=bcast, idle=0, macs=0, **extra)
 
 
-def cases(args: argparse.Namespace) -> list[dict]:
-    out = []
+def cases(args: argparse.Namespace) -> list[Case]:
+    out: list[Case] = []
     for size in args.sizes:
         if args.mode == "pingpong":
             out.append(case(f"{size}B ping-pong, back to back", size, gap_us=0))
@@ -263,11 +268,11 @@ def main() -> None:
         f"order {' '.join(kinds)} per round",
         flush=True,
     )
-    all_runs: list[dict] = []
+    all_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-") as tmp:
         workdir = Path(tmp)
         for c in cases(args):
-            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            runs: Runs = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
                 for kind in kinds:
                     r = run_once(kind, c, args, workdir, by_label.get(kind))
@@ -281,17 +286,17 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(all_runs, indent=1))
 
 
-def medians(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+def medians(runs: Runs) -> dict[str, Figures]:
     return {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
 
 
-def ratio(med: dict[str, dict[str, float]], kind: str, field: str) -> float:
+def ratio(med: dict[str, Figures], kind: str, field: str) -> float:
     """`kind`'s median `field` as a multiple of uml_switch's (nan without uml_switch)."""
     base = med.get("uml_switch", {}).get(field)
     return med[kind][field] / base if base else float("nan")
 
 
-def report(case: dict, runs: dict[str, list[dict]], mode: str) -> None:
+def report(case: Case, runs: Runs, mode: str) -> None:
     print(f"\n## {case['name']}")
     med = medians(runs)
     extra = "  attach idle s" if case["idle"] else ""
@@ -316,7 +321,7 @@ def report(case: dict, runs: dict[str, list[dict]], mode: str) -> None:
     print_ab(med, {"fps": "frames/s", "cpu_us": "CPU per frame"})
 
 
-def report_pingpong(case: dict, runs: dict[str, list[dict]]) -> None:
+def report_pingpong(case: Case, runs: Runs) -> None:
     print(f"\n## {case['name']}")
     med = medians(runs)
     print(
@@ -334,7 +339,7 @@ def report_pingpong(case: dict, runs: dict[str, list[dict]]) -> None:
     print_ab(med, {"p50_us": "RTT p50", "p99_us": "RTT p99"})
 
 
-def print_ab(med: dict[str, dict[str, float]], fields: dict[str, str]) -> None:
+def print_ab(med: dict[str, Figures], fields: dict[str, str]) -> None:
     """With --ab: tree B's medians of `fields` as multiples of tree A's."""
     if "umlswitch-B" in med and "umlswitch" in med:
         a, b = med["umlswitch"], med["umlswitch-B"]

@@ -326,12 +326,12 @@ def report_pingpong(case: Case, runs: Runs) -> None:
     med = medians(runs)
     print(
         f"{'switch':11s} {'RTT us p50 (min-max)':>24s} {'x uml':>6s} "
-        f"{'RTT us p99 (min-max)':>24s} {'x uml':>6s} {'round trips':>12s} {'lost':>5s}"
+        f"{'RTT us p99 (min-max)':>28s} {'x uml':>6s} {'round trips':>12s} {'lost':>5s}"
     )
     for kind, v in runs.items():
         print(
             f"{kind:11s} {fmt_spread([r['p50_us'] for r in v], '.1f'):>24s} "
-            f"{ratio(med, kind, 'p50_us'):6.2f} {fmt_spread([r['p99_us'] for r in v], '.1f'):>24s} "
+            f"{ratio(med, kind, 'p50_us'):6.2f} {fmt_spread([r['p99_us'] for r in v], '.1f'):>28s} "
             f"{ratio(med, kind, 'p99_us'):6.2f} {sum(r['n'] for r in v):12d} "
             f"{sum(r['lost'] for r in v):5d}",
             flush=True,

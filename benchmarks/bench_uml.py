@@ -6,7 +6,8 @@ a private network namespace and boots the guests with the end-to-end tests' reci
 (``tests/e2e/uml.py``: the host's / as a hostfs root, an init script of our own), alternating the
 switches every round (A B A B ...), each on a fresh switch, and prints medians, min-max spreads
 and ratios to uml_switch. vde_switch is not included: UML's ``eth0=daemon`` transport speaks only
-the uml_switch dialect.
+the uml_switch dialect. ``--ab OTHER_TREE`` adds umlswitch from another checkout (see
+``benchlib.py``); the first run of each umlswitch tree prints the module file it imported.
 """
 
 from __future__ import annotations
@@ -14,28 +15,47 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchlib import (
+    REPO,
+    Tree,
+    add_qlen_option,
+    add_tree_options,
+    in_private_netns,
+    set_dgram_qlen,
+    switch_kinds,
+    trees,
+)
+from uml_fpregs import use_if_needed
+
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.uml import SWITCH_ENV, GuestPool, PingSummary, Switches, ip_for  # noqa: E402
+from tests.e2e import uml as e2e_uml
+from tests.e2e.uml import SWITCH_ENV, GuestPool, PingSummary, Switch, Switches, ip_for
 
 PORT = 5201
 SWITCHES = ("umlswitch", "uml_switch")
 
 
-def one_round(kind: str, seconds: int, pings: int) -> tuple[float, float]:
+def start_switch(switches: Switches, kind: str, tree: Tree | None) -> Switch:
+    """A fresh switch of `kind` (uml_switch, or a umlswitch tree run by its launcher)."""
+    os.environ[SWITCH_ENV] = kind if tree is None else str(tree.launcher(switches.workdir))
+    switch = switches()
+    if tree is not None:
+        tree.check_import(switch.log_path.read_text(errors="replace"))
+    return switch
+
+
+def one_round(kind: str, tree: Tree | None, seconds: int, pings: int) -> tuple[float, float]:
     """(median ping RTT in ms, iperf3 Mbit/s) with two fresh guests on a fresh switch."""
-    os.environ[SWITCH_ENV] = kind
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-uml-") as tmp:
         workdir = Path(tmp)
         switches, pool = Switches(workdir), GuestPool(workdir)
         try:
-            switch = switches()
+            switch = start_switch(switches, kind, tree)
             server = (
                 f"iperf3 -s -1 -p {PORT} & server=$!\n"
                 f'e2e_wait_listening {PORT} && touch "$E2E_DIR/iperf3.listening"\n'
@@ -75,40 +95,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="iperf3 duration")
     parser.add_argument("--pings", type=int, default=20)
-    parser.add_argument(
-        "--qlen",
-        type=int,
-        default=10,
-        help="net.unix.max_dgram_qlen inside the private namespace (kernel default 10)",
-    )
+    add_qlen_option(parser)
+    add_tree_options(parser)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (it needs a private network namespace)")
-    if "UMLSW_BENCH_NETNS" not in os.environ:
-        name = f"umlsw-bench-uml-{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        try:
-            env = dict(os.environ, UMLSW_BENCH_NETNS=name)
-            rc = subprocess.call(["ip", "netns", "exec", name, sys.executable, *sys.argv], env=env)
-        finally:
-            subprocess.run(["ip", "netns", "delete", name], check=False)
-        sys.exit(rc)
+    by_label = {tree.label: tree for tree in trees(args.ab)}
+    kinds = switch_kinds(SWITCHES, list(by_label.values()))
+    in_private_netns("umlsw-bench-uml")
 
-    Path("/proc/sys/net/unix/max_dgram_qlen").write_text(str(args.qlen))  # this netns only
-    qlen = Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
+    qlen = set_dgram_qlen(args.qlen)
     print(
         f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
-        f"net.unix.max_dgram_qlen={qlen}, iperf3 {args.seconds} s, {args.rounds} rounds",
+        f"net.unix.max_dgram_qlen={qlen}, iperf3 {args.seconds} s, {args.rounds} rounds, "
+        f"order {' '.join(kinds)} per round",
         flush=True,
     )
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in SWITCHES}
-    for i in range(args.rounds):
-        for kind in SWITCHES:
-            rtt, mbit = one_round(kind, args.seconds, args.pings)
-            results[kind].append((rtt, mbit))
-            print(
-                f"round {i + 1} {kind:10s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s", flush=True
-            )
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory(prefix="umlsw-bench-uml-") as run_dir:
+        e2e_uml.LINUX = use_if_needed(e2e_uml.LINUX, Path(run_dir))
+        for i in range(args.rounds):
+            for kind in kinds:
+                rtt, mbit = one_round(kind, by_label.get(kind), args.seconds, args.pings)
+                results[kind].append((rtt, mbit))
+                print(
+                    f"round {i + 1} {kind:11s} rtt {rtt:.3f} ms  iperf3 {mbit:.0f} Mbit/s",
+                    flush=True,
+                )
     base_rtt = statistics.median(r for r, _ in results["uml_switch"])
     base_mbit = statistics.median(m for _, m in results["uml_switch"])
     print(

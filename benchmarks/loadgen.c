@@ -1,8 +1,13 @@
 /* Load generator for uml_switch-compatible switches (umlswitch, uml_switch) and vde_switch.
  *
- * Attaches ports exactly as a client does, lets the switch learn, then pushes frames from sender
- * ports to receiver ports with a window of outstanding frames per sender (back-pressure), and
- * counts what arrives. Single-threaded; one poll() loop. Prints one JSON line.
+ * Attaches ports exactly as a client does, lets the switch learn, then runs one of three
+ * patterns and prints one JSON line. Single-threaded; one poll() loop.
+ *
+ *   closed    senders push frames to receivers keeping at most WINDOW frames outstanding per
+ *             sender (back-pressure); what is outstanding after 20 ms of silence is written off.
+ *   open      senders push as fast as the switch's socket accepts them; the same thread drains
+ *             the receivers between bursts. Counts what was accepted and what arrived.
+ *   pingpong  two ports bounce one frame; round-trip times, optionally with a gap between them.
  *
  *   uml mode: SOCK_STREAM to CTL, a SOCK_DGRAM data socket bound to a 108-byte abstract name with
  *             the full sockaddr length (110), a 124-byte v3 request, a 110-byte reply, then
@@ -10,10 +15,24 @@
  *   vde mode: CTL is vde_switch's directory; connect to DIR/ctl, data socket bound to a pathname
  *             in DIR, packed v3 request + description, connect the data socket to the reply path.
  *
- * usage: loadgen MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS
+ * usage: loadgen closed MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS
+ *        loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID
+ *        loadgen pingpong MODE CTL SIZE SECONDS GAP_US
+ *   MODE   uml or vde (above)
  *   PAIRS  unicast sender/receiver pairs (BCAST=0), or broadcast receivers (BCAST=1, 1 sender)
  *   IDLE   extra idle ports attached first (time to attach them is reported)
  *   MACS   source MACs the idle ports make the switch learn (spread over them) before the run
+ *   GAP_US pause between round trips (0: back to back)
+ *
+ * Open loop and POLLOUT: a unix datagram socket that is not connected reports POLLOUT whenever
+ * its own send buffer has room, even while sendto() to a full receiver fails with EAGAIN, so
+ * poll() cannot wait for the switch there. Connected to the switch's socket, poll() reports
+ * POLLOUT only once that receiver has room (the kernel queues the sender on the receiver's
+ * wait queue). So the open loop connect()s each sender's data socket to the switch's reply
+ * address. That changes nothing the switch sees: it still gets datagrams from the same bound
+ * address, and the limits on the switch's receive queue are the same as for sendto(). The
+ * receivers stay unconnected, as UML's data socket is, so the switch's sends to them meet the
+ * same max_dgram_qlen limit as sends to a guest.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +44,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +133,13 @@ static void attach(struct port *p, int idx) {
     p->mac[5] = idx & 0xff;
 }
 
+/* open loop: send() to the switch's address, so that poll() reports when it has room */
+static void connect_to_switch(struct port *p) {
+    if (p->connected) return;
+    if (connect(p->data, (struct sockaddr *)&p->peer, SUNLEN) < 0) die("connect data");
+    p->connected = 1;
+}
+
 static int send_frame(struct port *p, const unsigned char *frame, size_t size) {
     ssize_t n;
     if (p->connected) n = send(p->data, frame, size, MSG_DONTWAIT);
@@ -166,59 +193,88 @@ static void settle(struct port *ports, int n, double secs) {
     }
 }
 
-int main(int argc, char **argv) {
-    if (argc != 11) {
-        fprintf(stderr, "usage: loadgen MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS\n");
-        return 2;
-    }
-    mode = argv[1];
-    ctlpath = argv[2];
-    vde = strcmp(mode, "vde") == 0;
-    int pairs = atoi(argv[3]), bcast = atoi(argv[4]);
-    size_t size = atoi(argv[5]);
-    double secs = atof(argv[6]);
-    int window = atoi(argv[7]), spid = atoi(argv[8]), idle = atoi(argv[9]), macs = atoi(argv[10]);
-    int nsend = bcast ? 1 : pairs, nrecv = pairs, fanout = bcast ? pairs : 1;
-    int total = idle + nsend + nrecv;
+struct rig {
+    struct port *ports, *idlep, *snd, *rcv;
+    int nsend, nrecv, total, fanout, bcast;
+    double attach_idle_s;
+};
+
+/* Attach IDLE idle ports, the senders and the receivers; make the switch learn every port's MAC
+ * (and MACS more source addresses from the idle ports); zero the counters. */
+static struct rig setup(int pairs, int bcast, int idle, int macs) {
+    struct rig r;
+    r.bcast = bcast;
+    r.nsend = bcast ? 1 : pairs;
+    r.nrecv = pairs;
+    r.fanout = bcast ? pairs : 1;
+    r.total = idle + r.nsend + r.nrecv;
 
     struct rlimit rl = {65536, 65536};
     setrlimit(RLIMIT_NOFILE, &rl);
-    struct port *ports = calloc(total, sizeof *ports);
-    struct port *idlep = ports, *snd = ports + idle, *rcv = ports + idle + nsend;
+    r.ports = calloc(r.total, sizeof *r.ports);
+    r.idlep = r.ports, r.snd = r.ports + idle, r.rcv = r.ports + idle + r.nsend;
 
     double t = now();
-    for (int i = 0; i < idle; i++) attach(&idlep[i], 100000 + i);
-    double attach_idle = now() - t;
-    for (int i = 0; i < nsend; i++) attach(&snd[i], i);
-    for (int i = 0; i < nrecv; i++) attach(&rcv[i], 1000 + i);
+    for (int i = 0; i < idle; i++) attach(&r.idlep[i], 100000 + i);
+    r.attach_idle_s = now() - t;
+    for (int i = 0; i < r.nsend; i++) attach(&r.snd[i], i);
+    for (int i = 0; i < r.nrecv; i++) attach(&r.rcv[i], 1000 + i);
 
-    unsigned char frame[65536];
+    unsigned char frame[64];
     /* receivers announce themselves (to a sender's MAC, so the frame floods once) */
-    for (int i = 0; i < nrecv; i++) {
-        build(frame, 64, snd[0].mac, rcv[i].mac);
-        while (!send_frame(&rcv[i], frame, 64)) usleep(1000);
+    for (int i = 0; i < r.nrecv; i++) {
+        build(frame, 64, r.snd[0].mac, r.rcv[i].mac);
+        while (!send_frame(&r.rcv[i], frame, 64)) usleep(1000);
     }
-    for (int i = 0; i < nsend; i++) {
-        build(frame, 64, rcv[0].mac, snd[i].mac);
-        while (!send_frame(&snd[i], frame, 64)) usleep(1000);
+    for (int i = 0; i < r.nsend; i++) {
+        build(frame, 64, r.rcv[0].mac, r.snd[i].mac);
+        while (!send_frame(&r.snd[i], frame, 64)) usleep(1000);
     }
-    settle(ports, total, 0.2);
+    settle(r.ports, r.total, 0.2);
     /* idle ports teach the switch MACS source addresses (frames go to receiver 0) */
     for (int m = 0; m < macs && idle > 0; m++) {
-        struct port *p = &idlep[m % idle];
+        struct port *p = &r.idlep[m % idle];
         unsigned char src[6] = {0x02, 0x4d, (m >> 16) & 0xff, (m >> 8) & 0xff, m & 0xff, 0x01};
-        build(frame, 64, rcv[0].mac, src);
-        while (!send_frame(p, frame, 64)) drain(&rcv[0]);
-        if (m % 8 == 0) drain(&rcv[0]);
+        build(frame, 64, r.rcv[0].mac, src);
+        while (!send_frame(p, frame, 64)) drain(&r.rcv[0]);
+        if (m % 8 == 0) drain(&r.rcv[0]);
     }
-    if (macs) settle(ports, total, 0.3);
-    for (int i = 0; i < total; i++) ports[i].sent = ports[i].recvd = 0;
+    if (macs) settle(r.ports, r.total, 0.3);
+    for (int i = 0; i < r.total; i++) r.ports[i].sent = r.ports[i].recvd = 0;
+    return r;
+}
 
-    unsigned char bcast_mac[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-    unsigned char *bigframes = malloc((size_t)nsend * (size > 2048 ? size : 2048));
-    for (int i = 0; i < nsend; i++)
-        build(bigframes + (size_t)i * (size > 2048 ? size : 2048), size,
-              bcast ? bcast_mac : rcv[i].mac, snd[i].mac);
+static void cleanup(struct rig *r) {
+    for (int i = 0; i < r->total; i++)
+        if (vde) unlink(r->ports[i].path);
+}
+
+/* One frame per sender, to its receiver (or broadcast), STRIDE bytes apart. */
+static unsigned char *sender_frames(struct rig *r, size_t size, size_t *stride) {
+    static const unsigned char bcast_mac[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    *stride = size > 2048 ? size : 2048;
+    unsigned char *frames = malloc((size_t)r->nsend * *stride);
+    for (int i = 0; i < r->nsend; i++)
+        build(frames + (size_t)i * *stride, size, r->bcast ? bcast_mac : r->rcv[i].mac,
+              r->snd[i].mac);
+    return frames;
+}
+
+/* Let the last frames arrive: read the receivers (their pollfds) for 0.2 s. */
+static void final_drain(struct pollfd *pfd, struct port *rcv, int nrecv) {
+    double dend = now() + 0.2;
+    while (now() < dend) {
+        if (poll(pfd, nrecv, 20) > 0)
+            for (int i = 0; i < nrecv; i++) if (pfd[i].revents) drain(&rcv[i]);
+    }
+}
+
+static void run_closed(struct rig *rig, size_t size, double secs, int window, int spid, int idle,
+                       int macs) {
+    struct port *snd = rig->snd, *rcv = rig->rcv;
+    int nsend = rig->nsend, nrecv = rig->nrecv, bcast = rig->bcast;
+    size_t stride;
+    unsigned char *bigframes = sender_frames(rig, size, &stride);
 
     struct pollfd *pfd = calloc(nrecv, sizeof *pfd);
     for (int i = 0; i < nrecv; i++) pfd[i].fd = rcv[i].data, pfd[i].events = POLLIN;
@@ -246,7 +302,7 @@ int main(int argc, char **argv) {
         /* outstanding = what a sender sent minus what its receivers got */
         for (int i = 0; i < nsend; i++) {
             struct port *s = &snd[i];
-            unsigned char *f = bigframes + (size_t)i * (size > 2048 ? size : 2048);
+            unsigned char *f = bigframes + (size_t)i * stride;
             for (;;) {
                 long long got = 0;
                 /* a receiver's "sent" field holds frames written off as lost (see below) */
@@ -274,25 +330,188 @@ int main(int argc, char **argv) {
         for (int i = 0; i < nrecv; i++)
             if (pfd[i].revents) drain(&rcv[i]);
     }
-    /* let the last outstanding frames arrive */
-    double dend = now() + 0.2;
-    while (now() < dend) {
-        if (poll(pfd, nrecv, 20) > 0)
-            for (int i = 0; i < nrecv; i++) if (pfd[i].revents) drain(&rcv[i]);
-    }
+    final_drain(pfd, rcv, nrecv);
     long long sent_all = 0, recv_all = 0;
     for (int i = 0; i < nsend; i++) sent_all += snd[i].sent;
     for (int i = 0; i < nrecv; i++) recv_all += rcv[i].recvd;
-    long long expected = sent_all * fanout, real_recv = recv_all;
+    long long expected = sent_all * rig->fanout, real_recv = recv_all;
     double el = m1 - m0;
     printf("{\"mode\":\"%s\",\"pairs\":%d,\"bcast\":%d,\"size\":%zu,\"idle\":%d,\"macs\":%d,"
            "\"attach_idle_s\":%.4f,\"secs\":%.4f,\"sent\":%lld,\"delivered\":%lld,"
            "\"expected_all\":%lld,\"delivered_all\":%lld,\"cpu_ticks\":%lld,\"hz\":%ld,"
            "\"stalls\":%lld}\n",
-           mode, pairs, bcast, size, idle, macs, attach_idle, el, sent1 - sent0,
+           mode, nrecv, bcast, size, idle, macs, rig->attach_idle_s, el, sent1 - sent0,
            recv1 - recv0, expected, real_recv, ticks1 - ticks0, sysconf(_SC_CLK_TCK),
            lost_windows);
-    for (int i = 0; i < total; i++)
-        if (vde) unlink(ports[i].path);
+}
+
+/* Counters at one instant of the open loop. */
+struct snap {
+    double t, self_cpu;
+    long long sent, recvd, ticks;
+};
+
+static double self_cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+static struct snap take_snap(struct rig *r, int spid) {
+    struct snap s = {now(), self_cpu_seconds(), 0, 0, cpu_ticks(spid)};
+    for (int i = 0; i < r->nsend; i++) s.sent += r->snd[i].sent;
+    for (int i = 0; i < r->nrecv; i++) s.recvd += r->rcv[i].recvd;
+    return s;
+}
+
+/* Frames a sender sends before the loop looks at the receivers again: small, so that the
+ * receivers are read while the switch forwards (a receiver's queue holds max_dgram_qlen). */
+#define OPEN_BURST 8
+
+static void run_open(struct rig *rig, size_t size, double secs, int spid) {
+    struct port *snd = rig->snd, *rcv = rig->rcv;
+    int nsend = rig->nsend, nrecv = rig->nrecv, nfd = nsend + nrecv;
+    size_t stride;
+    unsigned char *frames = sender_frames(rig, size, &stride);
+    int *blocked = calloc(nsend, sizeof *blocked);
+    struct pollfd *pfd = calloc(nfd, sizeof *pfd); /* senders, then receivers */
+    for (int i = 0; i < nsend; i++) connect_to_switch(&snd[i]), pfd[i].fd = snd[i].data;
+    for (int i = 0; i < nrecv; i++) pfd[nsend + i].fd = rcv[i].data, pfd[nsend + i].events = POLLIN;
+
+    double t0 = now() + 0.3, t1 = t0 + secs;
+    struct snap a = {0}, b = {0};
+    int measuring = 0;
+    long long refused = 0; /* sends that met EAGAIN */
+    for (;;) {
+        double tn = now();
+        if (!measuring && tn >= t0) a = take_snap(rig, spid), measuring = 1;
+        if (tn >= t1) {
+            b = take_snap(rig, spid);
+            break;
+        }
+        int nblocked = 0;
+        for (int i = 0; i < nsend; i++) {
+            for (int k = 0; k < OPEN_BURST && !blocked[i]; k++) {
+                if (send_frame(&snd[i], frames + (size_t)i * stride, size)) snd[i].sent++;
+                else blocked[i] = 1, refused++;
+            }
+            pfd[i].events = blocked[i] ? POLLOUT : 0;
+            nblocked += blocked[i];
+        }
+        /* wait only when no sender can send; otherwise just look */
+        if (poll(pfd, nfd, nblocked == nsend ? 5 : 0) < 0 && errno != EINTR) die("poll");
+        for (int i = 0; i < nsend; i++)
+            if (pfd[i].revents & POLLOUT) blocked[i] = 0;
+        for (int i = 0; i < nrecv; i++)
+            if (pfd[nsend + i].revents) drain(&rcv[i]);
+    }
+    final_drain(pfd + nsend, rcv, nrecv);
+    struct snap end = take_snap(rig, spid);
+    double el = b.t - a.t;
+    printf("{\"mode\":\"%s\",\"pairs\":%d,\"bcast\":%d,\"size\":%zu,\"secs\":%.4f,"
+           "\"sent\":%lld,\"delivered\":%lld,\"expected_all\":%lld,\"delivered_all\":%lld,"
+           "\"cpu_ticks\":%lld,\"hz\":%ld,\"gen_cpu\":%.4f,\"refused\":%lld}\n",
+           mode, nrecv, rig->bcast, size, el, b.sent - a.sent, b.recvd - a.recvd,
+           end.sent * rig->fanout, end.recvd, b.ticks - a.ticks, sysconf(_SC_CLK_TCK),
+           (b.self_cpu - a.self_cpu) / el, refused);
+}
+
+#define PP_WARMUP 10        /* round trips not counted */
+#define PP_TIMEOUT_MS 1000  /* a leg not back by then is lost */
+
+/* Wait for one frame on P; 0 if none came in PP_TIMEOUT_MS. */
+static int await_frame(struct port *p) {
+    static unsigned char buf[65536];
+    struct pollfd pfd = {.fd = p->data, .events = POLLIN};
+    int r = poll(&pfd, 1, PP_TIMEOUT_MS);
+    if (r < 0) die("poll");
+    if (r == 0) return 0;
+    if (recv(p->data, buf, sizeof buf, MSG_DONTWAIT) < 0) die("recv");
+    p->recvd++;
+    return 1;
+}
+
+static int by_value(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* Nearest-rank percentile Q (0..1) of N sorted values. */
+static double percentile(const double *sorted, long n, double q) {
+    long rank = (long)(q * n + 0.999999);
+    if (rank < 1) rank = 1;
+    return sorted[(rank > n ? n : rank) - 1];
+}
+
+static void run_pingpong(size_t size, double secs, long gap_us) {
+    struct rig rig = setup(1, 0, 0, 0);
+    struct port *a = &rig.snd[0], *b = &rig.rcv[0];
+    unsigned char *fa = malloc(size), *fb = malloc(size);
+    build(fa, size, b->mac, a->mac);
+    build(fb, size, a->mac, b->mac);
+    struct timespec gap = {gap_us / 1000000, (gap_us % 1000000) * 1000};
+    long n = 0, cap = 4096, lost = 0;
+    double *rtt = malloc(cap * sizeof *rtt), end = 0;
+    for (long i = 0;; i++) {
+        if (i == PP_WARMUP) end = now() + secs;
+        if (i >= PP_WARMUP && now() >= end) break;
+        double t = now();
+        while (!send_frame(a, fa, size)) usleep(100);
+        int back = await_frame(b);
+        if (back) {
+            while (!send_frame(b, fb, size)) usleep(100);
+            back = await_frame(a);
+        }
+        double us = (now() - t) * 1e6;
+        if (!back) {
+            lost++;
+            drain(a), drain(b);
+        } else if (i >= PP_WARMUP) {
+            if (n == cap) rtt = realloc(rtt, (cap *= 2) * sizeof *rtt);
+            rtt[n++] = us;
+        }
+        if (gap_us) nanosleep(&gap, NULL);
+    }
+    if (n == 0) {
+        fprintf(stderr, "loadgen: no round trip came back\n");
+        exit(1);
+    }
+    qsort(rtt, n, sizeof *rtt, by_value);
+    printf("{\"mode\":\"%s\",\"size\":%zu,\"gap_us\":%ld,\"n\":%ld,\"lost\":%ld,"
+           "\"min_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"max_us\":%.2f}\n",
+           mode, size, gap_us, n, lost, rtt[0], percentile(rtt, n, 0.5),
+           percentile(rtt, n, 0.9), percentile(rtt, n, 0.99), rtt[n - 1]);
+    cleanup(&rig);
+}
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: loadgen closed MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS\n"
+            "       loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID\n"
+            "       loadgen pingpong MODE CTL SIZE SECONDS GAP_US\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *pattern = argc > 1 ? argv[1] : "";
+    if (argc < 4) return usage();
+    mode = argv[2];
+    ctlpath = argv[3];
+    vde = strcmp(mode, "vde") == 0;
+    if (strcmp(pattern, "closed") == 0 && argc == 12) {
+        int idle = atoi(argv[10]), macs = atoi(argv[11]);
+        struct rig rig = setup(atoi(argv[4]), atoi(argv[5]), idle, macs);
+        run_closed(&rig, atoi(argv[6]), atof(argv[7]), atoi(argv[8]), atoi(argv[9]), idle, macs);
+        cleanup(&rig);
+    } else if (strcmp(pattern, "open") == 0 && argc == 9) {
+        struct rig rig = setup(atoi(argv[4]), atoi(argv[5]), 0, 0);
+        run_open(&rig, atoi(argv[6]), atof(argv[7]), atoi(argv[8]));
+        cleanup(&rig);
+    } else if (strcmp(pattern, "pingpong") == 0 && argc == 7) {
+        run_pingpong(atoi(argv[4]), atof(argv[5]), atol(argv[6]));
+    } else {
+        return usage();
+    }
     return 0;
 }

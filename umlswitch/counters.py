@@ -48,10 +48,12 @@ class PortStats:
 
     __slots__ = (
         "drops",
+        "paused",
         "queue_high",
         "queued",
         "rx_bytes",
         "rx_frames",
+        "stalls",
         "tx_bytes",
         "tx_frames",
     )
@@ -64,6 +66,8 @@ class PortStats:
         self.drops: Counter[str] = Counter()
         self.queued = 0  # frames in the port's egress backlog now
         self.queue_high = 0  # the most frames its backlog has held (high-water mark)
+        self.paused = 0  # times its ingress waited for a receiver's backlog (back-pressure)
+        self.stalls = 0  # times its receiver took nothing while it held a sender back
 
     def add(self, other: PortStats) -> None:
         """Add ``other``'s figures to these (totals of ports that have left)."""
@@ -79,6 +83,7 @@ class PortStats:
         self.rx_frames = self.rx_bytes = self.tx_frames = self.tx_bytes = 0
         self.drops.clear()
         self.queue_high = self.queued
+        self.paused = self.stalls = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -88,5 +93,7 @@ class PortStats:
             "tx_bytes": self.tx_bytes,
             "queued": self.queued,
             "queue_high": self.queue_high,
+            "paused": self.paused,
+            "stalls": self.stalls,
             "drops": dict(self.drops),
         }

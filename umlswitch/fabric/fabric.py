@@ -190,6 +190,7 @@ class Fabric:
         stats = ingress.stats
         stats.rx_frames += 1
         stats.rx_bytes += len(frame)
+        self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
         if self.capture is not None:
             self._forward_captured(self.capture, ingress, frame)
             return
@@ -205,6 +206,7 @@ class Fabric:
         data = batch.data
         egress_at = self.egress_at
         capture = self.capture
+        self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
         outputs: dict[FabricPort, list[int]] = {}
         for index in range(batch.count):
             size = lengths[index]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -43,6 +43,8 @@ BATCH = 64
 # How often a port whose egress cannot be polled for writability (a socket shared by several
 # ports) retries its backlog.
 RETRY_INTERVAL = 0.001
+# How long a held ingress port waits for the receivers holding it before they count as stalled.
+STALL_TIMEOUT = 0.05
 
 Frame = bytes | memoryview
 
@@ -72,6 +74,12 @@ class Port:
         self.queue_limit = DEFAULT_PORT_QUEUE
         self.budget = QueueBudget()  # the switch's, from run(); a private one until then
         self._backlog_waiting: trio.Event | None = None  # set when the backlog is filled again
+        # Back-pressure: the senders this port's full backlog holds, the receivers holding this
+        # port's ingress, the event that wakes it, and whether this port is stalled.
+        self._holding: set[Port] = set()
+        self._held_by: set[Port] = set()
+        self._released: trio.Event | None = None
+        self.stalled = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.name}>"
@@ -121,8 +129,58 @@ class Port:
                 nursery.cancel_scope.cancel()
         finally:
             self.discard_backlog()
+            self._release_all()
+            for receiver in self._held_by:
+                receiver._holding.discard(self)
+            self._held_by.clear()
         if closed is not None:
             raise closed
+
+    # --- back-pressure ----------------------------------------------------------------------
+
+    async def pause_point(self) -> None:
+        """Where an ingress loop lets the others run; a held port waits here for its
+        receivers (at most STALL_TIMEOUT, then they are stalled)."""
+        if not self._held_by:
+            await trio.lowlevel.checkpoint()
+            return
+        self.stats.paused += 1
+        self._released = released = trio.Event()
+        with trio.move_on_after(STALL_TIMEOUT):
+            await released.wait()
+            return
+        for receiver in self._held_by:
+            receiver._stall(self)
+        self._held_by.clear()
+
+    def _stall(self, sender: Port) -> None:
+        """This port held ``sender`` for STALL_TIMEOUT without sending anything."""
+        self._holding.discard(sender)
+        if not self.stalled:
+            self.stalled = True
+            self.stats.stalls += 1
+            ratelog.warning(
+                f"stalled:{self.id}",
+                "port %d (%s): its receiver took nothing for %.0f ms while %d frame(s) waited; "
+                "frames beyond --port-queue are dropped until it reads again",
+                self.id,
+                self.name,
+                STALL_TIMEOUT * 1000,
+                len(self.backlog),
+            )
+
+    def _hold(self, sender: Port) -> None:
+        if sender is not self and not self.stalled:
+            self._holding.add(sender)
+            sender._held_by.add(self)
+
+    def _release_all(self) -> None:
+        for sender in self._holding:
+            held_by = sender._held_by
+            held_by.discard(self)
+            if not held_by and sender._released is not None:
+                sender._released.set()
+        self._holding.clear()
 
     # --- egress -----------------------------------------------------------------------------
 
@@ -169,13 +227,17 @@ class Port:
             stats.queue_high = depth
         if depth == 1 and self._backlog_waiting is not None:
             self._backlog_waiting.set()
+        if depth * 2 >= self.queue_limit and budget.sender is not None:
+            self._hold(budget.sender)
 
     def flush_backlog(self) -> None:
-        """Send what the kernel takes now from the backlog, oldest first."""
+        """Send what the kernel takes now from the backlog, oldest first; release the senders
+        it held once it is down to an eighth."""
         backlog = self.backlog
         budget = self.budget
         stats = self.stats
         send = self._send
+        before = len(backlog)
         while backlog:
             frame = backlog[0]
             try:
@@ -191,7 +253,11 @@ class Port:
                 stats.tx_bytes += len(frame)
             backlog.popleft()
             budget.used -= len(frame)
-        stats.queued = len(backlog)
+        depth = stats.queued = len(backlog)
+        if depth < before:
+            self.stalled = False  # it reads again
+        if self._holding and depth * 8 <= self.queue_limit:
+            self._release_all()
 
     def discard_backlog(self) -> None:
         """Forget every queued frame (the port is going away); they count as ``egress_full``."""
@@ -229,6 +295,7 @@ async def drain_from(
     bufsize: int,
     handle: Callable[[memoryview, int, Any], None],
     on_error: Callable[[OSError], None],
+    pause_point: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
 ) -> None:
     """Hand every datagram ``sock`` receives to ``handle(view, size, sender)``, until cancelled.
 
@@ -237,13 +304,13 @@ async def drain_from(
     empty, letting the other tasks run after every ``BATCH`` datagrams (as ``pump_datagrams``).
     ``view`` is a reused buffer of ``bufsize`` bytes; ``size`` is the datagram's real length
     (``MSG_TRUNC``), more than ``bufsize`` for one that did not fit. A receive error goes to
-    ``on_error`` and reading resumes at the next wake-up.
+    ``on_error`` and reading resumes at the next wake-up. ``pause_point`` is where the loop
+    lets the others run (the port's own, so that back-pressure can hold it).
     """
     buf = bytearray(bufsize)
     view = memoryview(buf)
     recvfrom_into = sock.recvfrom_into
     trunc = socket.MSG_TRUNC
-    checkpoint = trio.lowlevel.checkpoint
     wait_readable = trio.lowlevel.wait_readable
     while True:
         await wait_readable(sock)
@@ -261,7 +328,7 @@ async def drain_from(
                 got += 1
                 handle(view, size, sender)
             if got:
-                await checkpoint()
+                await pause_point()
 
 
 def count_receive_error(port: Port, exc: OSError, consequence: str = "") -> None:

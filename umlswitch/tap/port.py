@@ -113,6 +113,7 @@ class TapPort(Port):
                 else:
                     forward(self, view[:size])
             self._down_logged = False  # it was readable, so it is up (or gone): say it again
+            await self.pause_point()  # held while a receiver's backlog drains
         self.close()
         raise PortClosed(
             f"tap device '{self.device}' is gone ({self._gone}); it is not re-attached if it "

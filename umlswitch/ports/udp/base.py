@@ -4,9 +4,10 @@ A UDP port's peer sends raw ethernet frames, one per datagram, with no header (U
 and ``eth0=ucast``, QEMU ``-netdev socket``/``dgram``). Unlike a unix client's connected socket,
 a UDP socket hears anybody, so the ingress loop asks the port, for every datagram, whether its
 sender is admitted (``UdpPort.admit``) before the frame goes to the fabric. The VXLAN overlay
-ports (``overlay/vxlan.py``, ``overlay/vxvde.py``) read with the same batched loop, ``drain_udp``, and a handler
-of their own that checks and strips the VXLAN header. Set-up failures are
-``StartupError`` with one line naming the option and what to do; the daemon reports it and exits 1.
+ports (``overlay/vxlan.py``, ``overlay/vxvde.py``) read with the same batched loop,
+``drain_udp``, and a handler of their own that checks and strips the VXLAN header. Set-up
+failures are ``StartupError`` with one line naming the option and what to do; the daemon reports
+it and exits 1.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ async def drain_udp(sock: socket.socket, port: Port, bufsize: int, handle: Datag
     def on_error(exc: OSError) -> None:
         count_receive_error(port, exc, "; the port stays up")
 
-    await drain_from(sock, bufsize, handle, on_error)
+    await drain_from(sock, bufsize, handle, on_error, port.pause_point)
 
 
 def udp_socket(*, receives: bool = True) -> socket.socket:

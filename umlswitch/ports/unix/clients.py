@@ -154,7 +154,7 @@ async def pump_batches(sock: socket.socket, port: Port, fabric: Fabric) -> None:
     forward = fabric.forward
     forward_batch = fabric.forward_batch
     max_frame = fabric.max_frame
-    checkpoint = trio.lowlevel.checkpoint
+    pause_point = port.pause_point
     wait_readable = trio.lowlevel.wait_readable
     while True:
         await wait_readable(sock)
@@ -174,7 +174,7 @@ async def pump_batches(sock: socket.socket, port: Port, fabric: Fabric) -> None:
                 forward_batch(port, batch)
             else:
                 break
-            await checkpoint()  # let the other tasks run, then read on (see pump_datagrams)
+            await pause_point()  # let the other tasks run, then read on (see pump_datagrams)
 
 
 async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
@@ -189,7 +189,7 @@ async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> Non
     recv_into = sock.recv_into
     forward = fabric.forward
     trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
-    checkpoint = trio.lowlevel.checkpoint
+    pause_point = port.pause_point
     wait_readable = trio.lowlevel.wait_readable
     while True:
         await wait_readable(sock)
@@ -213,7 +213,7 @@ async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> Non
                 # Let the other tasks run, then read on. A busy port's next frame has usually
                 # arrived by then, and a checkpoint costs far less than another wait_readable
                 # (two epoll_ctl calls and a trip through the run loop's I/O wait).
-                await checkpoint()
+                await pause_point()
 
 
 class SharedPort(Port):

@@ -116,9 +116,18 @@ USAGE = (
     "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
-    "       umlswitch ctl [-unix CTL | -M PATH] [--json] COMMAND...   (umlswitch ctl help)\n"
-    "       umlswitch top [-unix CTL | -M PATH]"
+    "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
+    "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
 )
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show -unix's arguments as uml_switch does, ``CTL [DATA]`` (argparse: ``[DATA ...]``)."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if action.dest == "unix":
+            return "CTL [DATA]"
+        return super()._format_args(action, default_metavar)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -199,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage=USAGE,
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
     p.add_argument(
@@ -217,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DEV",
-        help="bridge to the preconfigured tap device DEV",
+        help="connect the host through tap device DEV (repeatable: one port per tap); a missing "
+        "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN",
     )
     p.add_argument(
         "-mcast",

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -98,6 +99,7 @@ def _reclaim_if_stale(path: str, kind: int) -> None:
     probe = socket.socket(socket.AF_UNIX, kind)
     try:
         probe.connect(path)
+        server = _server_pid(probe)
     except ConnectionRefusedError:
         os.unlink(path)
         log.info("reclaimed stale socket '%s' (nobody was serving it)", path)
@@ -107,9 +109,21 @@ def _reclaim_if_stale(path: str, kind: int) -> None:
     finally:
         probe.close()
     raise StartupError(
-        f"the socket '{path}' has another server attached to it; stop that switch, or rerun with "
-        "a different, unused path (-unix PATH)"
+        f"the socket '{path}' has another server attached to it{server}; stop that switch, or "
+        "rerun with a different, unused path (-unix PATH)"
     )
+
+
+def _server_pid(probe: socket.socket) -> str:
+    """`` (pid N)``: who listens on the socket ``probe`` reached (SO_PEERCRED), if known."""
+    try:
+        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return ""
+    pid = struct.unpack("3i", creds)[0]
+    if pid <= 0:  # a datagram socket has no peer credentials
+        return ""
+    return " (pid 1, systemd: a socket unit holds it)" if pid == 1 else f" (pid {pid})"
 
 
 def _bind(path: str, kind: int, what: str) -> tuple[socket.socket, int]:
@@ -449,9 +463,11 @@ async def serve(
         with trio.CancelScope(shield=True):
             sockets.close()
             sockets.unlink_created()
+            removed = list(sockets.created)
             if pidfile_written and config.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(config.pidfile)
-        log.info("umlswitch stopped; removed %s", ", ".join(sockets.created) or "nothing")
+                    removed.append(f"pidfile {config.pidfile}")
+        log.info("umlswitch stopped; removed %s", ", ".join(removed) or "nothing")
         for handler in logging.getLogger().handlers:
             handler.flush()

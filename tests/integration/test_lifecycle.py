@@ -38,6 +38,8 @@ def test_signal_exits_cleanly_and_removes_every_socket(start_daemon, tmp_path, s
         assert daemon.stop(sig) == 0
     assert not ctl.exists() and not data.exists() and not pidfile.exists()
     assert "cleaning up and exiting" in daemon.log
+    stopped = daemon.log.splitlines()[-1]
+    assert f"removed {ctl}, {data}, {ctl}.mgmt, pidfile {pidfile}" in stopped, stopped
 
 
 def test_stale_socket_is_reclaimed(start_daemon, ctl):
@@ -64,6 +66,7 @@ def test_live_socket_is_refused(start_daemon, ctl):
     result = run_cli("-unix", ctl)
     assert result.returncode == 1
     assert "has another server attached" in result.stderr
+    assert f"(pid {first.proc.pid})" in result.stderr  # which switch to stop
     assert result.stderr.count("\n") == 1
     # the first switch still serves
     with Client(ctl):

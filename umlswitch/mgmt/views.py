@@ -120,6 +120,8 @@ def ports_doc(switch: Switch, only: int | None = None) -> Doc:
 
 
 def port_lines(doc: Mapping[str, Any]) -> list[str]:
+    if not doc["ports"]:
+        return ["no ports attached"]
     lines = []
     for port in doc["ports"]:
         lines.append(f"Port {port['id']:04d} {port['kind']:<6} {port['name']}")

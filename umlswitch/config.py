@@ -107,8 +107,9 @@ a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
                       with    linux ... eth0=ucast,,127.0.0.1,1103,1102
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
 
-Signals: SIGINT and SIGTERM exit cleanly and remove the sockets. When stdin is a terminal or a
-pipe, EOF on it exits too; stdin that is /dev/null or a file is ignored."""
+Signals: SIGINT and SIGTERM exit cleanly and remove the sockets; SIGHUP reopens --log-file
+(logrotate), or without one exits as SIGTERM does. When stdin is a terminal or a pipe, EOF on
+it exits too; stdin that is /dev/null or a file is ignored."""
 
 USAGE = (
     "umlswitch [-unix CTL [DATA]] [-hub] [-tap DEV] [-daemon] [-compat-v0] [--pidfile FILE]\n"
@@ -373,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
     )
-    p.add_argument("--log-file", metavar="FILE", help="append log lines to FILE")
+    p.add_argument(
+        "--log-file", metavar="FILE", help="append log lines to FILE; SIGHUP reopens it (logrotate)"
+    )
     p.add_argument("--version", action="version", version=f"umlswitch {__version__}")
     return p
 

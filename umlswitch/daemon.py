@@ -317,12 +317,44 @@ async def _watch_stdin(scope: trio.CancelScope) -> None:
             return
 
 
-async def _watch_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(scope: trio.CancelScope, log_file: str | None = None) -> None:
+    """SIGINT, SIGTERM: exit cleanly. SIGHUP: reopen --log-file (logrotate); without one, exit."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP and log_file is not None:
+                reopen_log_file(log_file)
+                continue
             log.info("caught %s, cleaning up and exiting", signal.Signals(signum).name)
             scope.cancel()
             return
+
+
+def reopen_log_file(path: str) -> None:
+    """Close the log file and open ``path`` anew (after logrotate moved it), saying so in both."""
+    path = os.path.abspath(path)
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler) and h.baseFilename == path
+    ]
+    if not handlers:
+        log.warning("caught SIGHUP, but no log file '%s' is open to reopen", path)
+        return
+    log.info("caught SIGHUP, reopening the log file '%s'", path)
+    for handler in handlers:
+        try:
+            stream = open(path, "a", encoding=handler.encoding)  # noqa: SIM115 - the handler's
+        except OSError as exc:
+            log.error(
+                "cannot reopen the log file '%s': %s; still logging to the file it was",
+                path,
+                exc.strerror,
+            )
+            return
+        old = handler.setStream(stream)
+        if old is not None:
+            old.close()
+    log.info("reopened the log file '%s' (SIGHUP)", path)
 
 
 async def _run_static_port(fabric: Fabric, port: Port, scopes: dict[int, trio.CancelScope]) -> None:
@@ -413,7 +445,7 @@ async def serve(
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
-                    nursery.start_soon(_watch_signals, root)
+                    nursery.start_soon(_watch_signals, root, config.log_file)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 nursery.start_soon(_ticker, fabric)

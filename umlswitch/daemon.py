@@ -38,6 +38,7 @@ from umlswitch.ports.ucast import open_ucast_port
 from umlswitch.ports.unix import ControlServer, SharedDataSocket
 from umlswitch.ports.vxlan import open_vxlan_ports
 from umlswitch.ports.vxvde import open_vxvde_port
+from umlswitch.systemd import NONE_INHERITED, STATUS_INTERVAL, Inherited, Notifier
 from umlswitch.tap.port import open_tap
 
 log = logging.getLogger("umlswitch")
@@ -218,31 +219,50 @@ def _bind_mgmt(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
     mgmt.setblocking(False)
 
 
-def bind_sockets(config: SwitchConfig) -> BoundSockets:
-    """Bind the control socket (and the shared data socket, if any); open the start-up ports."""
+def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) -> BoundSockets:
+    """Bind the control socket (and the shared data socket, if any); open the start-up ports.
+
+    Sockets systemd passed (``inherited``, see ``umlswitch.systemd``) are served as they are:
+    neither bound, nor chmod'ed, nor removed on exit.
+    """
     created_dir = _make_vde_dir(config.vde_dir) if config.vde_dir else None
     try:
-        control, inode = _bind(config.control_path, socket.SOCK_STREAM, "control socket")
+        if inherited.control is not None:
+            control, created = inherited.control, {}
+        else:
+            control, inode = _bind(config.control_path, socket.SOCK_STREAM, "control socket")
+            created = {config.control_path: inode}
     except BaseException:
         if created_dir is not None:
             os.rmdir(created_dir)
         raise
-    bound = BoundSockets(control, config.control_path, created={config.control_path: inode})
+    bound = BoundSockets(control, config.control_path, created=created)
     bound.created_dir = created_dir
     try:
         gid = _group_id(config.group)
         if created_dir is not None:
             _set_access(created_dir, dir_mode(config.mode), gid)
-        _set_access(config.control_path, config.mode, gid)
-        control.listen(LISTEN_BACKLOG)
+        if inherited.control is None:
+            _set_access(config.control_path, config.mode, gid)
+            control.listen(LISTEN_BACKLOG)
         control.setblocking(False)
-        if config.data_path is not None:
+        if inherited.data is not None:
+            inherited.data.setblocking(False)
+            bound.data, bound.data_path = inherited.data, config.data_path
+        elif config.data_path is not None:
             data, inode = _bind(config.data_path, socket.SOCK_DGRAM, "data socket")
             data.setblocking(False)
             bound.data, bound.data_path = data, config.data_path
             bound.created[config.data_path] = inode
             _set_access(config.data_path, config.mode, gid)
-        _bind_mgmt(config, bound, gid)
+        if inherited.mgmt is not None:
+            inherited.mgmt.setblocking(False)
+            bound.mgmt, bound.mgmt_path = inherited.mgmt, config.mgmt_socket
+        else:
+            _bind_mgmt(config, bound, gid)
+        if inherited.control is not None:
+            passed = [s.getsockname() for s in (control, inherited.mgmt, inherited.data) if s]
+            log.info("socket activation: serving %s, passed by systemd", ", ".join(passed))
         if config.pcap is not None:
             try:
                 bound.capture_file = open_capture_file(config.pcap)
@@ -390,15 +410,32 @@ def _write_pidfile(path: str) -> None:
         raise StartupError(f"cannot write pidfile '{path}': {exc.strerror}") from None
 
 
+async def _report_status(notify: Notifier, fabric: Fabric, control_path: str) -> None:
+    """Keep systemd's STATUS= (``systemctl status``) up to date with the ports and MACs."""
+    while True:
+        notify.status(_status_line(fabric, control_path))
+        await trio.sleep(STATUS_INTERVAL)
+
+
+def _status_line(fabric: Fabric, control_path: str) -> str:
+    mode = "hub" if fabric.hub else "switch"
+    return f"{mode} on {control_path}: {len(fabric.ports)} port(s), {len(fabric.table)} MAC(s)"
+
+
 async def serve(
     config: SwitchConfig,
     *,
     sockets: BoundSockets | None = None,
     handle_signals: bool = True,
     watch_stdin: bool | None = None,
+    notify: Notifier | None = None,
     task_status: trio.TaskStatus[Switch] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the switch until cancelled, a signal, or EOF on stdin."""
+    """Run the switch until cancelled, a signal, or EOF on stdin.
+
+    With ``notify`` (``$NOTIFY_SOCKET``), tell systemd READY=1 once serving, the ports and MACs
+    in STATUS= while running, and STOPPING=1 when the shutdown begins.
+    """
     if sockets is None:
         sockets = bind_sockets(config)
     if watch_stdin is None:
@@ -490,8 +527,13 @@ async def serve(
                     "hub" if config.hub else "switch",
                     os.getpid(),
                 )
+                if notify is not None:
+                    notify.ready(_status_line(fabric, sockets.control_path))
+                    nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
                 task_status.started(switch)
     finally:
+        if notify is not None:
+            notify.stopping()
         with trio.CancelScope(shield=True):
             sockets.close()
             sockets.unlink_created()

@@ -8,6 +8,7 @@ LISTEN_PID. ``systemd-socket-activate`` (Debian package systemd) does the same f
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -326,3 +327,127 @@ def test_systemd_socket_activate_starts_the_switch_on_the_first_connection(tmp_p
         assert b.recv() == frame(mac(2), mac(1))
     assert "socket activation: serving" in switch.log
     assert switch.stop() == 0  # the same pid: systemd-socket-activate exec'd the switch
+
+
+# --- the shipped units ----------------------------------------------------------------------
+
+UNITS = Path(__file__).resolve().parents[2] / "systemd"
+RUN_DIR = "/run/uml-utilities"
+
+
+def unit_values(unit: str, key: str) -> list[str]:
+    """The values of ``key=`` lines of a unit file (a key may repeat)."""
+    return [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(f"{key}=")]
+
+
+def exec_start_args(tmp_path: Path) -> list[str]:
+    """umlswitch.service's ExecStart arguments, with /run/uml-utilities moved to tmp_path."""
+    service = (UNITS / "umlswitch.service").read_text()
+    (exec_start,) = unit_values(service, "ExecStart")
+    argv = shlex.split(exec_start.replace(RUN_DIR, str(tmp_path)))
+    assert argv[0] == "umlswitch"
+    return [arg for arg in argv[1:] if arg != "$UMLSWITCH_OPTIONS"]
+
+
+def test_the_service_is_type_notify_as_user_uml_net_like_debians_switch():
+    service = (UNITS / "umlswitch.service").read_text()
+    assert unit_values(service, "Type") == ["notify"]
+    assert unit_values(service, "User") == ["uml-net"]
+    assert unit_values(service, "ProtectSystem") == ["strict"]
+    assert unit_values(service, "RuntimeDirectory") == ["uml-utilities"]
+    assert f"-unix {RUN_DIR}/uml_switch.ctl" in unit_values(service, "ExecStart")[0]
+    socket_unit = (UNITS / "umlswitch.socket").read_text()
+    assert unit_values(socket_unit, "ListenStream") == [
+        f"{RUN_DIR}/uml_switch.ctl",
+        f"{RUN_DIR}/uml_switch.ctl.mgmt",
+    ]
+    assert unit_values(socket_unit, "SocketUser") == ["uml-net"]
+
+
+def test_the_units_socket_activated_start_is_ready_and_serves(tmp_path, notify_socket, switches):
+    """What systemd does with umlswitch.socket and umlswitch.service, paths moved to tmp_path."""
+    socket_unit = (UNITS / "umlswitch.socket").read_text()
+    (mode,) = unit_values(socket_unit, "SocketMode")
+    paths = [
+        Path(p.replace(RUN_DIR, str(tmp_path))) for p in unit_values(socket_unit, "ListenStream")
+    ]
+    passed = [listening(path, int(mode, 8)) for path in paths]
+    ctl = paths[0]
+    try:
+        switch = Switch(
+            tmp_path, exec_start_args(tmp_path), passed=passed,
+            env={"NOTIFY_SOCKET": str(tmp_path / "notify")},
+        )  # fmt: skip
+        switches.append(switch)
+        assert notify_socket.wait_for("READY", "1")["STATUS"].startswith(f"switch on {ctl}:")
+        with Client(str(ctl)) as a, Client(str(ctl)) as b:
+            a.send(frame(mac(2), mac(1)))
+            assert b.recv() == frame(mac(2), mac(1))
+        assert switch.stop() == 0
+        assert all(path.is_socket() for path in paths)  # the socket unit's, kept for the next start
+    finally:
+        for sock in passed:
+            sock.close()
+
+
+def test_the_service_alone_creates_sockets_for_the_uml_net_group(tmp_path, notify_socket, switches):
+    ctl = tmp_path / "uml_switch.ctl"
+    switch = Switch(
+        tmp_path, exec_start_args(tmp_path), env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
+    )
+    switches.append(switch)
+    notify_socket.wait_for("READY", "1")
+    assert stat.S_IMODE(os.stat(ctl).st_mode) == 0o660  # the group may attach
+    assert stat.S_IMODE(os.stat(f"{ctl}.mgmt").st_mode) == 0o660
+    assert switch.stop() == 0
+    assert not ctl.exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (Debian package systemd)"
+)
+def test_systemd_analyze_verify_finds_nothing_wrong_with_the_units(tmp_path):
+    # systemd looks a bare ExecStart name up in /usr/local/bin, /usr/bin, ...; installed
+    # elsewhere (a virtualenv) a user names it in full, as done here.
+    umlswitch = shutil.which("umlswitch")
+    if umlswitch is None:
+        pytest.skip("the umlswitch command is not installed (pip install .)")
+    for name in ("umlswitch.service", "umlswitch.socket"):
+        text = (UNITS / name).read_text()
+        if not any(Path(d, "umlswitch").exists() for d in ("/usr/local/bin", "/usr/bin", "/bin")):
+            text = text.replace("ExecStart=umlswitch ", f"ExecStart={umlswitch} ")
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / "umlswitch.service"),
+         str(tmp_path / "umlswitch.socket")],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.skipif(
+    not Path("/run/systemd/system").is_dir(),
+    reason="systemd is not the running init here (no /run/systemd/system): no real systemd-run",
+)
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a system unit needs root")
+def test_systemd_run_starts_it_as_a_type_notify_unit(tmp_path):
+    unit = f"umlswitch-test-{os.getpid()}.service"
+    ctl = tmp_path / "ctl"
+    started = subprocess.run(
+        ["systemd-run", f"--unit={unit}", "--property=Type=notify", "--collect",
+         f"--working-directory={Path.cwd()}",
+         f"--setenv=PYTHONPATH={os.environ.get('PYTHONPATH', '')}",
+         sys.executable, "-m", "umlswitch", "-unix", str(ctl)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert ctl.is_socket()  # systemd-run returns once READY=1 came: serving
+        status = subprocess.run(
+            ["systemctl", "show", "--property=StatusText", "--value", unit],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert status.stdout.strip() == f"switch on {ctl}: 0 port(s), 0 MAC(s)"
+    finally:
+        subprocess.run(["systemctl", "stop", unit], capture_output=True, timeout=60)
+    assert not ctl.exists()

@@ -106,6 +106,7 @@ UML mcast guests:     umlswitch -mcast    with    linux ... eth0=mcast
 a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
                       with    linux ... eth0=ucast,,127.0.0.1,1103,1102
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
+the full manual:      man umlswitch
 
 Signals: SIGINT and SIGTERM exit cleanly and remove the sockets; SIGHUP reopens --log-file
 (logrotate), or without one exits as SIGTERM does. When stdin is a terminal or a pipe, EOF on

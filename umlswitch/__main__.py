@@ -18,7 +18,7 @@ import sys
 
 import trio
 
-from umlswitch import daemon
+from umlswitch import daemon, systemd
 from umlswitch.config import SwitchConfig, parse_args
 
 LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
@@ -109,17 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        sockets = daemon.bind_sockets(config)
+        config, inherited = systemd.inherit(config, systemd.listen_sockets())
+        sockets = daemon.bind_sockets(config, inherited)
     except daemon.StartupError as exc:
         print(f"umlswitch: {exc}", file=sys.stderr)
         return 1
     ready_fd: int | None = None
     if config.daemon:
         ready_fd = daemonize()
+    notify = systemd.Notifier.from_environ()
 
     async def run_switch() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(functools.partial(daemon.serve, config, sockets=sockets))
+            serve = functools.partial(daemon.serve, config, sockets=sockets, notify=notify)
+            await nursery.start(serve)
             if ready_fd is not None:
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)

@@ -109,9 +109,11 @@ UML mcast guests:     umlswitch -mcast    with    linux ... eth0=mcast
 a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
                       with    linux ... eth0=ucast,,127.0.0.1,1103,1102
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
+the full manual:      man umlswitch
 
-Signals: SIGINT and SIGTERM exit cleanly and remove the sockets. When stdin is a terminal or a
-pipe, EOF on it exits too; stdin that is /dev/null or a file is ignored."""
+Signals: SIGINT and SIGTERM exit cleanly and remove the sockets; SIGHUP reopens --log-file
+(logrotate), or without one exits as SIGTERM does. When stdin is a terminal or a pipe, EOF on
+it exits too; stdin that is /dev/null or a file is ignored."""
 
 USAGE = (
     "umlswitch [-unix CTL [DATA]] [-hub] [-tap DEV] [-daemon] [-compat-v0] [--pidfile FILE]\n"
@@ -120,9 +122,18 @@ USAGE = (
     "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
-    "       umlswitch ctl [-unix CTL | -M PATH] [--json] COMMAND...   (umlswitch ctl help)\n"
-    "       umlswitch top [-unix CTL | -M PATH]"
+    "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
+    "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
 )
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show -unix's arguments as uml_switch does, ``CTL [DATA]`` (argparse: ``[DATA ...]``)."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if action.dest == "unix":
+            return "CTL [DATA]"
+        return super()._format_args(action, default_metavar)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -203,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage=USAGE,
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
     p.add_argument(
@@ -221,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DEV",
-        help="bridge to the preconfigured tap device DEV",
+        help="connect the host through tap device DEV (repeatable: one port per tap); a missing "
+        "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN",
     )
     p.add_argument(
         "-mcast",
@@ -384,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
     )
-    p.add_argument("--log-file", metavar="FILE", help="append log lines to FILE")
+    p.add_argument(
+        "--log-file", metavar="FILE", help="append log lines to FILE; SIGHUP reopens it (logrotate)"
+    )
     p.add_argument("--version", action="version", version=f"umlswitch {__version__}")
     return p
 

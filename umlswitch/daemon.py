@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -39,6 +40,7 @@ from umlswitch.ports.udp.ucast import open_ucast_port
 from umlswitch.ports.unix import peercheck
 from umlswitch.ports.unix.clients import SharedDataSocket
 from umlswitch.ports.unix.server import ControlServer
+from umlswitch.systemd import NONE_INHERITED, STATUS_INTERVAL, Inherited, Notifier
 from umlswitch.tap.port import open_tap
 
 log = logging.getLogger("umlswitch")
@@ -100,6 +102,7 @@ def _reclaim_if_stale(path: str, kind: int) -> None:
     probe = socket.socket(socket.AF_UNIX, kind)
     try:
         probe.connect(path)
+        server = _server_pid(probe)
     except ConnectionRefusedError:
         os.unlink(path)
         log.info("reclaimed stale socket '%s' (nobody was serving it)", path)
@@ -109,9 +112,21 @@ def _reclaim_if_stale(path: str, kind: int) -> None:
     finally:
         probe.close()
     raise StartupError(
-        f"the socket '{path}' has another server attached to it; stop that switch, or rerun with "
-        "a different, unused path (-unix PATH)"
+        f"the socket '{path}' has another server attached to it{server}; stop that switch, or "
+        "rerun with a different, unused path (-unix PATH)"
     )
+
+
+def _server_pid(probe: socket.socket) -> str:
+    """`` (pid N)``: who listens on the socket ``probe`` reached (SO_PEERCRED), if known."""
+    try:
+        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return ""
+    pid = struct.unpack("3i", creds)[0]
+    if pid <= 0:  # a datagram socket has no peer credentials
+        return ""
+    return " (pid 1, systemd: a socket unit holds it)" if pid == 1 else f" (pid {pid})"
 
 
 def _bind(path: str, kind: int, what: str) -> tuple[socket.socket, int]:
@@ -206,31 +221,50 @@ def _bind_mgmt(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
     mgmt.setblocking(False)
 
 
-def bind_sockets(config: SwitchConfig) -> BoundSockets:
-    """Bind the control socket (and the shared data socket, if any); open the start-up ports."""
+def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) -> BoundSockets:
+    """Bind the control socket (and the shared data socket, if any); open the start-up ports.
+
+    Sockets systemd passed (``inherited``, see ``umlswitch.systemd``) are served as they are:
+    neither bound, nor chmod'ed, nor removed on exit.
+    """
     created_dir = _make_vde_dir(config.vde_dir) if config.vde_dir else None
     try:
-        control, inode = _bind(config.control_path, socket.SOCK_STREAM, "control socket")
+        if inherited.control is not None:
+            control, created = inherited.control, {}
+        else:
+            control, inode = _bind(config.control_path, socket.SOCK_STREAM, "control socket")
+            created = {config.control_path: inode}
     except BaseException:
         if created_dir is not None:
             os.rmdir(created_dir)
         raise
-    bound = BoundSockets(control, config.control_path, created={config.control_path: inode})
+    bound = BoundSockets(control, config.control_path, created=created)
     bound.created_dir = created_dir
     try:
         gid = _group_id(config.group)
         if created_dir is not None:
             _set_access(created_dir, dir_mode(config.mode), gid)
-        _set_access(config.control_path, config.mode, gid)
-        control.listen(LISTEN_BACKLOG)
+        if inherited.control is None:
+            _set_access(config.control_path, config.mode, gid)
+            control.listen(LISTEN_BACKLOG)
         control.setblocking(False)
-        if config.data_path is not None:
+        if inherited.data is not None:
+            inherited.data.setblocking(False)
+            bound.data, bound.data_path = inherited.data, config.data_path
+        elif config.data_path is not None:
             data, inode = _bind(config.data_path, socket.SOCK_DGRAM, "data socket")
             data.setblocking(False)
             bound.data, bound.data_path = data, config.data_path
             bound.created[config.data_path] = inode
             _set_access(config.data_path, config.mode, gid)
-        _bind_mgmt(config, bound, gid)
+        if inherited.mgmt is not None:
+            inherited.mgmt.setblocking(False)
+            bound.mgmt, bound.mgmt_path = inherited.mgmt, config.mgmt_socket
+        else:
+            _bind_mgmt(config, bound, gid)
+        if inherited.control is not None:
+            passed = [s.getsockname() for s in (control, inherited.mgmt, inherited.data) if s]
+            log.info("socket activation: serving %s, passed by systemd", ", ".join(passed))
         if config.pcap is not None:
             try:
                 bound.capture_file = open_capture_file(config.pcap)
@@ -305,12 +339,44 @@ async def _watch_stdin(scope: trio.CancelScope) -> None:
             return
 
 
-async def _watch_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(scope: trio.CancelScope, log_file: str | None = None) -> None:
+    """SIGINT, SIGTERM: exit cleanly. SIGHUP: reopen --log-file (logrotate); without one, exit."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP and log_file is not None:
+                reopen_log_file(log_file)
+                continue
             log.info("caught %s, cleaning up and exiting", signal.Signals(signum).name)
             scope.cancel()
             return
+
+
+def reopen_log_file(path: str) -> None:
+    """Close the log file and open ``path`` anew (after logrotate moved it), saying so in both."""
+    path = os.path.abspath(path)
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler) and h.baseFilename == path
+    ]
+    if not handlers:
+        log.warning("caught SIGHUP, but no log file '%s' is open to reopen", path)
+        return
+    log.info("caught SIGHUP, reopening the log file '%s'", path)
+    for handler in handlers:
+        try:
+            stream = open(path, "a", encoding=handler.encoding)  # noqa: SIM115 - the handler's
+        except OSError as exc:
+            log.error(
+                "cannot reopen the log file '%s': %s; still logging to the file it was",
+                path,
+                exc.strerror,
+            )
+            return
+        old = handler.setStream(stream)
+        if old is not None:
+            old.close()
+    log.info("reopened the log file '%s' (SIGHUP)", path)
 
 
 async def _run_static_port(fabric: Fabric, port: Port, scopes: dict[int, trio.CancelScope]) -> None:
@@ -346,15 +412,32 @@ def _write_pidfile(path: str) -> None:
         raise StartupError(f"cannot write pidfile '{path}': {exc.strerror}") from None
 
 
+async def _report_status(notify: Notifier, fabric: Fabric, control_path: str) -> None:
+    """Keep systemd's STATUS= (``systemctl status``) up to date with the ports and MACs."""
+    while True:
+        notify.status(_status_line(fabric, control_path))
+        await trio.sleep(STATUS_INTERVAL)
+
+
+def _status_line(fabric: Fabric, control_path: str) -> str:
+    mode = "hub" if fabric.hub else "switch"
+    return f"{mode} on {control_path}: {len(fabric.ports)} port(s), {len(fabric.table)} MAC(s)"
+
+
 async def serve(
     config: SwitchConfig,
     *,
     sockets: BoundSockets | None = None,
     handle_signals: bool = True,
     watch_stdin: bool | None = None,
+    notify: Notifier | None = None,
     task_status: trio.TaskStatus[Switch] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the switch until cancelled, a signal, or EOF on stdin."""
+    """Run the switch until cancelled, a signal, or EOF on stdin.
+
+    With ``notify`` (``$NOTIFY_SOCKET``), tell systemd READY=1 once serving, the ports and MACs
+    in STATUS= while running, and STOPPING=1 when the shutdown begins.
+    """
     if sockets is None:
         sockets = bind_sockets(config)
     if watch_stdin is None:
@@ -406,7 +489,7 @@ async def serve(
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
-                    nursery.start_soon(_watch_signals, root)
+                    nursery.start_soon(_watch_signals, root, config.log_file)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 nursery.start_soon(_ticker, fabric)
@@ -451,14 +534,21 @@ async def serve(
                     "hub" if config.hub else "switch",
                     os.getpid(),
                 )
+                if notify is not None:
+                    notify.ready(_status_line(fabric, sockets.control_path))
+                    nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
                 task_status.started(switch)
     finally:
+        if notify is not None:
+            notify.stopping()
         with trio.CancelScope(shield=True):
             sockets.close()
             sockets.unlink_created()
+            removed = list(sockets.created)
             if pidfile_written and config.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(config.pidfile)
-        log.info("umlswitch stopped; removed %s", ", ".join(sockets.created) or "nothing")
+                    removed.append(f"pidfile {config.pidfile}")
+        log.info("umlswitch stopped; removed %s", ", ".join(removed) or "nothing")
         for handler in logging.getLogger().handlers:
             handler.flush()

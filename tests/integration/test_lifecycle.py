@@ -38,6 +38,8 @@ def test_signal_exits_cleanly_and_removes_every_socket(start_daemon, tmp_path, s
         assert daemon.stop(sig) == 0
     assert not ctl.exists() and not data.exists() and not pidfile.exists()
     assert "cleaning up and exiting" in daemon.log
+    stopped = daemon.log.splitlines()[-1]
+    assert f"removed {ctl}, {data}, {ctl}.mgmt, pidfile {pidfile}" in stopped, stopped
 
 
 def test_stale_socket_is_reclaimed(start_daemon, ctl):
@@ -64,6 +66,7 @@ def test_live_socket_is_refused(start_daemon, ctl):
     result = run_cli("-unix", ctl)
     assert result.returncode == 1
     assert "has another server attached" in result.stderr
+    assert f"(pid {first.proc.pid})" in result.stderr  # which switch to stop
     assert result.stderr.count("\n") == 1
     # the first switch still serves
     with Client(ctl):
@@ -178,3 +181,33 @@ def test_relative_paths_survive_daemon_chdir(tmp_path):
         time.sleep(0.05)
     assert not (tmp_path / "rel.ctl").exists()
     assert "removed" in (tmp_path / "log").read_text()
+
+
+def wait_for_text(path, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"no {text!r} in {path} within {timeout} s"
+        time.sleep(0.02)
+
+
+def test_sighup_reopens_the_log_file_for_logrotate(start_daemon, tmp_path, ctl):
+    logfile, rotated = tmp_path / "switch.log", tmp_path / "switch.log.1"
+    daemon = start_daemon("-unix", ctl, "--log-file", str(logfile), wait=False)
+    wait_for_text(logfile, READY)
+    logfile.rename(rotated)  # what logrotate does, before its postrotate kill -HUP
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for_text(logfile, f"reopened the log file '{logfile}'")
+    assert f"caught SIGHUP, reopening the log file '{logfile}'" in rotated.read_text()
+    assert daemon.proc.poll() is None  # still serving
+    with Client(ctl):
+        wait_for_text(logfile, "port 1 attached")
+    assert "port 1 attached" not in rotated.read_text()
+    assert daemon.stop() == 0
+    assert "umlswitch stopped" in logfile.read_text()
+
+
+def test_sighup_without_a_log_file_exits_cleanly(start_daemon, ctl):
+    daemon = start_daemon("-unix", ctl)
+    assert daemon.stop(signal.SIGHUP) == 0
+    assert "caught SIGHUP, cleaning up and exiting" in daemon.log
+    assert not os.path.exists(ctl)

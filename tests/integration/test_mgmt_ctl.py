@@ -159,6 +159,12 @@ def test_port_print(ctl: Ctl, lan):
     assert "Port 0001 unix" in text and "drops: runt=1" in text
 
 
+def test_port_print_without_ports_says_so(ctl: Ctl):
+    result = ctl("port/print")
+    assert (result.code, result.out) == (0, "no ports attached\n")
+    assert ok_json(ctl, "port/print") == {"ports": []}
+
+
 def test_port_print_shows_a_vde_clients_description(ctl: Ctl, switch: SwitchProcess):
     description = "qemu lab user=me pid=1"
     with Client(switch.control_path, dialect="vde", requested_port=5, description=description):

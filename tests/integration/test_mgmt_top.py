@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import select
+import signal
+import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -105,5 +110,51 @@ def test_top_on_a_terminal_quits_on_q(busy_switch: SwitchProcess):
         term.expect(r"unix:1 pid=\d+\s+1\s+\d+(\.\d)?\s+\d+\.\d[kM]", since=start)
         term.type("q")
         assert term.wait() == 0
+    finally:
+        term.close()
+
+
+def test_top_into_a_pipe_prints_a_table_every_interval_and_stops_on_sigterm(
+    busy_switch: SwitchProcess,
+):
+    top = subprocess.Popen(
+        [sys.executable, "-m", "umlswitch", "top", "-unix", busy_switch.control_path,
+         "--interval", "0.2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert top.stdout is not None
+        out = b""
+        deadline = time.monotonic() + 10
+        while out.count(b"total") < 2 and time.monotonic() < deadline:  # two tables, unasked
+            if select.select([top.stdout], [], [], 0.1)[0]:
+                out += os.read(top.stdout.fileno(), 65536)
+        top.send_signal(signal.SIGTERM)
+        rest, err = top.communicate(timeout=10)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+    text = (out + rest).decode()
+    assert top.returncode == 0, err
+    assert text.count("total") >= 2, text
+    # each table has measured rates (no "…") and no terminal control sequences
+    assert "…" not in text and "\x1b[" not in text, text
+    assert re.search(r"^\s*1\s+unix:1 pid=\d+\s+1\s+\d", text, re.M), text
+
+
+def test_top_on_a_terminal_stops_on_sigterm_and_restores_the_terminal(
+    busy_switch: SwitchProcess,
+):
+    top = [sys.executable, "-m", "umlswitch", "top", "-unix", busy_switch.control_path]
+    term = Terminal([*top, "--interval", "0.3"], columns=80)
+    try:
+        term.expect(r"unix:1 pid=\d+")
+        assert not termios.tcgetattr(term.master)[3] & termios.ECHO  # cbreak, no echo
+        term.proc.send_signal(signal.SIGTERM)
+        assert term.wait() == 0
+        assert b"\x1b[?1049l" in term.raw  # the alternate screen is left
+        lflag = termios.tcgetattr(term.master)[3]
+        assert lflag & termios.ECHO and lflag & termios.ICANON  # echo and lines again
     finally:
         term.close()

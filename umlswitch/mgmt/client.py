@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="answer with one JSON document (json COMMAND)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="(default 10)"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="give up when the switch has not answered within SECONDS (default 10)",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="COMMAND [ARG...]; try: help")
     return parser

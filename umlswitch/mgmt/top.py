@@ -9,7 +9,9 @@ shows, per port, the frames and bits per second received and sent (from the diff
 counters), the frames dropped so far (red when the number grew) and the MACs learned; a totals
 row; and a header with the switch's mode, uptime and capture. ``q`` quits (so does Ctrl-C).
 It fits an 80-column terminal: long port names are cut. ``--once`` prints one table, measured
-over one interval, and exits. The rendering (``render``) is a pure function of two samples.
+over one interval, and exits. When stdout is not a terminal (a pipe, a file), it prints one such
+table every interval instead of redrawing one, like ``top -b``. SIGTERM ends it as ``q`` does,
+the terminal restored. The rendering (``render``) is a pure function of two samples.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import contextlib
 import os
 import select
+import signal
 import sys
 import termios
 import time
@@ -211,6 +214,26 @@ def live(client: MgmtClient, console: Console, interval: float) -> None:
                 next_at = max(next_at + interval, time.monotonic())
 
 
+def batch(client: MgmtClient, console: Console, interval: float) -> None:
+    """stdout is no terminal: print a table every ``interval`` seconds, each flushed at once."""
+    before = take_sample(client)
+    while True:
+        time.sleep(interval)
+        now = take_sample(client)
+        console.print(render(before, now, live=False))
+        console.print()
+        console.file.flush()
+        before = now
+
+
+class Terminated(Exception):
+    """SIGTERM: stop as ``q`` does (restoring the terminal), exit status 0."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="umlswitch top",
@@ -237,20 +260,25 @@ def main(argv: list[str]) -> int:
     if not ns.interval > 0:
         parser.error("--interval must be more than 0")
     console = Console()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         with connect(socket_path(ns)) as client:
             if ns.once:
                 before = take_sample(client)
                 time.sleep(ns.interval)
                 console.print(render(before, take_sample(client), live=False))
-            else:
+            elif console.is_terminal:
                 live(client, console, ns.interval)
+            else:
+                batch(client, console, ns.interval)
     except CannotConnect as exc:
         print(f"umlswitch: {exc}", file=sys.stderr)
         return 1
     except (OSError, ProtocolError) as exc:
         print(f"umlswitch: lost the switch: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0

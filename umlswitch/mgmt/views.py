@@ -108,6 +108,8 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
             "high": port.stats.queue_high,
             "limit": switch.fabric.port_queue,
         },
+        "paused": port.stats.paused,
+        "stalls": port.stats.stalls,
         **_traffic(port.stats),
     }
 
@@ -125,6 +127,8 @@ def ports_doc(switch: Switch, only: int | None = None) -> Doc:
 
 
 def port_lines(doc: Mapping[str, Any]) -> list[str]:
+    if not doc["ports"]:
+        return ["no ports attached"]
     lines = []
     for port in doc["ports"]:
         lines.append(f"Port {port['id']:04d} {port['kind']:<6} {port['name']}")
@@ -139,7 +143,8 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
             lines.extend(f"  {' '.join(macs[i : i + 4])}" for i in range(0, len(macs), 4))
         queue = port["queue"]
         lines.append(
-            f" queue {queue['depth']}/{queue['limit']} frames waiting (high {queue['high']})"
+            f" queue {queue['depth']}/{queue['limit']} frames waiting (high {queue['high']}),"
+            f" paused {port['paused']}, stalls {port['stalls']}"
         )
         lines.extend(_traffic_lines(port))
     return lines

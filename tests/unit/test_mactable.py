@@ -269,3 +269,39 @@ def test_entries_listing_shows_ages() -> None:
 def test_invalid_bounds_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         MacTable(**kwargs)
+
+
+def test_tied_ports_lose_least_recently_changed_first() -> None:
+    """Among equally large ports (the learning one not among them), the one whose number of
+    entries changed least recently loses: a refresh is not a change, a learn is."""
+    table = MacTable(max_entries=4)
+    a1, a2, b1, b2 = mac(0xA1), mac(0xA2), mac(0xB1), mac(0xB2)
+    table.learn(a1, 1, 0.0)
+    table.learn(b1, 2, 0.0)
+    table.learn(b2, 2, 0.0)
+    table.learn(a2, 1, 0.0)  # port 1 changed last, although it got its first entry first
+    table.learn(b1, 2, 1.0)  # a refresh: not a change (but b1 is now port 2's youngest)
+    assert table.learn(mac(0x91), 9, 2.0) is Learned.NEW_EVICTING
+    assert table.last_evicted == (b2, 2)
+    assert table.learn(mac(0x92), 9, 2.0) is Learned.NEW_EVICTING
+    assert table.last_evicted == (a1, 1)  # port 1 was now the largest alone
+    # 1, 1, 2 entries: the flooder is the largest and evicts its own from now on
+    assert table.learn(mac(0x93), 9, 2.0) is Learned.NEW_EVICTING
+    assert table.last_evicted == (mac(0x91), 9)
+    assert [table.count(port) for port in (1, 2, 9)] == [1, 1, 2]
+
+
+def test_equally_large_ports_take_turns() -> None:
+    """A flooder smaller than several equally large ports takes one entry from each in turn, not
+    all from one of them."""
+    table = MacTable(max_entries=30)
+    for port in (1, 2, 3):
+        for i in range(10):
+            table.learn(mac(port << 8 | i), port, 0.0)
+    victims = []
+    for i in range(7):
+        table.learn(mac(0x90000 | i), 9, 1.0)
+        assert table.last_evicted is not None
+        victims.append(table.last_evicted[1])
+    assert victims == [1, 2, 3, 1, 2, 3, 1]
+    assert [table.count(port) for port in (1, 2, 3, 9)] == [7, 8, 8, 7]

@@ -20,7 +20,7 @@ from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
-from umlswitch.ratelog import RateLimitedLog
+from umlswitch.ratelog import Deferred, RateLimitedLog
 
 log = logging.getLogger("umlswitch.fabric")
 
@@ -264,7 +264,7 @@ class Fabric:
         )
 
     def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
-        mac = format_mac(src)
+        mac = Deferred(format_mac, src)  # formatted only if logged: a flood is mostly suppressed
         if learned is Learned.NEW:  # rate-limited: a MAC flood must not flood the log too
             self._ratelog.log(
                 logging.INFO,
@@ -285,7 +285,7 @@ class Fabric:
                 ingress.name,
                 mac,
                 len(self.table),
-                format_mac(evicted[0]),
+                Deferred(format_mac, evicted[0]),
                 evicted[1],
             )
         elif learned is Learned.MOVED:

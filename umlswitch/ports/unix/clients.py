@@ -25,7 +25,6 @@ import trio
 from umlswitch import counters
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports import vectorio
 from umlswitch.ports.base import (
     BATCH,
     Frame,
@@ -35,6 +34,7 @@ from umlswitch.ports.base import (
     ratelog,
 )
 from umlswitch.ports.unix import control
+from umlswitch.ports.unix.dataplane import DataPlane
 
 log = logging.getLogger("umlswitch.unix")
 
@@ -76,17 +76,24 @@ class ClientPort(Port):
     """A client with its own data socket, connected to the client's address."""
 
     def __init__(
-        self, port_id: int, name: str, sock: socket.socket, path: str | None = None
+        self,
+        port_id: int,
+        name: str,
+        sock: socket.socket,
+        path: str | None = None,
+        dataplane: DataPlane | None = None,
     ) -> None:
         super().__init__(port_id, name)
         self.sock = sock
+        self.dataplane = dataplane  # serves this port's socket; None: a task of its own
         self.path = path  # our pathname socket file, removed on close
         self.owner: int | None = None  # uid owning the client's pathname socket (vde clients)
         self.local_address: bytes = sock.getsockname()
         if isinstance(self.local_address, str):
             self.local_address = os.fsencode(self.local_address)
         self._send = sock.send  # type: ignore[method-assign, assignment]
-        self._sender = vectorio.BatchSender(sock, BATCH) if vectorio.available() else None
+        self._fd = sock.fileno()
+        self._sender = dataplane.sender if dataplane is not None else None
 
     def send_nowait(self, frame: Frame) -> None:
         # The hot path: the base class's version, with the socket's send bound once.
@@ -113,7 +120,7 @@ class ClientPort(Port):
         sent = 0
         if sender is not None and len(indices) > 1 and not self.backlog and batch.address:
             try:
-                sent = sender.send(batch, indices)
+                sent = sender.send(self._fd, batch, indices)
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -131,11 +138,34 @@ class ClientPort(Port):
     def egress_fd(self) -> socket.socket:
         return self.sock
 
-    async def ingress(self, fabric: Fabric) -> None:
-        if vectorio.available():
-            await pump_batches(self.sock, self, fabric)
+    async def run(self, fabric: Fabric) -> None:
+        dataplane = self.dataplane
+        if dataplane is None:
+            await super().run(fabric)
+            return
+        self.queue_limit = fabric.port_queue
+        self.budget = fabric.queue_budget
+        dataplane.add(self, self._fd)
+        try:
+            await trio.sleep_forever()
+        finally:
+            dataplane.remove(self)
+            self.leave()
+
+    def backlog_started(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.backlog_started(self)
         else:
-            await pump_datagrams(self.sock, self, fabric)
+            super().backlog_started()
+
+    def released(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.released(self)
+        else:
+            super().released()
+
+    async def ingress(self, fabric: Fabric) -> None:
+        await pump_datagrams(self.sock, self, fabric)
 
     def close(self) -> None:
         self.sock.close()
@@ -143,38 +173,6 @@ class ClientPort(Port):
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             self.path = None
-
-
-async def pump_batches(sock: socket.socket, port: Port, fabric: Fabric) -> None:
-    """Forward what ``sock`` receives as frames from ``port``, a batch (``recvmmsg``) at a time;
-    runs until cancelled. A batch of one takes the per-frame path, which costs less."""
-    receiver = vectorio.BatchReceiver(sock, fabric.max_frame + 1, BATCH)
-    batch = receiver.batch
-    receive = receiver.receive
-    forward = fabric.forward
-    forward_batch = fabric.forward_batch
-    max_frame = fabric.max_frame
-    pause_point = port.pause_point
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        while True:
-            try:
-                got = receive()
-            except OSError as exc:
-                count_receive_error(port, exc)
-                break
-            if got == 1:
-                size = batch.lengths[0]
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, batch.view[:size])
-            elif got:
-                forward_batch(port, batch)
-            else:
-                break
-            await pause_point()  # let the other tasks run, then read on (see pump_datagrams)
 
 
 async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:

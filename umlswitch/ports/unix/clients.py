@@ -114,26 +114,33 @@ class ClientPort(Port):
 
     def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
         # One sendmmsg for the batch's frames, unless there is nothing to gain (one frame) or
-        # the backlog must go first; what the kernel does not take goes the per-frame way,
-        # which queues it in the backlog.
+        # the backlog must go first. What the kernel did not take goes straight into the
+        # backlog: the receiver's queue is full, another send would only fail.
         sender = self._sender
-        sent = 0
-        if sender is not None and len(indices) > 1 and not self.backlog and batch.address:
-            try:
-                sent = sender.send(self._fd, batch, indices)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._send_failed(exc)
-                indices = indices[1:]  # that frame is lost; try the others one by one
-            else:
-                stats = self.stats
-                stats.tx_frames += sent
-                lengths = batch.lengths
-                stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
+        if sender is None or len(indices) < 2 or self.backlog or not batch.address:
+            frame = batch.frame
+            for index in indices:
+                self.send_nowait(frame(index))
+            return
+        try:
+            sent = sender.send(self._fd, batch, indices)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._send_failed(exc)  # that frame is lost; the others go one by one
+            frame = batch.frame
+            for index in indices[1:]:
+                self.send_nowait(frame(index))
+            return
+        if sent:
+            stats = self.stats
+            stats.tx_frames += sent
+            lengths = batch.lengths
+            stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
+        enqueue = self._enqueue
         frame = batch.frame
         for index in indices[sent:]:
-            self.send_nowait(frame(index))
+            enqueue(frame(index))
 
     def egress_fd(self) -> socket.socket:
         return self.sock

@@ -17,7 +17,6 @@ receiver releases it, or until ``STALL_TIMEOUT`` passes and its receivers count 
 from __future__ import annotations
 
 import contextlib
-import math
 import select
 
 import trio
@@ -101,22 +100,26 @@ class DataPlane:
         serve = self._serve
         checkpoint = trio.lowlevel.checkpoint
         wait_readable = trio.lowlevel.wait_readable
+        events = poll(0, MAX_EVENTS)
         while True:
-            events = poll(0, MAX_EVENTS)
-            if events:
-                for fd, mask in events:
-                    port = ports.get(fd)
-                    if port is not None:
-                        serve(port, fd, mask)
+            if not events:
                 if self._held:
+                    with trio.move_on_at(min(self._held.values())):
+                        await wait_readable(epoll_fd)
                     self._expire_holds()
-                await checkpoint()
+                else:
+                    await wait_readable(epoll_fd)
+                events = poll(0, MAX_EVENTS)
                 continue
-            deadline = min(self._held.values(), default=math.inf)
-            with trio.move_on_at(deadline):
-                await wait_readable(epoll_fd)
+            for fd, mask in events:
+                port = ports.get(fd)
+                if port is not None:
+                    serve(port, fd, mask)
             if self._held:
                 self._expire_holds()
+            events = poll(0, MAX_EVENTS)
+            if events:
+                await checkpoint()  # busy: let the other tasks run between two rounds
 
     def close(self) -> None:
         """Once every port has left."""

@@ -185,6 +185,15 @@ class Fabric:
             return self.flood_set(ingress_id)
         return port
 
+    def receive(self, ingress: FabricPort, buffer: memoryview, size: int) -> None:
+        """The receive rule of every port kind: a datagram or read of ``size`` bytes (its real
+        length, ``MSG_TRUNC``) is in ``buffer``; forward it, or count a giant (which did not fit
+        the buffer and is never read)."""
+        if size > self.max_frame:
+            self.reject(ingress, counters.GIANT, size)
+        else:
+            self.forward(ingress, buffer[:size])
+
     def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
         """Account ``frame`` on ``ingress`` and send it to its egress ports."""
         stats = ingress.stats

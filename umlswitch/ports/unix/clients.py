@@ -22,7 +22,6 @@ import socket
 
 import trio
 
-from umlswitch import counters
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import (
@@ -192,7 +191,7 @@ async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> Non
     buf = bytearray(max_frame + 1)
     view = memoryview(buf)
     recv_into = sock.recv_into
-    forward = fabric.forward
+    receive = fabric.receive
     trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
     pause_point = port.pause_point
     wait_readable = trio.lowlevel.wait_readable
@@ -210,10 +209,7 @@ async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> Non
                     count_receive_error(port, exc)
                     break
                 got += 1
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, view[:size])
+                receive(port, view, size)
             if got:
                 # Let the other tasks run, then read on. A busy port's next frame has usually
                 # arrived by then, and a checkpoint costs far less than another wait_readable
@@ -276,10 +272,8 @@ class SharedDataSocket:
                     size,
                     describe_address(address),
                 )
-            elif size > max_frame:
-                fabric.reject(port, counters.GIANT, size)
             else:
-                fabric.forward(port, view[:size])
+                fabric.receive(port, view, size)
 
         def on_error(exc: OSError) -> None:
             ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)

@@ -21,7 +21,6 @@ import select
 
 import trio
 
-from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports import vectorio
 from umlswitch.ports.base import BATCH, STALL_TIMEOUT, Port, count_receive_error
@@ -143,11 +142,7 @@ class DataPlane:
             return
         if got == 1:
             batch = receiver.batch
-            size = batch.lengths[0]
-            if size > fabric.max_frame:
-                fabric.reject(port, counters.GIANT, size)
-            else:
-                fabric.forward(port, batch.view[:size])
+            fabric.receive(port, batch.view, batch.lengths[0])
         elif got:
             fabric.forward_batch(port, receiver.batch)
         if port.holders():

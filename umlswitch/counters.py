@@ -23,6 +23,8 @@ OWN_ECHO = "own_echo"  # mcast, vxvde: our own frame looped back by the group (o
 VXLAN_SHORT = "vxlan_short"  # vxlan, vxvde: datagram shorter than the 8-byte VXLAN header
 VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved bit set
 VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
+VLAN_NOT_MEMBER = "vlan_not_member"  # VLANs on: tagged for a VLAN the ingress port is not in
+VLAN_OVERSIZE = "vlan_oversize"  # VLANs on: the tag this egress port needs makes it > --max-frame
 
 # Every drop reason above, for listings that show each one, zero or not (management, JSON).
 DROP_REASONS = tuple(

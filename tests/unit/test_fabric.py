@@ -401,7 +401,7 @@ def test_learning_log_lines_format_macs_only_when_written(
         formatted.append(mac)
         return format_mac(mac)
 
-    monkeypatch.setattr(fabric_module, "format_mac", counting_format_mac)
+    monkeypatch.setattr(fabric_module, "format_key", counting_format_mac)
     caplog.set_level(logging.INFO, logger="umlswitch.fabric")
     fabric, (p1, p2, _p3) = make_fabric(table=MacTable(max_entries=4, hold_down=1.0), now=10.0)
     for i in range(100):

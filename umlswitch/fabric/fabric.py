@@ -3,7 +3,8 @@
 Ports are anything with an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; the
 fabric never touches a socket. An ingress loop hands each received frame to ``forward``, which
 checks its size, learns its source (switch mode), picks the egress ports and calls their
-``send_nowait`` directly: no task switch and no queue per frame.
+``send_nowait`` directly: no task switch and no queue per frame. While VLANs are configured
+(``fabric/vlan.py``), the decision also says which ports get the frame tagged and which untagged.
 """
 
 from __future__ import annotations
@@ -17,9 +18,23 @@ from typing import Protocol
 from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
+from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
+from umlswitch.fabric.vlan import (
+    DEFAULT_MEMBERSHIP,
+    PRIORITY,
+    TAGGED,
+    TAGGED_HEADER_LEN,
+    UNTAGGED,
+    VID_BYTES,
+    Membership,
+    Ports,
+    VlanTable,
+    format_key,
+    tagged_form,
+    untagged_form,
+)
 from umlswitch.ratelog import Deferred, RateLimitedLog
 
 log = logging.getLogger("umlswitch.fabric")
@@ -89,6 +104,10 @@ class Fabric:
         self._ratelog = RateLimitedLog(log)
         self.capture: CaptureSink | None = None  # packet capture, off unless set
         self.departed = PortStats()  # the counters of detached ports, for switch-wide totals
+        # VLANs (fabric/vlan.py): the configuration, and the same table while VLANs are on (None
+        # while off: the hot path's only VLAN cost is checking that).
+        self.vlans = VlanTable(on_change=self._vlans_changed)
+        self.vlan_filter: VlanTable | None = None
 
     # --- ports -----------------------------------------------------------------------------
 
@@ -107,12 +126,14 @@ class Fabric:
             number += 1
         return number
 
-    def attach(self, port: FabricPort) -> None:
+    def attach(self, port: FabricPort, vlans: Membership = DEFAULT_MEMBERSHIP) -> None:
+        """Attach ``port``, a member of the VLANs ``vlans`` (created if need be)."""
         if port.id in self._ports:
             raise PortNumberTaken(f"port {port.id} is already in use")
         self._ports[port.id] = port
         self._unicast[port.id] = (port,)
         self._flood.clear()
+        self.vlans.join(port.id, vlans)
 
     def detach(self, port_id: int) -> int:
         """Remove a port and forget its MAC entries; return how many entries were forgotten."""
@@ -121,6 +142,7 @@ class Fabric:
             self.departed.add(port.stats)
         self._unicast.pop(port_id, None)
         self._flood.clear()
+        self.vlans.leave(port_id)
         return self.table.forget_port(port_id)
 
     def set_hub(self, hub: bool) -> None:
@@ -135,7 +157,7 @@ class Fabric:
         self.now = now
         for mac, port in self.table.expire(now):
             self.events[counters.MAC_EXPIRED] += 1
-            log.debug("port %d: %s expired", port, format_mac(mac))
+            log.debug("port %d: %s expired", port, format_key(mac))
 
     # --- forwarding --------------------------------------------------------------------------
 
@@ -200,6 +222,9 @@ class Fabric:
         stats.rx_frames += 1
         stats.rx_bytes += len(frame)
         self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
+        if self.vlan_filter is not None:
+            self._vlan_forward(ingress, frame)
+            return
         if self.capture is not None:
             self._forward_captured(self.capture, ingress, frame)
             return
@@ -216,6 +241,9 @@ class Fabric:
         egress_at = self.egress_at
         capture = self.capture
         self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
+        if self.vlan_filter is not None:
+            self._vlan_forward_batch(ingress, batch)
+            return
         outputs: dict[FabricPort, list[int]] = {}
         for index in range(batch.count):
             size = lengths[index]
@@ -273,7 +301,7 @@ class Fabric:
         )
 
     def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
-        mac = Deferred(format_mac, src)  # formatted only if logged: a flood is mostly suppressed
+        mac = Deferred(format_key, src)  # formatted only if logged: a flood is mostly suppressed
         if learned is Learned.NEW:  # rate-limited: a MAC flood must not flood the log too
             self._ratelog.log(
                 logging.INFO,
@@ -294,7 +322,7 @@ class Fabric:
                 ingress.name,
                 mac,
                 len(self.table),
-                Deferred(format_mac, evicted[0]),
+                Deferred(format_key, evicted[0]),
                 evicted[1],
             )
         elif learned is Learned.MOVED:
@@ -318,4 +346,158 @@ class Fabric:
                 mac,
                 self.table.lookup(src),
                 self.table.hold_down,
+            )
+
+    # --- VLANs (fabric/vlan.py) -------------------------------------------------------------
+
+    def _vlans_changed(self, port_ids: Iterable[int]) -> None:
+        """The VLAN configuration changed (for ``port_ids``: their membership)."""
+        self._flood.clear()
+        for port_id in port_ids:
+            self.table.forget_port(port_id)
+        active = self.vlans.active
+        if active != (self.vlan_filter is not None):
+            self.vlan_filter = self.vlans if active else None
+            flushed = self.table.flush()  # the table's keys change form (with a VID or without)
+            log.info(
+                "VLANs %s; forgot %d MAC(s)",
+                "on" if active else "off: tags pass through untouched",
+                flushed,
+            )
+
+    def vlan_egress(
+        self, ingress: FabricPort, data: bytes | bytearray | memoryview, offset: int, size: int
+    ) -> tuple[int, int, Ports, Ports] | None:
+        """``egress_at`` while VLANs are on: (how the frame arrived, its VLAN, the ports that get
+        it untagged, those that get it tagged), or None if it goes nowhere (counted)."""
+        if size < ETH_HEADER_LEN:
+            self._drop(ingress, counters.RUNT, size)
+            return None
+        if size > self.max_frame:
+            self._drop(ingress, counters.GIANT, size)
+            return None
+        dst, src = _addresses(data, offset)
+        if src[0] & 1:
+            self._drop(ingress, counters.GROUP_SOURCE, size)
+            return None
+        ingress_id = ingress.id
+        vlans = self.vlans
+        member = vlans.members.get(ingress_id, DEFAULT_MEMBERSHIP)
+        if data[offset + 12] == 0x81 and data[offset + 13] == 0x00:
+            if size < TAGGED_HEADER_LEN:
+                self._drop(ingress, counters.RUNT, size)
+                return None
+            vid = ((data[offset + 14] & 0x0F) << 8) | data[offset + 15]
+            if vid == 0:
+                kind, vid = PRIORITY, member.untagged
+            elif vid in member.tagged:
+                kind = TAGGED
+            else:
+                self._drop(ingress, counters.VLAN_NOT_MEMBER, size)
+                return None
+        else:
+            kind, vid = UNTAGGED, member.untagged
+        if self.hub:
+            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
+        suffix = VID_BYTES[vid]
+        key = src + suffix
+        learned = self.table.learn(key, ingress_id, self.now)
+        if learned is not Learned.REFRESHED:
+            self._note_learning(learned, key, ingress)
+        if dst[0] & 1:
+            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
+        out = self.table.lookup(dst + suffix)
+        if out is None:
+            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
+        if out == ingress_id:
+            ingress.stats.drops[counters.SAME_PORT] += 1
+            return None
+        port = self._unicast.get(out)
+        target = vlans.members.get(out)
+        if port is not None and target is not None:
+            if target.untagged == vid:
+                return (kind, vid, port, ())
+            if vid in target.tagged:
+                return (kind, vid, (), port)
+        # cannot happen while membership changes and detach() forget entries; be safe anyway
+        return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
+
+    def _vlan_forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
+        """``forward`` while VLANs are on (accounted already)."""
+        decided = self.vlan_egress(ingress, frame, 0, len(frame))
+        if self.capture is not None:
+            egress = () if decided is None else decided[2] + decided[3]
+            self._record(self.capture, ingress, egress, frame)
+        if decided is None:
+            return
+        kind, vid, untagged, tagged = decided
+        if untagged:
+            out = untagged_form(kind, frame)
+            for port in untagged:
+                port.send_nowait(out)
+        if tagged:
+            out = tagged_form(kind, frame, vid)
+            if len(out) > self.max_frame:
+                self._vlan_oversize(tagged, len(out))
+                return
+            for port in tagged:
+                port.send_nowait(out)
+
+    def _vlan_forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> None:
+        """``forward_batch`` while VLANs are on: the frames a port gets as received go in one
+        ``send_batch``; those with a tag added or removed are sent one by one, in order."""
+        stats = ingress.stats
+        lengths = batch.lengths
+        slot_size = batch.slot_size
+        data = batch.data
+        capture = self.capture
+        max_frame = self.max_frame
+        outputs: dict[FabricPort, list[int | bytes | memoryview]] = {}
+        for index in range(batch.count):
+            size = lengths[index]
+            stats.rx_frames += 1
+            stats.rx_bytes += size
+            decided = self.vlan_egress(ingress, data, index * slot_size, size)
+            if capture is not None and size <= max_frame:  # giants are not captured
+                egress = () if decided is None else decided[2] + decided[3]
+                self._record(capture, ingress, egress, batch.frame(index))
+            if decided is None:
+                continue
+            kind, vid, untagged, tagged = decided
+            item: int | bytes | memoryview
+            if untagged:
+                item = index if kind == UNTAGGED else untagged_form(kind, batch.frame(index))
+                for port in untagged:
+                    outputs.setdefault(port, []).append(item)
+            if tagged:
+                item = index if kind == TAGGED else tagged_form(kind, batch.frame(index), vid)
+                if not isinstance(item, int) and len(item) > max_frame:
+                    self._vlan_oversize(tagged, len(item))
+                    continue
+                for port in tagged:
+                    outputs.setdefault(port, []).append(item)
+        for port, items in outputs.items():
+            run: list[int] = []
+            for item in items:
+                if isinstance(item, int):
+                    run.append(item)
+                    continue
+                if run:
+                    port.send_batch(batch, run)
+                    run = []
+                port.send_nowait(item)
+            if run:
+                port.send_batch(batch, run)
+
+    def _vlan_oversize(self, ports: Ports, size: int) -> None:
+        """A frame of ``size`` bytes with its tag is too large for ``ports``: count it there."""
+        for port in ports:
+            port.stats.drops[counters.VLAN_OVERSIZE] += 1
+            self._ratelog.warning(
+                f"{counters.VLAN_OVERSIZE}:{port.id}",
+                "port %d (%s): not sent a frame of %d bytes with its VLAN tag (max %d)",
+                port.id,
+                port.name,
+                size,
+                self.max_frame,
             )

@@ -131,13 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(run_switch)
     except* daemon.StartupError as group:
-        failed.extend(e for e in group.exceptions if isinstance(e, daemon.StartupError))
+        failed.extend(_leaves(group))
     finally:
         sockets.unlink_created()  # already done on a clean exit; this covers a crash
     for error in failed:
         print(f"umlswitch: {error}", file=sys.stderr)
         logging.getLogger("umlswitch").error("%s", error)
     return 1 if failed else 0
+
+
+def _leaves(group: BaseExceptionGroup[daemon.StartupError]) -> list[daemon.StartupError]:
+    """The StartupErrors in ``group``, however deeply nurseries nested them."""
+    found: list[daemon.StartupError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
 
 
 def run() -> None:

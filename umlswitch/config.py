@@ -2,6 +2,9 @@
 
 Every Debian ``uml_switch`` command line works unchanged (``-unix CTL [DATA]``, ``-hub``,
 ``-tap DEV``, ``-daemon``, ``-compat-v0``, in any order), and each option has a ``--long`` spelling.
+The ports given here (``-tap``, ``-mcast``, ``-ucast``, ``--vxlan``, ``--vxvde``) take VLAN options
+among their own (``-tap tap0,vlan=10``, ``-tap tap0,trunk=10,20``, see ``fabric/vlan.py``), and
+so does a ``-unix`` that adds a control socket for a VLAN (``-unix /tmp/vlan10.ctl,vlan=10``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, DEFAULT_QUEUE_MEMORY
+from umlswitch.fabric.vlan import Membership, split_vlan_options
 from umlswitch.ports.overlay.spec import (
     VxlanSpec,
     VxvdeSpec,
@@ -64,6 +68,11 @@ class SwitchConfig:
     mgmt_path: str | None = None  # --mgmt PATH; None: CTL.mgmt (see mgmt_socket)
     no_mgmt: bool = False  # --no-mgmt
     pcap: str | None = None  # --pcap FILE: capture every frame from start-up
+    # VLAN options of static ports (-tap tap0,vlan=10): port name -> membership
+    vlans: tuple[tuple[str, Membership], ...] = ()
+    # more control sockets, each for guests in VLANs (-unix /tmp/vlan10.ctl,vlan=10)
+    vlan_controls: tuple[tuple[str, Membership], ...] = ()
+    rc: str | None = None  # --rc FILE: management commands run at start-up
 
     @property
     def mgmt_socket(self) -> str | None:
@@ -88,6 +97,10 @@ class SwitchConfig:
                 "log_file": fix(self.log_file),
                 "mgmt_path": fix(self.mgmt_path),
                 "pcap": fix(self.pcap),
+                "rc": fix(self.rc),
+                "vlan_controls": tuple(
+                    (os.path.abspath(path), vlans) for path, vlans in self.vlan_controls
+                ),
             }
         )
 
@@ -109,6 +122,8 @@ UML mcast guests:     umlswitch -mcast    with    linux ... eth0=mcast
 a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
                       with    linux ... eth0=ucast,,127.0.0.1,1103,1102
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
+VLANs:                umlswitch -unix /tmp/vlan10.ctl,vlan=10 -tap tap0,trunk=10
+                      guests on /tmp/vlan10.ctl are in VLAN 10; tap0 carries it tagged
 the full manual:      man umlswitch
 
 Signals: SIGINT and SIGTERM exit cleanly and remove the sockets; SIGHUP reopens --log-file
@@ -121,7 +136,7 @@ USAGE = (
     "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
     "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
-    "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
+    "                 [-M PATH | --no-mgmt] [--pcap FILE] [--rc FILE]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
     "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
 )
@@ -180,30 +195,63 @@ def _frame_size(text: str) -> int:
     return value
 
 
-def _mcast(text: str) -> McastSpec:
+Vlans = Membership | None
+
+
+def _vlan_options(text: str) -> tuple[str, Vlans]:
+    """Take the VLAN options (``vlan=10``, ``trunk=10,20``) out of an option's value."""
     try:
-        return parse_mcast(text)
+        return split_vlan_options(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ucast(text: str) -> UcastSpec:
+def _unix(text: str) -> tuple[str, Vlans]:
+    """A socket path, with VLAN options if it is a control socket for a VLAN."""
+    path, vlans = _vlan_options(text)
+    if vlans is not None and not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the control socket's path first")
+    return path, vlans
+
+
+def _tap(text: str) -> tuple[str, Vlans]:
+    """``DEV`` as uml_switch takes it, or ``DEV,vlan=N``/``DEV,trunk=N,M``."""
+    device, vlans = _vlan_options(text)
+    if vlans is not None and ("," in device or not device):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: after the device, only VLAN options (e.g. tap0,vlan=10)"
+        )
+    return device, vlans
+
+
+def _mcast(text: str) -> tuple[McastSpec, Vlans]:
+    rest, vlans = _vlan_options(text)
     try:
-        return parse_ucast(text)
+        return parse_mcast(rest), vlans
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _vxlan(text: str) -> VxlanSpec:
+def _ucast(text: str) -> tuple[UcastSpec, Vlans]:
+    rest, vlans = _vlan_options(text)
     try:
-        return parse_vxlan(text)
+        return parse_ucast(rest), vlans
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _vxvde(text: str) -> VxvdeSpec:
+def _vxlan(text: str) -> tuple[VxlanSpec, Vlans]:
+    rest, vlans = _vlan_options(text)
     try:
-        return parse_vxvde(text)
+        return parse_vxlan(rest), vlans
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _vxvde(text: str) -> tuple[VxvdeSpec, Vlans]:
+    rest, vlans = _vlan_options(text)
+    try:
+        return parse_vxvde(rest), vlans
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -221,9 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-unix",
         "--unix",
         nargs="+",
+        action="append",
+        type=_unix,
         metavar=("CTL", "DATA"),
         help=f"control socket path (default {DEFAULT_CONTROL}); an optional second path names a "
-        "shared data socket for v0 clients, as uml_switch's -compat-v0 form",
+        "shared data socket for v0 clients, as uml_switch's -compat-v0 form. CTL,vlan=N or "
+        "CTL,trunk=N,M adds a control socket whose guests are in those VLANs (untagged N, "
+        "tagged N and M); repeatable",
     )
     p.add_argument("-hub", "--hub", action="store_true", help="be a hub: flood every frame")
     p.add_argument(
@@ -232,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DEV",
+        type=_tap,
         help="connect the host through tap device DEV (repeatable: one port per tap); a missing "
-        "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN",
+        "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN; DEV,vlan=N "
+        "puts the port in VLAN N untagged, DEV,trunk=N,M carries N and M tagged (as -mcast, "
+        "-ucast, --vxlan, --vxvde)",
     )
     p.add_argument(
         "-mcast",
@@ -243,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_mcast,
-        metavar="GROUP:PORT[,ttl=N][,if=ADDR]",
+        metavar="GROUP:PORT[,ttl=N][,if=ADDR][,vlan=N][,trunk=N,M]",
         help="join a UDP multicast segment (UML eth0=mcast, QEMU -netdev socket,mcast=) as one "
         "port; without a value UML's default 239.192.168.1:1102, TTL 1; repeatable",
     )
@@ -253,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_ucast,
-        metavar="LOCALPORT:REMOTEHOST:REMOTEPORT[,bind=ADDR]",
+        metavar="LOCALPORT:REMOTEHOST:REMOTEPORT[,bind=ADDR][,vlan=N][,trunk=N,M]",
         help="one port for a UDP peer (UML eth0=ucast, QEMU -netdev socket,udp=): receive on "
         "LOCALPORT from REMOTEHOST:REMOTEPORT only, send there; REMOTEHOST 'any' takes the "
         "first host to send from REMOTEPORT; repeatable",
@@ -263,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_vxlan,
-        metavar="VNI@DEST[:PORT][,local=ADDR][,ttl=N]",
+        metavar="VNI@DEST[:PORT][,local=ADDR][,ttl=N][,vlan=N][,trunk=N,M]",
         help="one VXLAN segment as one port, with Linux 'type vxlan' devices and other switches: "
         "DEST is a multicast group (flood and learn) or peers joined by '+' (42@192.0.2.2+"
         "192.0.2.3); UDP PORT default 4789 (Linux's default without dstport is 8472); repeatable",
@@ -275,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_vxvde,
-        metavar="GROUP[,port=N][,vni=N][,ttl=N]",
+        metavar="GROUP[,port=N][,vni=N][,ttl=N][,vlan=N][,trunk=N,M]",
         help="join a vdeplug4 vxvde:// network as one port (default 239.0.0.1, port 14789, "
         "VNI 1); repeatable",
     )
@@ -394,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stop or restart it with umlswitch ctl pcap/stop, pcap/start)",
     )
     p.add_argument(
+        "--rc",
+        metavar="FILE",
+        help="run the management commands in FILE at start-up, before the switch announces "
+        "itself (one per line, # comments; e.g. vlan/create 10); a failing line stops the start "
+        "with its line number and the error",
+    )
+    p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
     )
     p.add_argument(
@@ -407,7 +469,24 @@ def parse_args(argv: list[str]) -> SwitchConfig:
     """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    unix: list[str] | None = ns.unix
+    unix: list[str] | None = None
+    vlan_controls: list[tuple[str, Membership]] = []
+    for given in ns.unix or ():
+        paths = [path for path, _ in given]
+        vlans = [vlans for _, vlans in given]
+        if vlans[0] is not None:
+            if len(given) > 1:
+                parser.error(f"-unix {given[0][0]},...: a VLAN's control socket takes no DATA path")
+            vlan_controls.append((paths[0], vlans[0]))
+            continue
+        if any(v is not None for v in vlans[1:]):
+            parser.error("VLAN options belong to a control socket path, not to a data path")
+        if unix is not None:
+            parser.error(
+                "-unix CTL [DATA] given twice; more control sockets must name their VLANs "
+                "(-unix PATH,vlan=N)"
+            )
+        unix = paths
     if unix is not None and len(unix) > 2:
         parser.error(f"-unix takes a control path and an optional data path, not {len(unix)}")
     control_path = unix[0] if unix else DEFAULT_CONTROL
@@ -420,19 +499,33 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
-    conflict = conflicts(ns.mcast, ns.ucast) or overlay_conflicts(ns.vxlan, ns.vxvde)
+    taps = [device for device, _ in ns.tap]
+    mcast = [spec for spec, _ in ns.mcast]
+    ucast = [spec for spec, _ in ns.ucast]
+    vxlan = [spec for spec, _ in ns.vxlan]
+    vxvde = [spec for spec, _ in ns.vxvde]
+    conflict = conflicts(mcast, ucast) or overlay_conflicts(vxlan, vxvde)
     if conflict is not None:
         parser.error(conflict)
+    controls = [control_path, *(path for path, _ in vlan_controls)]
+    if data_path is not None:
+        controls.append(data_path)
+    absolute = [os.path.abspath(path) for path in controls]
+    if len(set(absolute)) != len(absolute):
+        parser.error("every control socket (and the data socket) needs a path of its own")
+    vlans = [(f"tap:{device}", member) for device, member in ns.tap]
+    for given in (ns.mcast, ns.ucast, ns.vxlan, ns.vxvde):
+        vlans += [(spec.name, member) for spec, member in given]
     return SwitchConfig(
         control_path=control_path,
         data_path=data_path,
         vde_dir=ns.vde,
         hub=ns.hub,
-        taps=tuple(ns.tap),
-        mcast=tuple(ns.mcast),
-        ucast=tuple(ns.ucast),
-        vxlan=tuple(ns.vxlan),
-        vxvde=tuple(ns.vxvde),
+        taps=tuple(taps),
+        mcast=tuple(mcast),
+        ucast=tuple(ucast),
+        vxlan=tuple(vxlan),
+        vxvde=tuple(vxvde),
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
         pidfile=ns.pidfile,
@@ -452,4 +545,7 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         mgmt_path=ns.mgmt,
         no_mgmt=ns.no_mgmt,
         pcap=ns.pcap,
+        vlans=tuple((name, member) for name, member in vlans if member is not None),
+        vlan_controls=tuple(vlan_controls),
+        rc=ns.rc,
     )

@@ -2,7 +2,8 @@
 
 Start-up order (as trio's ``serve_listeners``): bind the control socket and the shared data socket
 first, so any failure is one clear line and exit status 1; then start every task in one nursery;
-then announce, and report the live ``Switch`` through ``task_status.started``. SIGINT and SIGTERM
+then run the ``--rc`` file's commands (a failing one stops the start), then announce, and report
+the live ``Switch`` through ``task_status.started``. SIGINT and SIGTERM
 cancel the root scope, as does EOF on stdin when stdin is a terminal or a pipe; the clean-up runs
 shielded and removes every socket file the switch created.
 """
@@ -31,6 +32,8 @@ from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
+from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
+from umlswitch.mgmt.rcfile import read_rc_file, run_rc_file
 from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
@@ -67,9 +70,14 @@ class BoundSockets:
     mgmt: socket.socket | None = None
     mgmt_path: str | None = None
     capture_file: BinaryIO | None = None
+    # more control sockets, each for guests in VLANs: (socket, path, membership)
+    vlan_controls: list[tuple[socket.socket, str, Membership]] = field(default_factory=list)
+    rc_text: str | None = None  # the --rc file, read before the event loop starts
 
     def close(self) -> None:
         self.control.close()
+        for sock, _, _ in self.vlan_controls:
+            sock.close()
         if self.data is not None:
             self.data.close()
         if self.mgmt is not None:
@@ -265,6 +273,15 @@ def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) ->
         if inherited.control is not None:
             passed = [s.getsockname() for s in (control, inherited.mgmt, inherited.data) if s]
             log.info("socket activation: serving %s, passed by systemd", ", ".join(passed))
+        for path, vlans in config.vlan_controls:
+            sock, inode = _bind(path, socket.SOCK_STREAM, "control socket")
+            bound.vlan_controls.append((sock, path, vlans))
+            bound.created[path] = inode
+            _set_access(path, config.mode, gid)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        if config.rc is not None:
+            bound.rc_text = read_rc_file(config.rc)
         if config.pcap is not None:
             try:
                 bound.capture_file = open_capture_file(config.pcap)
@@ -419,6 +436,14 @@ async def _report_status(notify: Notifier, fabric: Fabric, control_path: str) ->
         await trio.sleep(STATUS_INTERVAL)
 
 
+def data_path_prefix(control_path: str) -> str:
+    """Where the pathname data sockets of a control socket's vde clients go: ``DIR/`` for a
+    control socket ``DIR/ctl`` (vde's layout), else beside it as ``CTL.``."""
+    if os.path.basename(control_path) == "ctl":
+        return os.path.join(os.path.dirname(control_path), "")
+    return control_path + "."
+
+
 def _status_line(fabric: Fabric, control_path: str) -> str:
     mode = "hub" if fabric.hub else "switch"
     return f"{mode} on {control_path}: {len(fabric.ports)} port(s), {len(fabric.table)} MAC(s)"
@@ -480,12 +505,13 @@ async def serve(
             verify_peers=unverifiable is None,
             max_ports=config.max_ports,
             max_pending=config.max_pending,
-            data_path_prefix=(
-                os.path.join(os.path.dirname(ctl), "")
-                if os.path.basename(ctl) == "ctl"
-                else ctl + "."
-            ),
+            data_path_prefix=data_path_prefix(ctl),
         )
+        for sock, path, vlans in sockets.vlan_controls:
+            fabric.vlans.bind(path, vlans)
+            server.add_listener(
+                trio.socket.from_stdlib_socket(sock), data_path_prefix(path), vlans, path
+            )
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
@@ -500,12 +526,13 @@ async def serve(
                 if sockets.capture_file is not None and config.pcap is not None:
                     capture.start(sockets.capture_file, config.pcap)
                 static_scopes: dict[int, trio.CancelScope] = {}
+                port_vlans = dict(config.vlans)
                 for port in sockets.static_ports:
                     port.id = fabric.allocate_id()
-                    fabric.attach(port)
-                    log.info("port %d attached: %s", port.id, port.name)
-                    nursery.start_soon(_run_static_port, fabric, port, static_scopes)
-                await nursery.start(server.serve)
+                    vlans = port_vlans.get(port.name, DEFAULT_MEMBERSHIP)
+                    fabric.attach(port, vlans)
+                    in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
+                    log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -519,11 +546,23 @@ async def serve(
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
                 )
+                # The start-up commands run before any frame moves or any client attaches.
+                rc = None
+                if sockets.rc_text is not None and config.rc is not None:
+                    rc = await run_rc_file(switch, config.rc, sockets.rc_text)
+                for port in sockets.static_ports:
+                    if port.id in fabric.ports:
+                        nursery.start_soon(_run_static_port, fabric, port, static_scopes)
+                await nursery.start(server.serve)
                 if sockets.mgmt is not None:
                     mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
                     await nursery.start(mgmt.serve)
                 data = f", data socket '{sockets.data_path}'" if sockets.data_path else ""
                 data += "".join(f", tap device '{name}'" for name in config.taps)
+                data += "".join(
+                    f", control socket '{path}' for VLAN {vlans.describe()}"
+                    for _, path, vlans in sockets.vlan_controls
+                )
                 if sockets.mgmt_path is not None:
                     data += f", management socket '{sockets.mgmt_path}'"
                 log.info(
@@ -538,6 +577,9 @@ async def serve(
                     notify.ready(_status_line(fabric, sockets.control_path))
                     nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
                 task_status.started(switch)
+                if rc is not None and rc.shutdown:
+                    log.info("shutdown requested by --rc %s", config.rc)
+                    switch.shutdown()
     finally:
         if notify is not None:
             notify.stopping()

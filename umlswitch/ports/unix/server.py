@@ -5,22 +5,29 @@ dialect); the server checks that the data socket it names is its own (``peerchec
 it a port (``clients.py``), attaches the port to the fabric, replies, and runs the port. A port
 lives as long as its control connection: EOF or any byte on it detaches the port and forgets its
 MAC entries. Bounds: ``--max-ports``, ``--max-pending``, ``--handshake-timeout``.
+
+One server may listen on several control sockets (``add_listener``): each puts the ports of its
+clients in its own VLANs (``-unix /tmp/vlan10.ctl,vlan=10``), which a guest on ``eth0=daemon``
+cannot choose itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import os
 import socket
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import trio
 
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
+from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.listener import PeerCred, peer_cred, serve_listener
 from umlswitch.ports import vectorio
 from umlswitch.ports.base import ratelog
@@ -49,6 +56,17 @@ class PeerRefused(OSError):
     """The data socket a client named is not its own."""
 
 
+@dataclass(frozen=True)
+class Entrance:
+    """One control socket: where its clients' pathname data sockets go ("DIR/" for a control
+    socket DIR/ctl, vde's layout) and the VLANs their ports join."""
+
+    listener: trio.socket.SocketType
+    data_path_prefix: str
+    vlans: Membership = DEFAULT_MEMBERSHIP
+    label: str = "control socket"
+
+
 class ControlServer:
     """Accepts control connections, runs the handshake, and runs each attached port."""
 
@@ -71,9 +89,7 @@ class ControlServer:
         self._pending_keys = itertools.count()
         # refuse clients that name a data socket which is not their own (see peercheck)
         self.verify_peers = verify_peers
-        self.listener = listener
-        # where pathname data sockets go: "DIR/" for a control socket DIR/ctl (vde's layout)
-        self.data_path_prefix = data_path_prefix
+        self.entrances = [Entrance(listener, data_path_prefix)]
         self.fabric = fabric
         # One task serves every client data socket (its vector I/O needs Linux's recvmmsg);
         # without it, each client port has tasks of its own.
@@ -84,6 +100,13 @@ class ControlServer:
         self.clients: dict[int, PeerCred] = {}
         self.descriptions: dict[int, str] = {}  # port id -> the description a vde client sent
         self._running: dict[int, trio.CancelScope] = {}  # port id -> its task's scope (remove)
+
+    def add_listener(
+        self, listener: trio.socket.SocketType, data_path_prefix: str, vlans: Membership, path: str
+    ) -> None:
+        """Serve one more control socket, whose clients' ports join ``vlans`` (before serve)."""
+        label = f"control socket {path} ({vlans.describe()})"
+        self.entrances.append(Entrance(listener, data_path_prefix, vlans, label))
 
     def _count(self, name: str) -> None:
         self.events[name] = self.events.get(name, 0) + 1
@@ -102,15 +125,19 @@ class ControlServer:
             async with trio.open_nursery() as nursery:
                 if self.dataplane is not None:
                     nursery.start_soon(self.dataplane.run)
-                await nursery.start(
-                    serve_listener, self.listener, self._connection, "control socket"
-                )
+                for entrance in self.entrances:
+                    await nursery.start(
+                        serve_listener,
+                        entrance.listener,
+                        functools.partial(self._connection, entrance),
+                        entrance.label,
+                    )
                 task_status.started()
         finally:
             if self.dataplane is not None:
                 self.dataplane.close()
 
-    async def _connection(self, conn: trio.socket.SocketType) -> None:
+    async def _connection(self, entrance: Entrance, conn: trio.socket.SocketType) -> None:
         with conn:
             try:
                 cred = peer_cred(conn)
@@ -149,7 +176,7 @@ class ControlServer:
                     len(self.fabric.ports),
                 )
                 return
-            await self._serve_client(conn, cred, request)
+            await self._serve_client(conn, cred, request, entrance)
 
     async def _read_request(self, conn: trio.socket.SocketType, cred: PeerCred) -> Request | None:
         decoder = RequestDecoder()
@@ -190,7 +217,11 @@ class ControlServer:
         return result
 
     async def _serve_client(
-        self, conn: trio.socket.SocketType, cred: PeerCred, request: Request
+        self,
+        conn: trio.socket.SocketType,
+        cred: PeerCred,
+        request: Request,
+        entrance: Entrance,
     ) -> None:
         fabric = self.fabric
         try:
@@ -229,7 +260,7 @@ class ControlServer:
             reply = b""
         else:
             try:
-                port = self._open_client_port(port_id, name, peer, cred)
+                port = self._open_client_port(port_id, name, peer, cred, entrance.data_path_prefix)
             except PeerRefused as exc:
                 self._count(counters.PEER_REFUSED)
                 log.warning("refused %s (%s): %s", cred, request.dialect, exc)
@@ -247,7 +278,7 @@ class ControlServer:
             reply = control.encode_sockaddr(port.local_address)
         # Attach before replying: a client may send (and expect to receive) as soon as it has
         # the reply, so the port must already be part of the fabric by then.
-        fabric.attach(port)
+        fabric.attach(port, entrance.vlans)
         self.clients[port_id] = cred
         if request.description:
             self.descriptions[port_id] = request.description
@@ -265,6 +296,8 @@ class ControlServer:
         extra = f" user={user_name(owner)}"
         if request.description:
             extra += f" description={request.description!r}"
+        if not entrance.vlans.is_default:
+            extra += f" VLAN {entrance.vlans.describe()}"
         log.info(
             "port %d attached: %s client %s, data %s%s",
             port_id,
@@ -301,7 +334,7 @@ class ControlServer:
                 return f"cannot reach its data socket {describe_address(peer)}: {exc.strerror}"
 
     def _open_client_port(
-        self, port_id: int, name: str, peer: bytes | str, cred: PeerCred
+        self, port_id: int, name: str, peer: bytes | str, cred: PeerCred, data_path_prefix: str
     ) -> ClientPort:
         """A data socket for one client, bound and connected to the client's own address.
 
@@ -319,7 +352,7 @@ class ControlServer:
                 sock.bind(abstract_name(str(port_id)))
             else:
                 owner = os.stat(peer).st_uid
-                path = f"{self.data_path_prefix}{port_id:03d}.{next(NAME_NUMBERS)}"
+                path = f"{data_path_prefix}{port_id:03d}.{next(NAME_NUMBERS)}"
                 if len(os.fsencode(path)) >= control.SUN_PATH_LEN:
                     raise OSError(errno.ENAMETOOLONG, f"data socket path {path} is too long")
                 with contextlib.suppress(FileNotFoundError):

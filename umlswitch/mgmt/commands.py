@@ -9,11 +9,12 @@ the switch are logged with the client's pid and uid.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import trio
 
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
+from umlswitch.fabric.vlan import VlanError, parse_vid, split_key
 from umlswitch.listener import PeerCred
 from umlswitch.mgmt import views
 from umlswitch.mgmt.protocol import Invocation, Reply
@@ -124,6 +126,13 @@ def _number(text: str, what: str) -> int:
     return value
 
 
+def _vlan(text: str) -> int:
+    try:
+        return parse_vid(text)
+    except VlanError as exc:
+        raise CommandError(exc.errno, str(exc)) from None
+
+
 def _port(session: Session, text: str) -> int:
     port = _number(text, "port")
     if port not in session.switch.fabric.ports:
@@ -220,10 +229,19 @@ async def _port_sethub(session: Session, args: Sequence[str]) -> Doc:
     return {"mode": "hub" if session.switch.fabric.hub else "switch"}
 
 
+@command("port/setvlan", "PORT VLAN", "PORT's untagged (access) VLAN", changes=True)
+async def _port_setvlan(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "port/setvlan PORT VLAN")
+    port, vlan = _port(session, args[0]), _vlan(args[1])
+    with _vlan_errors():
+        session.switch.fabric.vlans.set_untagged(port, vlan)
+    return views.port_vlans_doc(session.switch, port)
+
+
 # --- the MAC table --------------------------------------------------------------------------
 
 
-@command("hash/print", "", "the MAC table: address, port, age", render=views.hash_lines)
+@command("hash/print", "", "the MAC table: address, VLAN, port, age", render=views.hash_lines)
 async def _hash_print(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 0, 0, "hash/print")
     return views.hash_doc(session.switch)
@@ -237,10 +255,14 @@ async def _hash_find(session: Session, args: Sequence[str]) -> Doc:
     except ValueError:
         raise CommandError(errno.EINVAL, f"not a MAC address: {args[0]!r}") from None
     fabric = session.switch.fabric
-    for entry in fabric.table.entries(fabric.now):
-        if entry.mac == mac:
-            return {"entries": [views.mac_entry_doc(entry.mac, entry.port, entry.age)]}
-    raise CommandError(errno.ENODEV, f"{format_mac(mac)} is not in the table")
+    found = [
+        views.mac_entry_doc(entry.mac, entry.port, entry.age)
+        for entry in fabric.table.entries(fabric.now)
+        if split_key(entry.mac)[0] == mac
+    ]
+    if not found:
+        raise CommandError(errno.ENODEV, f"{format_mac(mac)} is not in the table")
+    return {"entries": sorted(found, key=lambda e: (e["vlan"] or 0, e["port"]))}
 
 
 @command("hash/flush", "[PORT]", "forget every MAC (learned on PORT)", changes=True)
@@ -265,6 +287,63 @@ async def _hash_setexpire(session: Session, args: Sequence[str]) -> Doc:
         raise CommandError(errno.EINVAL, "expire time must be at least 1 second")
     session.switch.fabric.table.aging = float(seconds)
     return {"aging": float(seconds)}
+
+
+# --- VLANs (vde_switch's names and argument order) -------------------------------------------
+
+
+@contextlib.contextmanager
+def _vlan_errors() -> Iterator[None]:
+    """A VlanError of the VLAN table as the command's error (vde_switch's errnos)."""
+    try:
+        yield
+    except VlanError as exc:
+        raise CommandError(exc.errno, str(exc)) from None
+
+
+@command("vlan/create", "VLAN", "create VLAN N (1 to 4094)", changes=True)
+async def _vlan_create(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "vlan/create VLAN")
+    vlan = _vlan(args[0])
+    with _vlan_errors():
+        session.switch.fabric.vlans.create(vlan)
+    return views.vlans_doc(session.switch, vlan)
+
+
+@command("vlan/remove", "VLAN", "remove an unused VLAN", changes=True)
+async def _vlan_remove(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "vlan/remove VLAN")
+    vlan = _vlan(args[0])
+    with _vlan_errors():
+        session.switch.fabric.vlans.remove(vlan)
+    return {"removed": vlan, "active": session.switch.fabric.vlans.active}
+
+
+@command("vlan/addport", "VLAN PORT", "PORT carries VLAN tagged (trunk)", changes=True)
+async def _vlan_addport(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "vlan/addport VLAN PORT")
+    vlan, port = _vlan(args[0]), _port(session, args[1])
+    with _vlan_errors():
+        session.switch.fabric.vlans.add_tagged(vlan, port)
+    return views.port_vlans_doc(session.switch, port)
+
+
+@command("vlan/delport", "VLAN PORT", "PORT stops carrying VLAN tagged", changes=True)
+async def _vlan_delport(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "vlan/delport VLAN PORT")
+    vlan, port = _vlan(args[0]), _port(session, args[1])
+    with _vlan_errors():
+        session.switch.fabric.vlans.remove_tagged(vlan, port)
+    return views.port_vlans_doc(session.switch, port)
+
+
+@command("vlan/print", "[VLAN]", "VLANs and their ports", render=views.vlan_lines)
+async def _vlan_print(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 1, "vlan/print [VLAN]")
+    only = _vlan(args[0]) if args else None
+    if only is not None and only not in session.switch.fabric.vlans.vlans:
+        raise CommandError(errno.ENXIO, f"no VLAN {only}")
+    return views.vlans_doc(session.switch, only)
 
 
 # --- packet capture -------------------------------------------------------------------------

@@ -6,8 +6,9 @@
 
 Every interval it asks the management socket for ``json showinfo`` and ``json port/print`` and
 shows, per port, the frames and bits per second received and sent (from the difference of the
-counters), the frames dropped so far (red when the number grew) and the MACs learned; a totals
-row; and a header with the switch's mode, uptime and capture. ``q`` quits (so does Ctrl-C).
+counters), the frames dropped so far (red when the number grew), the MACs learned and, while
+VLANs are on, each port's VLANs (``10``: untagged 10; ``1 t20,30``: untagged 1, tagged 20 and 30);
+a totals row; and a header with the switch's mode, uptime and capture. ``q`` quits (so does Ctrl-C).
 It fits an 80-column terminal: long port names are cut. ``--once`` prints one table, measured
 over one interval, and exits. When stdout is not a terminal (a pipe, a file), it prints one such
 table every interval instead of redrawing one, like ``top -b``. SIGTERM ends it as ``q`` does,
@@ -47,6 +48,7 @@ from umlswitch.mgmt.views import format_duration
 
 DEFAULT_INTERVAL = 1.0
 NAME_WIDTH = 22
+VLAN_WIDTH = 9  # shown while VLANs are on, taken from the name's width
 
 Doc = Mapping[str, Any]
 
@@ -101,12 +103,25 @@ def _header(info: Doc) -> Text:
     return text
 
 
+def vlan_cell(port: Doc) -> str:
+    """A port's VLANs in a few characters: ``10`` (untagged), ``1 t20,30`` (and tagged)."""
+    vlans = port.get("vlans") or {"untagged": 1, "tagged": []}
+    text = str(vlans["untagged"])
+    if vlans["tagged"]:
+        text += " t" + ",".join(map(str, vlans["tagged"]))
+    return text
+
+
 def render(before: Sample | None, now: Sample, *, live: bool = True) -> RenderableType:
     """The view of ``now``, with rates since ``before`` (none on the first sample)."""
     dt = now.at - before.at if before is not None else 0.0
+    vlans = bool(now.info.get("vlans", {}).get("active"))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False, collapse_padding=True)
     table.add_column("PORT", justify="right", no_wrap=True)
-    table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=NAME_WIDTH)
+    name_width = NAME_WIDTH - VLAN_WIDTH - 1 if vlans else NAME_WIDTH
+    table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=name_width)
+    if vlans:
+        table.add_column("VLAN", no_wrap=True, overflow="ellipsis", max_width=VLAN_WIDTH)
     table.add_column("MACS", justify="right", no_wrap=True)
     for heading in ("RX f/s", "RX b/s", "TX f/s", "TX b/s"):
         table.add_column(heading, justify="right", no_wrap=True, min_width=6)
@@ -132,6 +147,7 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
         table.add_row(
             str(pid),
             port["name"],
+            *([vlan_cell(port)] if vlans else []),
             str(port["macs"]),
             *("…" if rate is None else si(rate) for rate in rates),
             si(port["queue"]["depth"]),
@@ -142,6 +158,7 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
     table.add_row(
         "",
         Text("total", style="bold"),
+        *([""] if vlans else []),
         str(now.info["macs"]),
         *(si(value) if measured else "…" for value in sums),
         si(sum(port["queue"]["depth"] for port in now.ports.values())),

@@ -17,6 +17,7 @@ from umlswitch import __version__, counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.frame import format_mac
+from umlswitch.fabric.vlan import DEFAULT_VLAN, split_key
 
 if TYPE_CHECKING:
     from umlswitch.daemon import Switch
@@ -102,6 +103,7 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         "peer": None if cred is None else {"pid": cred.pid, "uid": cred.uid, "gid": cred.gid},
         "description": description or None,
         "macs": switch.fabric.table.count(port.id),
+        "vlans": switch.fabric.vlans.membership(port.id).doc(),
         "vteps": _vteps(port),
         "queue": {
             "depth": port.stats.queued,
@@ -138,6 +140,9 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
         if port["description"]:
             lines.append(f" description {port['description']!r}")
         lines.append(f" MACs {port['macs']}")
+        vlans = port.get("vlans")
+        if vlans is not None and (vlans["untagged"] != DEFAULT_VLAN or vlans["tagged"]):
+            lines.append(f" VLAN {describe_vlans(vlans)}")
         for vtep, macs in (port.get("vteps") or {}).items():
             lines.append(f" VTEP {vtep}: {len(macs)} MAC(s)")
             lines.extend(f"  {' '.join(macs[i : i + 4])}" for i in range(0, len(macs), 4))
@@ -153,8 +158,10 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
 # --- the MAC table --------------------------------------------------------------------------
 
 
-def mac_entry_doc(mac: bytes, port: int, age: float) -> Doc:
-    return {"mac": format_mac(mac), "port": port, "age": round(max(age, 0.0), 1)}
+def mac_entry_doc(key: bytes, port: int, age: float) -> Doc:
+    """One MAC table entry; ``vlan`` is None while VLANs are off (``key`` is the MAC alone)."""
+    mac, vlan = split_key(key)
+    return {"mac": format_mac(mac), "vlan": vlan, "port": port, "age": round(max(age, 0.0), 1)}
 
 
 def hash_doc(switch: Switch) -> Doc:
@@ -164,8 +171,72 @@ def hash_doc(switch: Switch) -> Doc:
 
 
 def hash_lines(doc: Mapping[str, Any]) -> list[str]:
-    lines = ["MAC                PORT     AGE"]
-    lines += [f"{e['mac']}  {e['port']:>4}  {e['age']:>6.1f}" for e in doc["entries"]]
+    entries = doc["entries"]
+    if not any(e.get("vlan") is not None for e in entries):
+        lines = ["MAC                PORT     AGE"]
+        lines += [f"{e['mac']}  {e['port']:>4}  {e['age']:>6.1f}" for e in entries]
+        return lines
+    lines = ["MAC                VLAN  PORT     AGE"]
+    lines += [
+        f"{e['mac']}  {e['vlan'] or '-':>4}  {e['port']:>4}  {e['age']:>6.1f}" for e in entries
+    ]
+    return lines
+
+
+# --- VLANs ------------------------------------------------------------------------------------
+
+
+def describe_vlans(vlans: Mapping[str, Any]) -> str:
+    """A membership document as text: ``untagged 10, tagged 20 30``."""
+    text = f"untagged {vlans['untagged']}"
+    if vlans["tagged"]:
+        text += ", tagged " + " ".join(map(str, vlans["tagged"]))
+    return text
+
+
+def port_vlans_doc(switch: Switch, port_id: int) -> Doc:
+    """A port's VLANs, the answer of the commands that change them."""
+    return {"id": port_id, **switch.fabric.vlans.membership(port_id).doc()}
+
+
+def vlans_doc(switch: Switch, only: int | None = None) -> Doc:
+    """``vlan/print [VLAN]``: whether VLANs are on, and each VLAN's ports and control sockets."""
+    table = switch.fabric.vlans
+    names = {pid: port.name for pid, port in switch.fabric.ports.items()}
+    vlans = []
+    for vid in sorted(table.vlans) if only is None else [only]:
+        untagged, tagged = table.ports_in(vid)
+        sockets = [
+            {"path": path, "tagged": vid != member.untagged}
+            for path, member in table.bound.items()
+            if vid in member.vlans()
+        ]
+        vlans.append(
+            {
+                "id": vid,
+                "default": vid == DEFAULT_VLAN,
+                "untagged": [{"id": p, "name": names.get(p, "")} for p in untagged],
+                "tagged": [{"id": p, "name": names.get(p, "")} for p in tagged],
+                "control_sockets": sockets,
+            }
+        )
+    return {"active": table.active, "vlans": vlans}
+
+
+def vlan_lines(doc: Mapping[str, Any]) -> list[str]:
+    """vde_switch's layout (``VLAN 0010``, `` -- Port 0003 ...``), with each port's tagging."""
+    lines = []
+    if not doc["active"]:
+        lines.append("VLANs off: only the default VLAN 1 exists; tags pass through untouched")
+    for vlan in doc["vlans"]:
+        lines.append(f"VLAN {vlan['id']:04d}" + (" (default)" if vlan["default"] else ""))
+        members = [(p, "untagged") for p in vlan["untagged"]]
+        members += [(p, "tagged") for p in vlan["tagged"]]
+        for port, how in sorted(members, key=lambda m: m[0]["id"]):
+            lines.append(f" -- Port {port['id']:04d} {how:<8} {port['name']}")
+        for sock in vlan["control_sockets"]:
+            how = "tagged" if sock["tagged"] else "untagged"
+            lines.append(f" -- control socket {sock['path']} ({how})")
     return lines
 
 
@@ -257,6 +328,7 @@ def info_doc(switch: Switch) -> Doc:
         "perm": {what: _perm(path) for what, path in sockets.items() if path is not None},
         "ports": len(fabric.ports),
         "macs": len(fabric.table),
+        "vlans": {"active": fabric.vlans.active, "ids": sorted(fabric.vlans.vlans)},
         "max_frame": fabric.max_frame,
         "queues": {
             "port_limit": fabric.port_queue,
@@ -276,6 +348,9 @@ def info_lines(doc: Mapping[str, Any]) -> list[str]:
         f"mode {doc['mode']}, {doc['ports']} port(s), {doc['macs']} MAC(s), "
         f"max frame {doc['max_frame']} bytes",
     ]
+    vlans = doc.get("vlans")
+    if vlans is not None and vlans["active"]:
+        lines.append("VLANs " + " ".join(map(str, vlans["ids"])))
     for what, path in doc["sockets"].items():
         if path is not None:
             perm = doc["perm"].get(what)

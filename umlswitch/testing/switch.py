@@ -55,11 +55,11 @@ class RunningSwitch:
         }
 
     def mac_table(self) -> dict[str, int]:
-        """Learned MAC (as aa:bb:..) -> port number."""
-        from umlswitch.fabric.frame import format_mac
+        """Learned MAC (as aa:bb:..; ``aa:bb:.. vlan 10`` while VLANs are on) -> port number."""
+        from umlswitch.fabric.vlan import format_key
 
         fabric = self.switch.fabric
-        return {format_mac(e.mac): e.port for e in fabric.table.entries(fabric.now)}
+        return {format_key(e.mac): e.port for e in fabric.table.entries(fabric.now)}
 
 
 @asynccontextmanager

@@ -48,7 +48,7 @@ from umlswitch.mgmt.views import format_duration
 
 DEFAULT_INTERVAL = 1.0
 NAME_WIDTH = 22
-VLAN_WIDTH = 9  # shown while VLANs are on, taken from the name's width
+VLAN_WIDTH = 8  # shown while VLANs are on, taken from the name's width
 
 Doc = Mapping[str, Any]
 
@@ -118,7 +118,7 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
     vlans = bool(now.info.get("vlans", {}).get("active"))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False, collapse_padding=True)
     table.add_column("PORT", justify="right", no_wrap=True)
-    name_width = NAME_WIDTH - VLAN_WIDTH - 1 if vlans else NAME_WIDTH
+    name_width = NAME_WIDTH - VLAN_WIDTH - 2 if vlans else NAME_WIDTH
     table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=name_width)
     if vlans:
         table.add_column("VLAN", no_wrap=True, overflow="ellipsis", max_width=VLAN_WIDTH)

@@ -19,7 +19,8 @@ percentile round trip, back to back and with ``--gap-ms`` (default 20) between r
 
 umlswitch runs from this repository, from ``$UMLSW_BENCH_PYTHONPATH``, and with ``--ab OTHER_TREE``
 also from OTHER_TREE (labelled umlswitch-B) in the same rounds; each run checks which
-``umlswitch/__init__.py`` the switch imported and the first run of each prints it.
+``umlswitch/__init__.py`` the switch imported and the first run of each prints it. ``--args-a``
+gives tree A more options (``--args-a='--rc vlans.rc'``: A with VLANs on, against B).
 
 The scale case attaches IDLE extra ports (default 1000) and makes the switch learn MACS source
 addresses (default 8000) before a 64-byte unicast run between two more ports.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -71,14 +73,16 @@ def build_loadgen() -> None:
 class Running:
     """One switch process on a fresh control path, started in `workdir`."""
 
-    def __init__(self, kind: str, workdir: Path, numports: int, tree: Tree | None) -> None:
+    def __init__(
+        self, kind: str, workdir: Path, numports: int, tree: Tree | None, extra: list[str]
+    ) -> None:
         self.kind = kind
         self.stdin = subprocess.DEVNULL
         self.stderr_path = workdir / f"{kind}.stderr"
         if tree is not None:
             self.ctl = workdir / f"{kind}.ctl"
             argv = [str(tree.launcher(workdir)), "-unix", str(self.ctl)]
-            argv += ["--log-level", "warning"]
+            argv += ["--log-level", "warning", *extra]
             self.mode, ready = "uml", self.ctl
         elif kind == "uml_switch":
             self.ctl = workdir / "uml_switch.ctl"
@@ -156,7 +160,8 @@ def loadgen_argv(switch: Running, case: Case, args: argparse.Namespace) -> list[
 def run_once(
     kind: str, case: Case, args: argparse.Namespace, workdir: Path, tree: Tree | None
 ) -> Figures:
-    switch = Running(kind, workdir, numports=case["idle"] + 64, tree=tree)
+    extra = shlex.split(args.args_a or "") if kind == "umlswitch" else []
+    switch = Running(kind, workdir, numports=case["idle"] + 64, tree=tree, extra=extra)
     try:
         out = subprocess.run(
             loadgen_argv(switch, case, args),
@@ -239,6 +244,9 @@ def main() -> None:
     parser.add_argument("--macs", type=int, default=8000, help="MACs learned in the scale case")
     add_qlen_option(parser)
     add_tree_options(parser)
+    parser.add_argument(
+        "--args-a", metavar="OPTIONS", help="more umlswitch options for tree A only"
+    )
     parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=SWITCHES)
     parser.add_argument("--only", help="run only the cases whose name contains this text")
     parser.add_argument("--json", help="also write every run's figures to this file")

@@ -453,6 +453,7 @@ class Fabric:
         capture = self.capture
         max_frame = self.max_frame
         outputs: dict[FabricPort, list[int | bytes | memoryview]] = {}
+        mixed: set[FabricPort] = set()  # ports with a frame that is not as received
         for index in range(batch.count):
             size = lengths[index]
             stats.rx_frames += 1
@@ -466,17 +467,36 @@ class Fabric:
             kind, vid, untagged, tagged = decided
             item: int | bytes | memoryview
             if untagged:
-                item = index if kind == UNTAGGED else untagged_form(kind, batch.frame(index))
+                if kind == UNTAGGED:
+                    item = index
+                else:
+                    item = untagged_form(kind, batch.frame(index))
+                    mixed.update(untagged)
                 for port in untagged:
-                    outputs.setdefault(port, []).append(item)
+                    items = outputs.get(port)
+                    if items is None:
+                        outputs[port] = [item]
+                    else:
+                        items.append(item)
             if tagged:
-                item = index if kind == TAGGED else tagged_form(kind, batch.frame(index), vid)
-                if not isinstance(item, int) and len(item) > max_frame:
-                    self._vlan_oversize(tagged, len(item))
-                    continue
+                if kind == TAGGED:
+                    item = index
+                else:
+                    item = tagged_form(kind, batch.frame(index), vid)
+                    if len(item) > max_frame:
+                        self._vlan_oversize(tagged, len(item))
+                        continue
+                    mixed.update(tagged)
                 for port in tagged:
-                    outputs.setdefault(port, []).append(item)
+                    items = outputs.get(port)
+                    if items is None:
+                        outputs[port] = [item]
+                    else:
+                        items.append(item)
         for port, items in outputs.items():
+            if port not in mixed:
+                port.send_batch(batch, items)  # type: ignore[arg-type] # indices only
+                continue
             run: list[int] = []
             for item in items:
                 if isinstance(item, int):

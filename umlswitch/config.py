@@ -298,9 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_mcast,
-        metavar="GROUP:PORT[,ttl=N][,if=ADDR][,vlan=N][,trunk=N,M]",
+        metavar="GROUP:PORT[,ttl=N][,if=ADDR]",
         help="join a UDP multicast segment (UML eth0=mcast, QEMU -netdev socket,mcast=) as one "
-        "port; without a value UML's default 239.192.168.1:1102, TTL 1; repeatable",
+        "port; without a value UML's default 239.192.168.1:1102, TTL 1; repeatable; "
+        ",vlan=N and ,trunk=N,M set its VLANs, as for -tap",
     )
     p.add_argument(
         "-ucast",
@@ -308,20 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_ucast,
-        metavar="LOCALPORT:REMOTEHOST:REMOTEPORT[,bind=ADDR][,vlan=N][,trunk=N,M]",
+        metavar="LOCALPORT:REMOTEHOST:REMOTEPORT[,bind=ADDR]",
         help="one port for a UDP peer (UML eth0=ucast, QEMU -netdev socket,udp=): receive on "
         "LOCALPORT from REMOTEHOST:REMOTEPORT only, send there; REMOTEHOST 'any' takes the "
-        "first host to send from REMOTEPORT; repeatable",
+        "first host to send from REMOTEPORT; repeatable; ,vlan=N and ,trunk=N,M set its VLANs",
     )
     p.add_argument(
         "--vxlan",
         action="append",
         default=[],
         type=_vxlan,
-        metavar="VNI@DEST[:PORT][,local=ADDR][,ttl=N][,vlan=N][,trunk=N,M]",
+        metavar="VNI@DEST[:PORT][,local=ADDR][,ttl=N]",
         help="one VXLAN segment as one port, with Linux 'type vxlan' devices and other switches: "
         "DEST is a multicast group (flood and learn) or peers joined by '+' (42@192.0.2.2+"
-        "192.0.2.3); UDP PORT default 4789 (Linux's default without dstport is 8472); repeatable",
+        "192.0.2.3); UDP PORT default 4789 (Linux's default without dstport is 8472); repeatable; "
+        ",vlan=N and ,trunk=N,M set its VLANs",
     )
     p.add_argument(
         "--vxvde",
@@ -330,9 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_vxvde,
-        metavar="GROUP[,port=N][,vni=N][,ttl=N][,vlan=N][,trunk=N,M]",
+        metavar="GROUP[,port=N][,vni=N][,ttl=N]",
         help="join a vdeplug4 vxvde:// network as one port (default 239.0.0.1, port 14789, "
-        "VNI 1); repeatable",
+        "VNI 1); repeatable; ,vlan=N and ,trunk=N,M set its VLANs",
     )
     p.add_argument(
         "-daemon",

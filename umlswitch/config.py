@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from umlswitch import __version__
@@ -23,6 +23,7 @@ from umlswitch.ports.overlay.spec import (
     parse_vxlan,
     parse_vxvde,
 )
+from umlswitch.ports.stream.spec import StreamSpec, parse_stream, stream_conflicts
 from umlswitch.ports.udp.spec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
 DEFAULT_CONTROL = "/tmp/uml.ctl"
@@ -45,6 +46,7 @@ class SwitchConfig:
     ucast: tuple[UcastSpec, ...] = ()
     vxlan: tuple[VxlanSpec, ...] = ()
     vxvde: tuple[VxvdeSpec, ...] = ()
+    streams: tuple[StreamSpec, ...] = ()  # --stream unix:PATH | tcp:[ADDR:]PORT listeners
     daemon: bool = False
     compat_v0: bool = False
     pidfile: str | None = None
@@ -88,6 +90,10 @@ class SwitchConfig:
                 "log_file": fix(self.log_file),
                 "mgmt_path": fix(self.mgmt_path),
                 "pcap": fix(self.pcap),
+                "streams": tuple(
+                    replace(spec, path=os.path.abspath(spec.path)) if spec.kind == "unix" else spec
+                    for spec in self.streams
+                ),
             }
         )
 
@@ -108,6 +114,9 @@ Debian's UML kernel defaults to {DEBIAN_UML_CONTROL}:
 UML mcast guests:     umlswitch -mcast    with    linux ... eth0=mcast
 a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
                       with    linux ... eth0=ucast,,127.0.0.1,1103,1102
+QEMU stream guests:   umlswitch --stream unix:/tmp/q.sock --stream tcp:5555    with
+                      qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/q.sock
+                      qemu ... -netdev socket,id=n0,connect=127.0.0.1:5555
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
 the full manual:      man umlswitch
 
@@ -121,6 +130,7 @@ USAGE = (
     "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
     "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
+    "                 [--stream unix:PATH | --stream tcp:[ADDR:]PORT]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
     "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
@@ -197,6 +207,13 @@ def _ucast(text: str) -> UcastSpec:
 def _vxlan(text: str) -> VxlanSpec:
     try:
         return parse_vxlan(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _stream(text: str) -> StreamSpec:
+    try:
+        return parse_stream(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -278,6 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUP[,port=N][,vni=N][,ttl=N]",
         help="join a vdeplug4 vxvde:// network as one port (default 239.0.0.1, port 14789, "
         "VNI 1); repeatable",
+    )
+    p.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        type=_stream,
+        metavar="unix:PATH|tcp:[ADDR:]PORT",
+        help="listen for QEMU stream clients (-netdev stream, -netdev socket,connect=): every "
+        "connection is one port, frames carry QEMU's 4-byte length. unix:PATH gets --mode and "
+        "--group and is removed on exit; tcp:PORT listens on 127.0.0.1 only, tcp:ADDR:PORT on "
+        "ADDR (0.0.0.0: every address; anyone who reaches it joins the LAN); repeatable",
     )
     p.add_argument(
         "-daemon",
@@ -420,7 +448,11 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
-    conflict = conflicts(ns.mcast, ns.ucast) or overlay_conflicts(ns.vxlan, ns.vxvde)
+    conflict = (
+        conflicts(ns.mcast, ns.ucast)
+        or overlay_conflicts(ns.vxlan, ns.vxvde)
+        or stream_conflicts(ns.stream)
+    )
     if conflict is not None:
         parser.error(conflict)
     return SwitchConfig(
@@ -433,6 +465,7 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         ucast=tuple(ns.ucast),
         vxlan=tuple(ns.vxlan),
         vxvde=tuple(ns.vxvde),
+        streams=tuple(ns.stream),
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
         pidfile=ns.pidfile,

@@ -23,6 +23,8 @@ OWN_ECHO = "own_echo"  # mcast, vxvde: our own frame looped back by the group (o
 VXLAN_SHORT = "vxlan_short"  # vxlan, vxvde: datagram shorter than the 8-byte VXLAN header
 VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved bit set
 VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
+STREAM_OVERSIZE = "stream_oversize"  # stream: a length over --max-frame; connection dropped
+STREAM_TRUNCATED = "stream_truncated"  # stream: the peer left in the middle of a frame
 
 # Every drop reason above, for listings that show each one, zero or not (management, JSON).
 DROP_REASONS = tuple(

@@ -35,6 +35,7 @@ from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
 from umlswitch.ports.overlay.vxvde import open_vxvde_port
+from umlswitch.ports.stream.server import StreamServer, bind_tcp_listener, listener_name
 from umlswitch.ports.udp.mcast import open_mcast_port
 from umlswitch.ports.udp.ucast import open_ucast_port
 from umlswitch.ports.unix import peercheck
@@ -67,9 +68,13 @@ class BoundSockets:
     mgmt: socket.socket | None = None
     mgmt_path: str | None = None
     capture_file: BinaryIO | None = None
+    # the --stream listeners: (name, socket), name unix:PATH or tcp:HOST:PORT (the port bound)
+    streams: list[tuple[str, socket.socket]] = field(default_factory=list)
 
     def close(self) -> None:
         self.control.close()
+        for _, listener in self.streams:
+            listener.close()
         if self.data is not None:
             self.data.close()
         if self.mgmt is not None:
@@ -221,6 +226,21 @@ def _bind_mgmt(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
     mgmt.setblocking(False)
 
 
+def _bind_streams(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
+    """Bind the --stream listeners: unix ones as the control socket, TCP ones on their address."""
+    for spec in config.streams:
+        if spec.kind == "unix":
+            sock, inode = _bind(spec.path, socket.SOCK_STREAM, "stream socket")
+            bound.created[spec.path] = inode
+            bound.streams.append((listener_name(spec, sock), sock))
+            _set_access(spec.path, config.mode, gid)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        else:
+            sock = bind_tcp_listener(spec)
+            bound.streams.append((listener_name(spec, sock), sock))
+
+
 def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) -> BoundSockets:
     """Bind the control socket (and the shared data socket, if any); open the start-up ports.
 
@@ -273,6 +293,7 @@ def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) ->
                     f"--pcap {config.pcap}: cannot write the capture file: {exc.strerror}; "
                     "choose another path"
                 ) from None
+        _bind_streams(config, bound, gid)
         bound.static_ports.extend(open_mcast_port(spec) for spec in config.mcast)
         bound.static_ports.extend(open_ucast_port(spec) for spec in config.ucast)
         bound.static_ports.extend(open_vxlan_ports(config.vxlan))
@@ -301,6 +322,8 @@ class Switch:
     mgmt_path: str | None = None
     # start-up ports (UDP peers, taps): port id -> the scope that runs it, for remove_port
     static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
+    # the --stream listeners, whose connections are ports
+    streams: list[StreamServer] = field(default_factory=list)
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
@@ -310,6 +333,8 @@ class Switch:
         scope = self.static_scopes.get(port_id)
         if scope is not None:
             scope.cancel()
+            return True
+        if any(stream.remove(port_id) for stream in self.streams):
             return True
         return self.control.remove(port_id)
 
@@ -506,6 +531,12 @@ async def serve(
                     log.info("port %d attached: %s", port.id, port.name)
                     nursery.start_soon(_run_static_port, fabric, port, static_scopes)
                 await nursery.start(server.serve)
+                streams = [
+                    StreamServer(sock, name, fabric, max_ports=config.max_ports)
+                    for name, sock in sockets.streams
+                ]
+                for stream in streams:
+                    await nursery.start(stream.serve)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -518,12 +549,14 @@ async def serve(
                     capture=capture,
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
+                    streams=streams,
                 )
                 if sockets.mgmt is not None:
                     mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
                     await nursery.start(mgmt.serve)
                 data = f", data socket '{sockets.data_path}'" if sockets.data_path else ""
                 data += "".join(f", tap device '{name}'" for name in config.taps)
+                data += "".join(f", stream listener '{s.name}'" for s in streams)
                 if sockets.mgmt_path is not None:
                     data += f", management socket '{sockets.mgmt_path}'"
                 log.info(

@@ -101,6 +101,11 @@ class Port:
             exc.strerror or exc,
         )
 
+    def _idle(self) -> bool:
+        """Nothing waits to go out, so the drain task may sleep until the backlog fills again.
+        A kind that keeps more than the backlog (the stream port's part-sent record) says so."""
+        return not self.backlog
+
     def egress_fd(self) -> int | socket.socket | None:
         """What to wait on for writability; None: retry the backlog every RETRY_INTERVAL."""
         return None
@@ -276,10 +281,10 @@ class Port:
 
     async def _drain(self) -> None:
         """Send the backlog whenever the kernel can take more, until cancelled."""
-        backlog = self.backlog
+        idle = self._idle
         try:
             while True:
-                if not backlog:
+                if idle():
                     self._backlog_waiting = trio.Event()
                     await self._backlog_waiting.wait()
                     self._backlog_waiting = None

@@ -122,9 +122,10 @@ class StreamPort(Port):
                 self.send_nowait(frame(index))
             return
         frames = [frame(index) for index in indices]
+        headers = [_pack_length(len(f)) for f in frames]
         parts: list[Frame] = []
-        for f in frames:
-            parts.append(_pack_length(len(f)))
+        for header, f in zip(headers, frames, strict=True):
+            parts.append(header)
             parts.append(f)
         try:
             sent = self._sendmsg(parts, (), NOSIGNAL)
@@ -140,7 +141,7 @@ class StreamPort(Port):
             if sent >= size:
                 sent -= size
             elif sent > 0:
-                self._keep_rest(parts[2 * position], f, sent)  # type: ignore[arg-type]
+                self._keep_rest(headers[position], f, sent)
                 sent = 0
             else:
                 self._enqueue(f)

@@ -2,13 +2,14 @@
 
 One switch serves all of them, in a private network namespace (with multicast routed on lo):
 ``--vde DIR`` (also the control socket of the UML ``eth0=daemon`` guests), ``--stream unix:PATH``,
-``--stream tcp:127.0.0.1:PORT``, ``-mcast`` and ``-ucast``. Five QEMU guests, each on one
+``--stream tcp:127.0.0.1:PORT``, ``-mcast`` and two ``-ucast``. Seven QEMU guests, each on one
 transport, and two UML guests boot once for the module, in parallel (see ``qemu.py``); each test
 uses its own pair, so the tests stay independent:
 
 1. ``-netdev vde,sock=DIR``;
 2. ``-netdev stream`` (unix) and ``-netdev socket,connect=127.0.0.1:PORT`` (TCP);
-3. ``-netdev socket,mcast=`` and ``-netdev dgram`` (inet, unicast);
+3. ``-netdev socket,mcast=`` and ``-netdev dgram`` (inet, unicast); and, with pings only, the
+   other spellings of the README: ``-netdev dgram`` on the multicast group, ``socket,udp=``;
 4. two QEMU and two UML guests on one LAN, every pair pinging.
 
 Each path: ping both ways between the QEMU guest and a UML guest, and a short iperf3 each way
@@ -43,6 +44,8 @@ pytestmark = pytest.mark.e2e
 TCP_PORT = 5555
 SWITCH_UCAST_PORT = 41300  # the switch's -ucast LOCALPORT
 QEMU_UCAST_PORT = 41301  # the dgram guest's local port
+SWITCH_UDP_PORT = 41302  # a second -ucast port, for -netdev socket,udp=
+QEMU_UDP_PORT = 41303
 MCAST = "239.192.168.1:1102"
 IPERF3_SECONDS = 2
 PING_TIMEOUT = 60.0
@@ -70,6 +73,11 @@ def qemu_netdevs(vde_dir: Path, stream_path: Path) -> dict[str, str]:
         "dgram": (
             f"dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={QEMU_UCAST_PORT},"
             f"remote.type=inet,remote.host=127.0.0.1,remote.port={SWITCH_UCAST_PORT}"
+        ),
+        # the other spellings the README gives: dgram on the multicast group, socket,udp=
+        "dgram-mcast": "dgram,id=n0,remote.type=inet,remote.host=239.192.168.1,remote.port=1102",
+        "socket-udp": (
+            f"socket,id=n0,udp=127.0.0.1:{SWITCH_UDP_PORT},localaddr=127.0.0.1:{QEMU_UDP_PORT}"
         ),
     }
 
@@ -106,6 +114,8 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
                 "-mcast",
                 "-ucast",
                 f"{SWITCH_UCAST_PORT}:127.0.0.1:{QEMU_UCAST_PORT}",
+                "-ucast",
+                f"{SWITCH_UDP_PORT}:127.0.0.1:{QEMU_UDP_PORT}",
             ],
             workdir / "switch.log",
         )
@@ -221,6 +231,17 @@ def test_qemu_socket_mcast_guest(net: Lan, record_property: Callable[[str, objec
 
 def test_qemu_dgram_inet_guest(net: Lan, record_property: Callable[[str, object], None]) -> None:
     prove_path(net, "dgram", record_property)
+
+
+def test_the_other_udp_spellings_dgram_mcast_and_socket_udp(net: Lan) -> None:
+    """``-netdev dgram`` on the group (beside the ``socket,mcast=`` guest) and the older
+    ``-netdev socket,udp=``: ping both ways with a UML guest (the iperf3 runs are above)."""
+    uml = net.uml[1]
+    uml.wait_up()
+    for name in ("dgram-mcast", "socket-udp"):
+        net.qemu[name].wait_up()
+        ping_both_ways(net.qemu[name], uml)
+    net.switch.check_alive()
 
 
 def test_two_qemu_and_two_uml_guests_on_one_lan(net: Lan) -> None:

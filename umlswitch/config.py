@@ -385,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_octal_mode,
         default=0o600,
         metavar="OCTAL",
-        help="permissions of the control socket (and management socket, and --vde directory); "
+        help="permissions of the control socket (and management socket, --stream unix sockets, "
+        "and --vde directory); "
         "default 0600: only the switch's user may attach. 0660 with --group lets a group in",
     )
     p.add_argument(

@@ -62,7 +62,9 @@ class Port:
 
     A kind provides ``_send`` (one frame to the kernel; raises ``OSError``), ``ingress`` (its
     receive loop), ``egress_fd`` (what to poll for writability) and, where its errors need more
-    than a counter, ``_send_failed``.
+    than a counter, ``_send_failed``. A kind that keeps unsent bytes outside the backlog (the
+    stream port: the rest of a frame the kernel took only in part) overrides ``_idle`` and
+    ``flush_backlog`` to send them first.
     """
 
     def __init__(self, port_id: int, name: str) -> None:

@@ -24,8 +24,10 @@ from collections.abc import Callable
 HEADER = struct.Struct(">I")
 HEADER_LEN = HEADER.size
 _unpack_length = HEADER.unpack_from
-# Read this much per system call at least, so a busy link needs few of them.
-MIN_BUFFER = 256 * 1024
+# Read this much per system call at least, so a busy link needs few of them (about 40 full-size
+# frames). Each connection holds one such buffer: about what a datagram port's receive batch
+# holds (64 slots of --max-frame bytes), and bounded with the ports by --max-ports.
+MIN_BUFFER = 64 * 1024
 
 
 class OversizedRecord(Exception):

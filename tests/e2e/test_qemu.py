@@ -2,7 +2,7 @@
 
 One switch serves all of them, in a private network namespace (with multicast routed on lo):
 ``--vde DIR`` (also the control socket of the UML ``eth0=daemon`` guests), ``--stream unix:PATH``,
-``--stream tcp:127.0.0.1:PORT``, ``-mcast``, two ``-ucast`` and ``--vxvde``. Eight QEMU guests,
+``--stream tcp:127.0.0.1:PORT``, ``-mcast``, two ``-ucast`` and ``--vxvde``. Nine QEMU guests,
 each on one transport, and two UML guests boot once for the module, in parallel (see
 ``qemu.py``); each test uses its own pair, so the tests stay independent:
 
@@ -10,7 +10,7 @@ each on one transport, and two UML guests boot once for the module, in parallel 
 2. ``-netdev stream`` (unix) and ``-netdev socket,connect=127.0.0.1:PORT`` (TCP);
 3. ``-netdev socket,mcast=`` and ``-netdev dgram`` (inet, unicast); and, with pings only, the
    other QEMU lines of the README: ``-netdev dgram`` on the multicast group, ``socket,udp=``,
-   ``-netdev vde,sock=vxvde://`` against ``--vxvde``;
+   ``-netdev stream`` over TCP, ``-netdev vde,sock=vxvde://`` against ``--vxvde``;
 4. two QEMU and two UML guests on one LAN, every pair pinging.
 
 Each path: ping both ways between the QEMU guest and a UML guest, and a short iperf3 each way
@@ -79,6 +79,9 @@ def qemu_netdevs(vde_dir: Path, stream_path: Path) -> dict[str, str]:
         "dgram-mcast": "dgram,id=n0,remote.type=inet,remote.host=239.192.168.1,remote.port=1102",
         "socket-udp": (
             f"socket,id=n0,udp=127.0.0.1:{SWITCH_UDP_PORT},localaddr=127.0.0.1:{QEMU_UDP_PORT}"
+        ),
+        "stream-inet": (
+            f"stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port={TCP_PORT}"
         ),
         # libvdeplug4's vxvde:// through QEMU's vde netdev, against --vxvde
         "vxvde": "vde,id=n0,sock=vxvde://239.0.0.1",
@@ -237,13 +240,13 @@ def test_qemu_dgram_inet_guest(net: Lan, record_property: Callable[[str, object]
     prove_path(net, "dgram", record_property)
 
 
-def test_the_other_spellings_dgram_mcast_socket_udp_and_vxvde(net: Lan) -> None:
+def test_the_other_spellings(net: Lan) -> None:
     """``-netdev dgram`` on the group (beside the ``socket,mcast=`` guest), the older
-    ``-netdev socket,udp=``, and ``-netdev vde,sock=vxvde://`` against ``--vxvde``: ping both
-    ways with a UML guest (the iperf3 runs are above)."""
+    ``-netdev socket,udp=``, ``-netdev stream`` over TCP, and ``-netdev vde,sock=vxvde://``
+    against ``--vxvde``: ping both ways with a UML guest (the iperf3 runs are above)."""
     uml = net.uml[1]
     uml.wait_up()
-    for name in ("dgram-mcast", "socket-udp", "vxvde"):
+    for name in ("dgram-mcast", "socket-udp", "stream-inet", "vxvde"):
         net.qemu[name].wait_up()
         ping_both_ways(net.qemu[name], uml)
     net.switch.check_alive()

@@ -44,20 +44,26 @@ def test_stream_ports_in_logs_ctl_capture_and_top(tmp_path: Path) -> None:
             b.receive(match=ARP)
             b.send(b.ether(dst=MAC_A) / ARP(op=2, pdst="10.0.0.1"))
             a.receive(match=ARP)
-            ports = {p["id"]: p for p in client.json("port/print")["ports"]}
-            assert [p["kind"] for p in ports.values()] == ["stream", "stream"]
-            assert ports[1]["name"].startswith("stream:1 pid=") and ports[1]["peer"]["uid"] >= 0
-            assert ports[2]["name"].startswith("stream:2 127.0.0.1:") and ports[2]["peer"] is None
-            assert ports[1]["macs"] == ports[2]["macs"] == 1
+            ports = client.json("port/print")["ports"]
+            assert [p["kind"] for p in ports] == ["stream", "stream"]
+            # the switch accepts both connections at once: either may be port 1
+            (unix_port,) = [p for p in ports if p["peer"] is not None]
+            (tcp_port,) = [p for p in ports if p["peer"] is None]
+            u, t = unix_port["id"], tcp_port["id"]
+            assert (
+                unix_port["name"].startswith(f"stream:{u} pid=") and unix_port["peer"]["uid"] >= 0
+            )
+            assert tcp_port["name"].startswith(f"stream:{t} 127.0.0.1:")
+            assert unix_port["macs"] == tcp_port["macs"] == 1
             text = client.run("port/print")
-            assert "Port 0001 stream" in "\n".join(text.lines or [])
+            assert f"Port {u:04d} stream" in "\n".join(text.lines or [])
             info = client.json("showinfo")
             assert info["streams"][0] == {"name": f"unix:{path}", "perm": "0660"}
             assert info["streams"][1] == {"name": f"tcp:{tcp[1]}", "perm": None}
             assert f"stream  unix:{path} perm 0660" in (client.run("showinfo").lines or [])
 
             capture = tmp_path / "stream.pcap"
-            client.json(f"pcap/start {capture} 2")
+            client.json(f"pcap/start {capture} {t}")
             b.send(b.ether(dst=MAC_A) / b"from b")
             a.receive()
             stopped = client.json("pcap/stop")
@@ -68,19 +74,19 @@ def test_stream_ports_in_logs_ctl_capture_and_top(tmp_path: Path) -> None:
             console = Console(record=True, width=80, file=io.StringIO(), color_system=None)
             console.print(render(first, take_sample(client)))
             table = console.export_text()
-            assert re.search(r"^\s*1\s+stream:1 pid=", table, re.M), table
-            assert re.search(r"^\s*2\s+stream:2 127\.0\.0\.1", table, re.M), table
+            assert re.search(rf"^\s*{u}\s+stream:{u} pid=", table, re.M), table
+            assert re.search(rf"^\s*{t}\s+stream:{t} 127\.0\.0\.1", table, re.M), table
 
-            assert client.json("port/remove 2") == {"removed": 2}
+            assert client.json(f"port/remove {t}") == {"removed": t}
             b.sock.settimeout(5)
             assert b.sock.recv(1) == b""  # the switch closed b's connection
         deadline = time.monotonic() + 5
-        while "port 1 detached (disconnect)" not in switch.log and time.monotonic() < deadline:
+        while f"port {u} detached (disconnect)" not in switch.log and time.monotonic() < deadline:
             time.sleep(0.02)
         log = switch.log
-        assert "port 1 attached: stream client pid=" in log
-        assert "port 2 detached (removed by the management console)" in log
-        assert "port 1 detached (disconnect)" in log
+        assert f"port {u} attached: stream client pid=" in log
+        assert f"port {t} detached (removed by the management console)" in log
+        assert f"port {u} detached (disconnect)" in log
         assert switch.stop() == 0
     assert not path.exists()
 

@@ -151,7 +151,7 @@ class ClientPort(Port):
             return
         self.queue_limit = fabric.port_queue
         self.budget = fabric.queue_budget
-        dataplane.add(self, self._fd)
+        dataplane.add(self, self.sock)
         try:
             await trio.sleep_forever()
         finally:

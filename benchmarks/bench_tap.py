@@ -37,7 +37,6 @@ from benchlib import (
     switch_kinds,
     trees,
 )
-from uml_fpregs import use_if_needed
 
 sys.path.insert(0, str(REPO))
 
@@ -145,7 +144,6 @@ def main() -> None:
     make_tap()
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-tap-") as run_dir, iperf3_server():
-        e2e_uml.LINUX = use_if_needed(e2e_uml.LINUX, Path(run_dir))
         for i in range(args.rounds):
             for kind in kinds:
                 up, down = one_round(kind, by_label.get(kind), args.seconds)

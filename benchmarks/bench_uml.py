@@ -29,7 +29,6 @@ from benchlib import (
     switch_kinds,
     trees,
 )
-from uml_fpregs import use_if_needed
 
 sys.path.insert(0, str(REPO))
 
@@ -111,7 +110,6 @@ def main() -> None:
     )
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="umlsw-bench-uml-") as run_dir:
-        e2e_uml.LINUX = use_if_needed(e2e_uml.LINUX, Path(run_dir))
         for i in range(args.rounds):
             for kind in kinds:
                 rtt, mbit = one_round(kind, by_label.get(kind), args.seconds, args.pings)

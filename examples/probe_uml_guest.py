@@ -6,7 +6,8 @@ Run as root on a machine with Debian's user-mode-linux package:
 
 It starts a umlswitch, boots a UML guest (hostfs root, an init script written here) on
 ``eth0=daemon`` with address 10.0.0.2, attaches a harness port as 10.0.0.1, and asserts the
-guest's ARP reply and ICMP echo reply. Exit status 0 when both came back.
+guest's ARP reply and ICMP echo reply. Exit status 0 when both came back. ``UML_LINUX`` names
+another UML kernel (default ``/usr/bin/linux``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def boot_guest(ctl: str, workdir: Path) -> subprocess.Popen[bytes]:
     init.chmod(0o755)
     console = open(workdir / "console.log", "wb")  # noqa: SIM115 - lives as long as the guest
     return subprocess.Popen(
-        ["/usr/bin/linux", "mem=64M", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
+        [os.environ.get("UML_LINUX", "/usr/bin/linux"), "mem=64M", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
          f"init={init}", f"dir={workdir}", f"eth0=daemon,{GUEST_MAC},unix,{ctl}",
          "con=null", "con0=fd:0,fd:1", f"umid=probe-{os.getpid()}", f"uml_dir={workdir}"],
         stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,

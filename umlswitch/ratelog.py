@@ -14,6 +14,23 @@ from collections.abc import Callable
 _MAX_KEYS = 1024
 
 
+class Deferred:
+    """A log argument computed only if its line is written: ``str()`` returns ``func(*args)``.
+
+    For ``%s`` arguments that cost something to format (a MAC address) on a path where the
+    limiter usually suppresses the line.
+    """
+
+    __slots__ = ("_args", "_func")
+
+    def __init__(self, func: Callable[..., object], *args: object) -> None:
+        self._func = func
+        self._args = args
+
+    def __str__(self) -> str:
+        return str(self._func(*self._args))
+
+
 class RateLimitedLog:
     """Log at most ``burst`` lines per ``interval`` seconds for each key."""
 

@@ -24,6 +24,7 @@ from umlswitch.config import SwitchConfig
 from umlswitch.daemon import Switch, serve
 from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE
+from umlswitch.ports import vectorio
 from umlswitch.ports.unix.clients import ClientPort, SharedPort
 
 from .client import (
@@ -369,7 +370,7 @@ async def test_mac_entries_age_out(
 
 
 async def test_receiver_that_never_reads_does_not_stop_the_others(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, client_io: str
 ) -> None:
     """C never drains its socket. A and B exchange 2,000 frames each way with no loss while C's
     backlog fills up to --port-queue and every broadcast beyond it is dropped and counted as
@@ -403,8 +404,21 @@ async def test_receiver_that_never_reads_does_not_stop_the_others(
         assert port_c.stats.queued == port_c.stats.queue_high == DEFAULT_PORT_QUEUE
         assert port_c.stats.tx_frames + port_c.stats.queued + full == total
         assert len(c.pending()) == port_c.stats.tx_frames  # what was queued is intact
+        # C's full backlog held A back once; C took nothing for STALL_TIMEOUT, so it was
+        # declared stalled and held nobody after that (A's 2,000 frames all went through).
+        assert port_c.stats.stalls == 1
+        assert port_a.stats.paused >= 1
     finally:
         close_all([a, b, c])
+
+
+@pytest.fixture(params=["dataplane", "task-per-port"])
+def client_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Client ports served by the data plane (recvmmsg/sendmmsg), or by tasks of their own, as
+    where Linux's vector calls are missing: the backlog rules must hold for both."""
+    if request.param == "task-per-port":
+        monkeypatch.setattr(vectorio, "available", lambda: False)
+    return str(request.param)
 
 
 async def _burst_to_paused_receiver(
@@ -425,7 +439,7 @@ async def _burst_to_paused_receiver(
 
 
 async def test_burst_to_a_receiver_that_pauses_arrives_whole_and_in_order(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, client_io: str
 ) -> None:
     """A guest's socket holds max_dgram_qlen frames (10 by default): a burst of 200 is more than
     that. The rest waits in the port's backlog and arrives, in order, once the guest reads."""
@@ -445,7 +459,9 @@ async def test_burst_to_a_receiver_that_pauses_arrives_whole_and_in_order(
         close_all([a, b])
 
 
-async def test_full_backlog_drops_the_newest_frames(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_full_backlog_drops_the_newest_frames(
+    nursery: trio.Nursery, tmp_path: Path, client_io: str
+) -> None:
     """--port-queue bounds the backlog: what does not fit is dropped at the tail and counted;
     what was kept arrives intact and in order."""
     switch = await start_switch(nursery, tmp_path, port_queue=20)

@@ -6,13 +6,17 @@ see (``umlswitch/counters.py``).
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from tests.fakes import FakePort
+from umlswitch.fabric import fabric as fabric_module
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
+from umlswitch.fabric.frame import format_mac
 from umlswitch.fabric.mactable import MacTable
 
 MAC_A = "02:00:00:00:00:0a"
@@ -381,3 +385,45 @@ def test_a_move_into_a_full_port_counts_the_eviction() -> None:
     assert table.lookup(raw_mac(MAC_A)) == 2 and table.lookup(raw_mac(MAC_B)) is None
     assert fabric.events["mac_moved"] == 1
     assert fabric.events["mac_evicted"] == 1
+
+
+# --- log lines ------------------------------------------------------------------------------------
+
+
+def test_learning_log_lines_format_macs_only_when_written(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of new sources logs a few rate-limited lines, and only their MACs get formatted:
+    the frames whose lines are suppressed cost no formatting."""
+    formatted: list[bytes] = []
+
+    def counting_format_mac(mac: bytes) -> str:
+        formatted.append(mac)
+        return format_mac(mac)
+
+    monkeypatch.setattr(fabric_module, "format_mac", counting_format_mac)
+    caplog.set_level(logging.INFO, logger="umlswitch.fabric")
+    fabric, (p1, p2, _p3) = make_fabric(table=MacTable(max_entries=4, hold_down=1.0), now=10.0)
+    for i in range(100):
+        fabric.forward(p1, frame(f"02:00:00:00:01:{i:02x}", BROADCAST))
+    fabric.forward(p2, frame("02:00:00:00:01:63", BROADCAST))  # within the hold-down
+    fabric.tick(12.0)
+    fabric.forward(p2, frame("02:00:00:00:01:63", BROADCAST))
+    learned = [f"port 1 (fake:1): learned 02:00:00:00:01:{i:02x}" for i in range(4)]
+    evicted = [
+        f"port 1 (fake:1): learned 02:00:00:00:01:{i:02x}; MAC table full (4), "
+        f"evicted 02:00:00:00:01:{i - 4:02x} from port 1"
+        for i in range(4, 9)
+    ]
+    assert [r.getMessage() for r in caplog.records if r.name == "umlswitch.fabric"] == [
+        *learned,
+        *evicted,
+        "port 2 (fake:2): 02:00:00:00:01:63 is on port 1 and was seen there within 1.0 s; "
+        "not moved",
+        "port 2 (fake:2): 02:00:00:00:01:63 moved here from port 1",
+    ]
+    # Each written line may be formatted by several handlers; the suppressed ones never are.
+    assert {format_mac(mac) for mac in formatted} == {
+        f"02:00:00:00:01:{i:02x}" for i in [*range(9), 0x63]
+    }
+    assert fabric.events["mac_evicted"] == 96

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from umlswitch.fabric.mactable import Learned, MacTable
 
@@ -269,3 +273,219 @@ def test_entries_listing_shows_ages() -> None:
 def test_invalid_bounds_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         MacTable(**kwargs)
+
+
+def test_tied_ports_lose_least_recently_changed_first() -> None:
+    """Among equally large ports (the learning one not among them), the one whose number of
+    entries changed least recently loses: a refresh is not a change, a learn is."""
+    table = MacTable(max_entries=4)
+    a1, a2, b1, b2 = mac(0xA1), mac(0xA2), mac(0xB1), mac(0xB2)
+    table.learn(a1, 1, 0.0)
+    table.learn(b1, 2, 0.0)
+    table.learn(b2, 2, 0.0)
+    table.learn(a2, 1, 0.0)  # port 1 changed last, although it got its first entry first
+    table.learn(b1, 2, 1.0)  # a refresh: not a change (but b1 is now port 2's youngest)
+    assert table.learn(mac(0x91), 9, 2.0) is Learned.NEW_EVICTING
+    assert table.last_evicted == (b2, 2)
+    assert table.learn(mac(0x92), 9, 2.0) is Learned.NEW_EVICTING
+    assert table.last_evicted == (a1, 1)  # port 1 was now the largest alone
+    # 1, 1, 2 entries: the flooder is the largest and evicts its own from now on
+    assert table.learn(mac(0x93), 9, 2.0) is Learned.NEW_EVICTING
+    assert table.last_evicted == (mac(0x91), 9)
+    assert [table.count(port) for port in (1, 2, 9)] == [1, 1, 2]
+
+
+def test_equally_large_ports_take_turns() -> None:
+    """A flooder smaller than several equally large ports takes one entry from each in turn, not
+    all from one of them."""
+    table = MacTable(max_entries=30)
+    for port in (1, 2, 3):
+        for i in range(10):
+            table.learn(mac(port << 8 | i), port, 0.0)
+    victims = []
+    for i in range(7):
+        table.learn(mac(0x90000 | i), 9, 1.0)
+        assert table.last_evicted is not None
+        victims.append(table.last_evicted[1])
+    assert victims == [1, 2, 3, 1, 2, 3, 1]
+    assert [table.count(port) for port in (1, 2, 3, 9)] == [7, 8, 8, 7]
+
+
+# --- the rules against a brute-force model --------------------------------------------------------
+
+
+class ReferenceTable:
+    """The module docstring's rules, brute force: each eviction scans every port.
+
+    Ports are lists of addresses, oldest first, kept in a dict from which a port leaves when it
+    empties (so ``expire`` visits ports in the order they got their first entry); every address
+    added to or removed from a port stamps it with the next serial number.
+    """
+
+    def __init__(
+        self, *, aging: float, max_entries: int, max_per_port: int | None, hold_down: float
+    ) -> None:
+        self.aging = aging
+        self.max_entries = max_entries
+        self.max_per_port = max_per_port
+        self.hold_down = hold_down
+        self.port_of: dict[bytes, int] = {}
+        self.seen: dict[bytes, float] = {}
+        self.ports: dict[int, list[bytes]] = {}
+        self.changed: dict[int, int] = {}
+        self.serial = 0
+        self.last_evicted: tuple[bytes, int] | None = None
+        self.last_moved_from: int | None = None
+        self.last_move_evicted = False
+
+    def learn(self, address: bytes, port: int, now: float) -> Learned:
+        known = self.port_of.get(address)
+        if known == port:
+            if self.seen[address] != now:
+                self.seen[address] = now
+                self.ports[port].remove(address)
+                self.ports[port].append(address)
+            return Learned.REFRESHED
+        if address[0] & 1:
+            return Learned.IGNORED
+        if known is not None:
+            if now - self.seen[address] < self.hold_down:
+                return Learned.HELD
+            self._drop(address)
+            self.last_move_evicted = self._make_room(port)
+            self._add(address, port, now)
+            self.last_moved_from = known
+            return Learned.MOVED
+        evicted = self._make_room(port)
+        self._add(address, port, now)
+        return Learned.NEW_EVICTING if evicted else Learned.NEW
+
+    def expire(self, now: float) -> list[tuple[bytes, int]]:
+        expired = []
+        for port, addresses in list(self.ports.items()):
+            for address in list(addresses):
+                if self.seen[address] > now - self.aging:
+                    break
+                self._drop(address)
+                expired.append((address, port))
+        return expired
+
+    def forget_port(self, port: int) -> int:
+        addresses = list(self.ports.get(port, ()))
+        for address in addresses:
+            self._drop(address)
+        return len(addresses)
+
+    def flush(self) -> int:
+        count = len(self.port_of)
+        for address in list(self.port_of):
+            self._drop(address)
+        return count
+
+    def _make_room(self, port: int) -> bool:
+        if self.max_per_port is not None and len(self.ports.get(port, ())) >= self.max_per_port:
+            victim = port
+        elif len(self.port_of) >= self.max_entries:
+            most = max(len(addresses) for addresses in self.ports.values())
+            tied = [p for p, addresses in self.ports.items() if len(addresses) == most]
+            victim = port if port in tied else min(tied, key=lambda p: self.changed[p])
+        else:
+            return False
+        address = self.ports[victim][0]
+        self._drop(address)
+        self.last_evicted = (address, victim)
+        return True
+
+    def _add(self, address: bytes, port: int, now: float) -> None:
+        self.port_of[address] = port
+        self.seen[address] = now
+        self.ports.setdefault(port, []).append(address)
+        self._stamp(port)
+
+    def _drop(self, address: bytes) -> None:
+        port = self.port_of.pop(address)
+        del self.seen[address]
+        self.ports[port].remove(address)
+        if not self.ports[port]:
+            del self.ports[port]
+        self._stamp(port)
+
+    def _stamp(self, port: int) -> None:
+        self.serial += 1
+        self.changed[port] = self.serial
+
+
+POOL = [mac(i) for i in range(1, 13)] + [IPV4_MULTICAST]
+PORTS = [1, 2, 3, 4]
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # learn (an address from POOL), fresh (a never seen one), expire, forget, flush
+    address: bytes  # learn only
+    port: int  # learn, fresh and forget
+    advance: float  # seconds the clock moves on before the operation
+
+
+# Mostly learning, on few ports, so that tables fill, evict and tie often.
+operations = st.builds(
+    Op,
+    st.sampled_from(["learn"] * 10 + ["fresh"] * 6 + ["expire", "forget", "flush"]),
+    st.sampled_from(POOL),
+    st.sampled_from(PORTS),
+    st.sampled_from([0.0] * 6 + [0.5, 1.0, 3.0]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(operations, min_size=20, max_size=150),
+    max_entries=st.integers(1, 8),
+    max_per_port=st.sampled_from([None, None, 1, 2, 3, 5]),
+    hold_down=st.sampled_from([0.0, 1.0]),
+    aging=st.sampled_from([2.0, 6.0]),
+)
+def test_matches_the_brute_force_model(
+    ops: list[Op], max_entries: int, max_per_port: int | None, hold_down: float, aging: float
+) -> None:
+    """Random learn/move/expire/forget_port/flush sequences in a small table (so evictions and
+    ties are frequent): every result, victim, entry and listing order is the brute-force model's.
+    """
+    bounds = {
+        "aging": aging,
+        "max_entries": max_entries,
+        "max_per_port": max_per_port,
+        "hold_down": hold_down,
+    }
+    table = MacTable(**bounds)  # type: ignore[arg-type]
+    model = ReferenceTable(**bounds)  # type: ignore[arg-type]
+    fresh = (mac(0x1000 + i) for i in itertools.count())
+    now = 0.0
+    for op in ops:
+        now += op.advance
+        if op.kind in ("learn", "fresh"):
+            address = op.address if op.kind == "learn" else next(fresh)
+            assert table.learn(address, op.port, now) is model.learn(address, op.port, now)
+            assert table.last_evicted == model.last_evicted
+            assert table.last_moved_from == model.last_moved_from
+            assert table.last_move_evicted == model.last_move_evicted
+        elif op.kind == "expire":
+            assert table.expire(now) == model.expire(now)
+        elif op.kind == "forget":
+            assert table.forget_port(op.port) == model.forget_port(op.port)
+        else:
+            assert table.flush() == model.flush()
+        assert [(e.mac, e.port, e.age) for e in table.entries(now)] == [
+            (a, port, now - model.seen[a]) for a, port in model.port_of.items()
+        ]
+        assert len(table) == len(model.port_of) <= max_entries
+        assert [table.lookup(a) for a in POOL] == [model.port_of.get(a) for a in POOL]
+        assert [table.count(p) for p in PORTS] == [len(model.ports.get(p, ())) for p in PORTS]
+        # The bookkeeping that makes eviction O(1) (private): ports bucketed by number of entries,
+        # least recently changed first, and the largest number.
+        buckets: dict[int, list[int]] = {}
+        for port in sorted(model.ports, key=model.changed.__getitem__):
+            buckets.setdefault(len(model.ports[port]), []).append(port)
+        assert {n: list(ports) for n, ports in table._by_count.items()} == buckets
+        assert table._most == max(buckets, default=0)
+        assert list(table._by_port) == list(model.ports)  # the order expire visits them in

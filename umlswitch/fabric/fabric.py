@@ -20,7 +20,7 @@ from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
-from umlswitch.ratelog import RateLimitedLog
+from umlswitch.ratelog import Deferred, RateLimitedLog
 
 log = logging.getLogger("umlswitch.fabric")
 
@@ -185,6 +185,15 @@ class Fabric:
             return self.flood_set(ingress_id)
         return port
 
+    def receive(self, ingress: FabricPort, buffer: memoryview, size: int) -> None:
+        """The receive rule of every port kind: a datagram or read of ``size`` bytes (its real
+        length, ``MSG_TRUNC``) is in ``buffer``; forward it, or count a giant (which did not fit
+        the buffer and is never read)."""
+        if size > self.max_frame:
+            self.reject(ingress, counters.GIANT, size)
+        else:
+            self.forward(ingress, buffer[:size])
+
     def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
         """Account ``frame`` on ``ingress`` and send it to its egress ports."""
         stats = ingress.stats
@@ -199,21 +208,44 @@ class Fabric:
 
     def forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> None:
         """``forward`` for every frame of ``batch``, with the same rules and counters; each
-        egress port gets its frames of the batch in one ``send_batch``, in order."""
+        egress port gets its frames of the batch in one ``send_batch``, in order.
+
+        Frames of one batch mostly share their addresses (a guest's stream to one peer): a frame
+        with the same destination and source as the frame before, whose decision left the
+        source learned on this port, gets the same egress ports without asking the table again
+        (the learning would only refresh what the first frame refreshed at this same time).
+        """
         stats = ingress.stats
         lengths = batch.lengths
         slot_size = batch.slot_size
         data = batch.data
         egress_at = self.egress_at
         capture = self.capture
+        max_frame = self.max_frame
+        lookup = self.table.lookup
+        ingress_id = ingress.id
         self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
         outputs: dict[FabricPort, list[int]] = {}
+        known: tuple[bytes, bytes] | None = None  # the addresses of the last decision kept
+        known_egress: tuple[FabricPort, ...] = ()
         for index in range(batch.count):
             size = lengths[index]
             stats.rx_frames += 1
             stats.rx_bytes += size
-            egress = egress_at(ingress, data, index * slot_size, size)
-            if capture is not None and size <= self.max_frame:  # giants are not captured
+            offset = index * slot_size
+            if ETH_HEADER_LEN <= size <= max_frame:
+                pair = _addresses(data, offset)
+                if pair == known:
+                    egress = known_egress
+                else:
+                    egress = egress_at(ingress, data, offset, size)
+                    if egress and (self.hub or lookup(pair[1]) == ingress_id):
+                        known, known_egress = pair, egress
+                    else:
+                        known = None
+            else:
+                egress = egress_at(ingress, data, offset, size)  # counts the runt or giant
+            if capture is not None and size <= max_frame:  # giants are not captured
                 self._record(capture, ingress, egress, batch.frame(index))
             for port in egress:
                 indices = outputs.get(port)
@@ -264,7 +296,7 @@ class Fabric:
         )
 
     def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
-        mac = format_mac(src)
+        mac = Deferred(format_mac, src)  # formatted only if logged: a flood is mostly suppressed
         if learned is Learned.NEW:  # rate-limited: a MAC flood must not flood the log too
             self._ratelog.log(
                 logging.INFO,
@@ -285,7 +317,7 @@ class Fabric:
                 ingress.name,
                 mac,
                 len(self.table),
-                format_mac(evicted[0]),
+                Deferred(format_mac, evicted[0]),
                 evicted[1],
             )
         elif learned is Learned.MOVED:

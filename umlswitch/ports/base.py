@@ -135,13 +135,17 @@ class Port:
                     closed = exc
                 nursery.cancel_scope.cancel()
         finally:
-            self.discard_backlog()
-            self._release_all()
-            for receiver in self._held_by:
-                receiver._holding.discard(self)
-            self._held_by.clear()
+            self.leave()
         if closed is not None:
             raise closed
+
+    def leave(self) -> None:
+        """The port stops: forget its backlog and every back-pressure tie it has."""
+        self.discard_backlog()
+        self._release_all()
+        for receiver in self._held_by:
+            receiver._holding.discard(self)
+        self._held_by.clear()
 
     # --- back-pressure ----------------------------------------------------------------------
 
@@ -156,6 +160,14 @@ class Port:
         with trio.move_on_after(STALL_TIMEOUT):
             await released.wait()
             return
+        self.stall_holders()
+
+    def holders(self) -> set[Port]:
+        """The receivers whose backlogs hold this port's ingress back now."""
+        return self._held_by
+
+    def stall_holders(self) -> None:
+        """This port waited STALL_TIMEOUT for its holders: they are stalled; it reads on."""
         for receiver in self._held_by:
             receiver._stall(self)
         self._held_by.clear()
@@ -185,9 +197,14 @@ class Port:
         for sender in self._holding:
             held_by = sender._held_by
             held_by.discard(self)
-            if not held_by and sender._released is not None:
-                sender._released.set()
+            if not held_by:
+                sender.released()
         self._holding.clear()
+
+    def released(self) -> None:
+        """No receiver holds this port any more: its ingress may read on."""
+        if self._released is not None:
+            self._released.set()
 
     # --- egress -----------------------------------------------------------------------------
 
@@ -232,10 +249,15 @@ class Port:
         stats.queued = depth
         if depth > stats.queue_high:
             stats.queue_high = depth
-        if depth == 1 and self._backlog_waiting is not None:
-            self._backlog_waiting.set()
+        if depth == 1:
+            self.backlog_started()
         if depth * 2 >= self.queue_limit and budget.sender is not None:
             self._hold(budget.sender)
+
+    def backlog_started(self) -> None:
+        """The backlog was empty and holds a frame now: have it drained when writable."""
+        if self._backlog_waiting is not None:
+            self._backlog_waiting.set()
 
     def flush_backlog(self) -> None:
         """Send what the kernel takes now from the backlog, oldest first; release the senders

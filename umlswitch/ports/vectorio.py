@@ -96,11 +96,10 @@ class _MessageVector:
 
 
 class BatchReceiver:
-    """Reads up to ``count`` datagrams per call into one ``FrameBatch``."""
+    """Reads up to ``count`` datagrams per call into one ``FrameBatch``, from any socket."""
 
-    def __init__(self, sock: socket.socket, slot_size: int, count: int) -> None:
+    def __init__(self, slot_size: int, count: int) -> None:
         self.batch = batch = FrameBatch(slot_size, count)
-        self._fd = sock.fileno()
         vector = self._vector = _MessageVector(count)
         area = (ctypes.c_char * len(batch.data)).from_buffer(batch.data)
         batch.address = ctypes.addressof(area)
@@ -112,13 +111,13 @@ class BatchReceiver:
         self._count = count
         self._words = memoryview(vector.raw).cast("I")
 
-    def receive(self) -> int:
-        """Read what is queued (at most ``count``) into the batch; 0 if nothing was.
+    def receive(self, fd: int) -> int:
+        """Read what socket ``fd`` has queued (at most ``count``) into the batch; 0 if nothing.
 
         The batch's lengths are the datagrams' real lengths (``MSG_TRUNC``): more than
         ``slot_size`` for one that did not fit. Raises OSError for a receive error.
         """
-        got: int = _recvmmsg(self._fd, self._address, self._count, _RECV_FLAGS, None)
+        got: int = _recvmmsg(fd, self._address, self._count, _RECV_FLAGS, None)
         if got < 0:
             exc = _os_error()
             if isinstance(exc, BlockingIOError) or exc.errno == errno.EINTR:
@@ -131,18 +130,17 @@ class BatchReceiver:
 
 
 class BatchSender:
-    """Sends frames of ``FrameBatch``es with one ``sendmmsg`` on a connected socket."""
+    """Sends frames of ``FrameBatch``es with one ``sendmmsg``, on any connected socket."""
 
-    def __init__(self, sock: socket.socket, count: int) -> None:
-        self._fd = sock.fileno()
+    def __init__(self, count: int) -> None:
         vector = self._vector = _MessageVector(count)
         self._address = vector.address
         self._iov = memoryview(vector.raw_iov).cast("Q")  # base, length, base, length, ...
         self.count = count
 
-    def send(self, batch: FrameBatch, indices: list[int]) -> int:
-        """Send the frames in slots ``indices`` (at most ``count``), in order; return how many
-        the kernel took (fewer when the receiver's queue filled up). Raises OSError
+    def send(self, fd: int, batch: FrameBatch, indices: list[int]) -> int:
+        """Send the frames in slots ``indices`` (at most ``count``) on socket ``fd``, in order;
+        return how many the kernel took (fewer when the receiver's queue filled up). Raises OSError
         (BlockingIOError when it took none)."""
         iov = self._iov
         base = batch.address
@@ -153,7 +151,7 @@ class BatchSender:
             iov[j] = base + i * slot_size
             iov[j + 1] = lengths[i]
             j += 2
-        sent: int = _sendmmsg(self._fd, self._address, len(indices), _MSG_DONTWAIT)
+        sent: int = _sendmmsg(fd, self._address, len(indices), _MSG_DONTWAIT)
         if sent < 0:
             raise _os_error()
         return sent

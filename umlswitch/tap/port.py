@@ -95,7 +95,7 @@ class TapPort(Port):
         view = memoryview(buf)
         buffers = [buf]
         readv = os.readv
-        forward = fabric.forward
+        receive = fabric.receive
         while self._gone is None:
             with trio.CancelScope() as self._waiting:
                 await trio.lowlevel.wait_readable(fd)
@@ -108,10 +108,7 @@ class TapPort(Port):
                 except OSError as exc:
                     self._mark_gone(f"read failed: {exc.strerror}")
                     break
-                if size > max_frame:
-                    fabric.reject(self, counters.GIANT, size)
-                else:
-                    forward(self, view[:size])
+                receive(self, view, size)
             self._down_logged = False  # it was readable, so it is up (or gone): say it again
             await self.pause_point()  # held while a receiver's backlog drains
         self.close()

@@ -16,7 +16,6 @@ import errno
 import socket
 from collections.abc import Callable
 
-from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import Port, count_receive_error, drain_from
@@ -55,15 +54,12 @@ async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
     """
     max_frame = fabric.max_frame
     admit = port.admit
-    forward = fabric.forward
+    receive = fabric.receive
 
     def handle(view: memoryview, size: int, sender: Address) -> None:
         if not admit(sender, size):
             return
-        if size > max_frame:
-            fabric.reject(port, counters.GIANT, size)
-        else:
-            forward(port, view[:size])
+        receive(port, view, size)
 
     await drain_udp(sock, port, max_frame + 1, handle)
 

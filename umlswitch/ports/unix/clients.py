@@ -22,10 +22,8 @@ import socket
 
 import trio
 
-from umlswitch import counters
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports import vectorio
 from umlswitch.ports.base import (
     BATCH,
     Frame,
@@ -35,6 +33,7 @@ from umlswitch.ports.base import (
     ratelog,
 )
 from umlswitch.ports.unix import control
+from umlswitch.ports.unix.dataplane import DataPlane
 
 log = logging.getLogger("umlswitch.unix")
 
@@ -76,66 +75,87 @@ class ClientPort(Port):
     """A client with its own data socket, connected to the client's address."""
 
     def __init__(
-        self, port_id: int, name: str, sock: socket.socket, path: str | None = None
+        self,
+        port_id: int,
+        name: str,
+        sock: socket.socket,
+        path: str | None = None,
+        dataplane: DataPlane | None = None,
     ) -> None:
         super().__init__(port_id, name)
         self.sock = sock
+        self.dataplane = dataplane  # serves this port's socket; None: a task of its own
         self.path = path  # our pathname socket file, removed on close
         self.owner: int | None = None  # uid owning the client's pathname socket (vde clients)
         self.local_address: bytes = sock.getsockname()
         if isinstance(self.local_address, str):
             self.local_address = os.fsencode(self.local_address)
+        # Port.send_nowait, the hot path, calls the socket's own send with no method in between.
         self._send = sock.send  # type: ignore[method-assign, assignment]
-        self._sender = vectorio.BatchSender(sock, BATCH) if vectorio.available() else None
-
-    def send_nowait(self, frame: Frame) -> None:
-        # The hot path: the base class's version, with the socket's send bound once.
-        if self.backlog:
-            self._enqueue(frame)
-            return
-        try:
-            self._send(frame)
-        except BlockingIOError:
-            self._enqueue(frame)
-            return
-        except OSError as exc:
-            self._send_failed(exc)
-            return
-        stats = self.stats
-        stats.tx_frames += 1
-        stats.tx_bytes += len(frame)
+        self._fd = sock.fileno()
+        self._sender = dataplane.sender if dataplane is not None else None
 
     def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
         # One sendmmsg for the batch's frames, unless there is nothing to gain (one frame) or
-        # the backlog must go first; what the kernel does not take goes the per-frame way,
-        # which queues it in the backlog.
+        # the backlog must go first. What the kernel did not take goes straight into the
+        # backlog: the receiver's queue is full, another send would only fail.
         sender = self._sender
-        sent = 0
-        if sender is not None and len(indices) > 1 and not self.backlog and batch.address:
-            try:
-                sent = sender.send(batch, indices)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._send_failed(exc)
-                indices = indices[1:]  # that frame is lost; try the others one by one
-            else:
-                stats = self.stats
-                stats.tx_frames += sent
-                lengths = batch.lengths
-                stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
+        if sender is None or len(indices) < 2 or self.backlog or not batch.address:
+            frame = batch.frame
+            for index in indices:
+                self.send_nowait(frame(index))
+            return
+        try:
+            sent = sender.send(self._fd, batch, indices)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._send_failed(exc)  # that frame is lost; the others go one by one
+            frame = batch.frame
+            for index in indices[1:]:
+                self.send_nowait(frame(index))
+            return
+        if sent:
+            stats = self.stats
+            stats.tx_frames += sent
+            lengths = batch.lengths
+            stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
+        enqueue = self._enqueue
         frame = batch.frame
         for index in indices[sent:]:
-            self.send_nowait(frame(index))
+            enqueue(frame(index))
 
     def egress_fd(self) -> socket.socket:
         return self.sock
 
-    async def ingress(self, fabric: Fabric) -> None:
-        if vectorio.available():
-            await pump_batches(self.sock, self, fabric)
+    async def run(self, fabric: Fabric) -> None:
+        dataplane = self.dataplane
+        if dataplane is None:
+            await super().run(fabric)
+            return
+        self.queue_limit = fabric.port_queue
+        self.budget = fabric.queue_budget
+        dataplane.add(self, self.sock)
+        try:
+            await trio.sleep_forever()
+        finally:
+            dataplane.remove(self)
+            self.leave()
+
+    def backlog_started(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.backlog_started(self)
         else:
-            await pump_datagrams(self.sock, self, fabric)
+            super().backlog_started()
+
+    def released(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.released(self)
+        else:
+            super().released()
+
+    async def ingress(self, fabric: Fabric) -> None:
+        await pump_datagrams(self.sock, self, fabric)
 
     def close(self) -> None:
         self.sock.close()
@@ -143,38 +163,6 @@ class ClientPort(Port):
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             self.path = None
-
-
-async def pump_batches(sock: socket.socket, port: Port, fabric: Fabric) -> None:
-    """Forward what ``sock`` receives as frames from ``port``, a batch (``recvmmsg``) at a time;
-    runs until cancelled. A batch of one takes the per-frame path, which costs less."""
-    receiver = vectorio.BatchReceiver(sock, fabric.max_frame + 1, BATCH)
-    batch = receiver.batch
-    receive = receiver.receive
-    forward = fabric.forward
-    forward_batch = fabric.forward_batch
-    max_frame = fabric.max_frame
-    pause_point = port.pause_point
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        while True:
-            try:
-                got = receive()
-            except OSError as exc:
-                count_receive_error(port, exc)
-                break
-            if got == 1:
-                size = batch.lengths[0]
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, batch.view[:size])
-            elif got:
-                forward_batch(port, batch)
-            else:
-                break
-            await pause_point()  # let the other tasks run, then read on (see pump_datagrams)
 
 
 async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
@@ -187,7 +175,7 @@ async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> Non
     buf = bytearray(max_frame + 1)
     view = memoryview(buf)
     recv_into = sock.recv_into
-    forward = fabric.forward
+    receive = fabric.receive
     trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
     pause_point = port.pause_point
     wait_readable = trio.lowlevel.wait_readable
@@ -205,10 +193,7 @@ async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> Non
                     count_receive_error(port, exc)
                     break
                 got += 1
-                if size > max_frame:
-                    fabric.reject(port, counters.GIANT, size)
-                else:
-                    forward(port, view[:size])
+                receive(port, view, size)
             if got:
                 # Let the other tasks run, then read on. A busy port's next frame has usually
                 # arrived by then, and a checkpoint costs far less than another wait_readable
@@ -271,10 +256,8 @@ class SharedDataSocket:
                     size,
                     describe_address(address),
                 )
-            elif size > max_frame:
-                fabric.reject(port, counters.GIANT, size)
             else:
-                fabric.forward(port, view[:size])
+                fabric.receive(port, view, size)
 
         def on_error(exc: OSError) -> None:
             ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)

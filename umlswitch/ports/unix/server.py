@@ -22,6 +22,7 @@ import trio
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.listener import PeerCred, peer_cred, serve_listener
+from umlswitch.ports import vectorio
 from umlswitch.ports.base import ratelog
 from umlswitch.ports.unix import control, peercheck
 from umlswitch.ports.unix.clients import (
@@ -35,6 +36,7 @@ from umlswitch.ports.unix.clients import (
     user_name,
 )
 from umlswitch.ports.unix.control import NeedMore, Request, RequestDecoder, RequestError
+from umlswitch.ports.unix.dataplane import DataPlane
 
 log = logging.getLogger("umlswitch.unix")
 
@@ -73,6 +75,9 @@ class ControlServer:
         # where pathname data sockets go: "DIR/" for a control socket DIR/ctl (vde's layout)
         self.data_path_prefix = data_path_prefix
         self.fabric = fabric
+        # One task serves every client data socket (its vector I/O needs Linux's recvmmsg);
+        # without it, each client port has tasks of its own.
+        self.dataplane = DataPlane(fabric) if vectorio.available() else None
         self.shared = shared
         self.handshake_timeout = handshake_timeout
         self.events: dict[str, int] = {}
@@ -93,9 +98,17 @@ class ControlServer:
         return True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_listener(
-            self.listener, self._connection, "control socket", task_status=task_status
-        )
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.dataplane is not None:
+                    nursery.start_soon(self.dataplane.run)
+                await nursery.start(
+                    serve_listener, self.listener, self._connection, "control socket"
+                )
+                task_status.started()
+        finally:
+            if self.dataplane is not None:
+                self.dataplane.close()
 
     async def _connection(self, conn: trio.socket.SocketType) -> None:
         with conn:
@@ -326,7 +339,7 @@ class ControlServer:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
-        port = ClientPort(port_id, name, sock, path)
+        port = ClientPort(port_id, name, sock, path, self.dataplane)
         port.owner = owner if path is not None else None
         return port
 

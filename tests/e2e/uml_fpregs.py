@@ -7,17 +7,20 @@ full XSAVE size with EFAULT, so on such a host every guest dies at init with "us
 set fp regs failed, errno = 14" and a kernel panic. UML probes for XSTATE once, with
 ``PTRACE_GETREGSET``; when that fails it uses ``PTRACE_GETFPREGS`` / ``PTRACE_SETFPREGS`` (the
 512-byte FXSAVE area), which works. So ``python3 uml_fpregs.py LINUX ARGS...`` execs UML under a
-seccomp filter that fails exactly that probe (EIO), and ``use_if_needed`` gives the benchmarks a
-launcher doing that in place of UML when ``needed()`` finds the host refuses 832 bytes.
+seccomp filter that fails exactly that probe (EIO); ``command()`` is the prefix the end-to-end
+tests and the benchmarks start guests with (empty where ``needed()`` finds the host accepts 832
+bytes), and ``launcher()`` writes a script doing the same, for programs that take UML's path.
+Pure Python (ctypes): no compiled code.
 
 The cost: UML then switches only x87/SSE state between threads of one guest process (each guest
-address space is a host process, so the host keeps the rest per process). The benchmarks' guests
+address space is a host process, so the host keeps the rest per process). The tests' guests
 run single-threaded programs (sh, ping, iperf3 3.12).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shlex
 import signal
@@ -103,23 +106,20 @@ def exec_without_xstate(argv: list[str]) -> None:
     os.execv(argv[0], argv)
 
 
-def use_if_needed(linux: Path, directory: Path) -> Path:
-    """`linux`, or if needed() a launcher in `directory` that runs it this way (and say so)."""
+@functools.cache
+def command() -> tuple[str, ...]:
+    """What to put before UML's path on its command line: nothing, or this module's launcher."""
     if not needed():
-        return linux
-    launcher = directory / "linux-fxsave"
-    launcher.write_text(
-        "#!/bin/sh\n"
-        f"exec {shlex.quote(sys.executable)} -P {shlex.quote(str(Path(__file__).resolve()))} "
-        f'{shlex.quote(str(linux))} "$@"\n'
-    )
-    launcher.chmod(0o755)
-    print(
-        f"# {linux} cannot write this host's XSAVE area (AVX-512/AMX): guests boot with "
-        "NT_X86_XSTATE hidden, FXSAVE registers (benchmarks/uml_fpregs.py)",
-        flush=True,
-    )
-    return launcher
+        return ()
+    return (sys.executable, "-P", str(Path(__file__).resolve()))
+
+
+def launcher(directory: Path, linux: Path) -> Path:
+    """A script in ``directory`` that runs ``linux`` with its arguments as ``command()`` says."""
+    script = directory / "linux-fxsave"
+    script.write_text(f'#!/bin/sh\nexec {shlex.join([*command(), str(linux)])} "$@"\n')
+    script.chmod(0o755)
+    return script
 
 
 if __name__ == "__main__":

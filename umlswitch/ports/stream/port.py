@@ -76,8 +76,7 @@ class StreamPort(Port):
     def _keep_rest(self, header: bytes, frame: Frame, sent: int) -> None:
         """The kernel took ``sent`` bytes of this record: keep the rest, to go out first."""
         self._unsent = memoryview(header + bytes(frame))[sent:]
-        if self._backlog_waiting is not None:
-            self._backlog_waiting.set()  # the drain task completes it once the socket has room
+        self.backlog_started()  # the drain task completes it once the socket has room
 
     def _finish_record(self) -> bool:
         """Send the rest of a record sent in part; True once nothing of it is left."""

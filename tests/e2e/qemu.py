@@ -382,8 +382,10 @@ class QemuGuest:
 # ---------------------------------------------------------------------------------------------
 # UML guests that take commands while they run
 
+# iperf3 -s runs in the background, not daemonized: under the UML launcher of uml.py
+# (uml_fpregs: only x87/SSE state is switched) `iperf3 -s -D` exits at once on this host.
 _COMMAND_LOOP = r"""
-iperf3 -s -D
+iperf3 -s > "$E2E_DIR/$E2E_NAME.iperf3.log" 2>&1 &
 e2e_i=0
 e2e_idle=0
 until [ -e "$E2E_DIR/stop" ] || [ -e "$E2E_DIR/$E2E_NAME.stop" ]; do
@@ -404,7 +406,7 @@ _DONE_LINE = 'touch "$E2E_DIR/$E2E_NAME.done"'
 class InteractiveUmlGuest(Guest):
     """A UML guest of ``uml.py`` that runs commands given while it runs (``submit``).
 
-    It starts ``iperf3 -s -D`` once its eth0 is up. Commands are files ``<name>.cmdN.sh`` that
+    It starts an iperf3 server once its eth0 is up. Commands are files ``<name>.cmdN.sh`` that
     appear one after the other (written under another name, then renamed); the guest runs each
     as soon as it sees it, and ``result(N)`` of ``uml.Guest`` waits for it.
     """

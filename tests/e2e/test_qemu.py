@@ -183,13 +183,15 @@ def ping_both_ways(a: Guest, b: Guest) -> None:
 
 
 def iperf3(client: QemuGuest, server: InteractiveUmlGuest, *, reverse: bool = False) -> float:
-    """A short TCP iperf3 from ``client`` to ``server`` (iperf3 -s -D runs in every guest), or
+    """A short TCP iperf3 from ``client`` to ``server`` (an iperf3 server runs in every guest), or
     from ``server`` to ``client`` (``reverse``); the received rate in Mbit/s."""
     flags = " -R" if reverse else ""
     command = f"iperf3 -c {server.ip} -t {IPERF3_SECONDS}{flags} -J"
     run = client.run(command, IPERF3_SECONDS + 60)
     assert run.returncode == 0, run.describe()
-    received = run.json()["end"]["sum_received"]["bits_per_second"]
+    end = run.json().get("end", {})
+    assert "sum_received" in end, run.describe()
+    received = end["sum_received"]["bits_per_second"]
     assert received > 0, run.describe()
     return float(received) / 1e6
 

@@ -69,7 +69,7 @@ class PortStats:
         self.queued = 0  # frames in the port's egress backlog now
         self.queue_high = 0  # the most frames its backlog has held (high-water mark)
         self.paused = 0  # times its ingress waited for a receiver's backlog (back-pressure)
-        self.stalls = 0  # times its receiver took nothing while it held a sender back
+        self.stalls = 0  # times its backlog held a sender for STALL_TIMEOUT without draining
 
     def add(self, other: PortStats) -> None:
         """Add ``other``'s figures to these (totals of ports that have left)."""

@@ -382,8 +382,7 @@ class QemuGuest:
 # ---------------------------------------------------------------------------------------------
 # UML guests that take commands while they run
 
-# iperf3 -s runs in the background, not daemonized: under the UML launcher of uml.py
-# (uml_fpregs: only x87/SSE state is switched) `iperf3 -s -D` exits at once on this host.
+# iperf3 -s runs in the background of the command loop (its output goes to a log of its own).
 _COMMAND_LOOP = r"""
 iperf3 -s > "$E2E_DIR/$E2E_NAME.iperf3.log" 2>&1 &
 e2e_i=0

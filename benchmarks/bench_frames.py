@@ -55,7 +55,10 @@ from benchlib import (
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 LOADGEN = BUILD / "loadgen"
-SWITCHES = ("umlswitch", "uml_switch", "vde_switch")
+# umlswitch-stream: umlswitch again, its ports QEMU-style stream connections to --stream unix:PATH
+# (loadgen's stream mode) instead of UML-style datagram sockets: the two transports side by side.
+SWITCHES = ("umlswitch", "umlswitch-stream", "uml_switch", "vde_switch")
+STREAM = "umlswitch-stream"
 
 Case = dict[str, Any]  # name, size, pairs, bcast, idle, macs (and gap_us for ping-pong)
 Figures = dict[str, float]  # one run's results
@@ -84,6 +87,10 @@ class Running:
             argv = [str(tree.launcher(workdir)), "-unix", str(self.ctl)]
             argv += ["--log-level", "warning", *extra]
             self.mode, ready = "uml", self.ctl
+            if kind == STREAM:
+                self.ctl = workdir / "stream.sock"
+                argv += ["--stream", f"unix:{self.ctl}"]
+                self.mode, ready = "stream", self.ctl
         elif kind == "uml_switch":
             self.ctl = workdir / "uml_switch.ctl"
             argv = ["uml_switch", "-unix", str(self.ctl)]
@@ -255,6 +262,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (it needs a private network namespace)")
     by_label = {tree.label: tree for tree in trees(args.ab)}
+    first_tree = next(iter(by_label.values()))  # umlswitch-stream runs tree A
     build_loadgen()
     in_private_netns("umlsw-bench")
     kinds = switch_kinds(args.switches, list(by_label.values()))
@@ -283,7 +291,8 @@ def main() -> None:
             runs: Runs = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
                 for kind in kinds:
-                    r = run_once(kind, c, args, workdir, by_label.get(kind))
+                    tree = by_label.get(kind, first_tree if kind == STREAM else None)
+                    r = run_once(kind, c, args, workdir, tree)
                     runs[kind].append(r)
                     all_runs.append(dict(case=c["name"], switch=kind, **r))
             if args.mode == "pingpong":
@@ -310,13 +319,13 @@ def report(case: Case, runs: Runs, mode: str) -> None:
     extra = "  attach idle s" if case["idle"] else ""
     extra += "  loadgen CPU %" if mode == "open" else ""
     print(
-        f"{'switch':11s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
+        f"{'switch':16s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
         f"{'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'RSS MB':>7s}{extra}"
     )
     for kind, v in runs.items():
         m = med[kind]
         line = (
-            f"{kind:11s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} "
+            f"{kind:16s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} "
             f"{ratio(med, kind, 'fps'):6.2f} {100 * m['loss']:7.3f} "
             f"{fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
             f"{ratio(med, kind, 'cpu_us'):6.2f} {m['rss_mb']:7.1f}"
@@ -333,12 +342,12 @@ def report_pingpong(case: Case, runs: Runs) -> None:
     print(f"\n## {case['name']}")
     med = medians(runs)
     print(
-        f"{'switch':11s} {'RTT us p50 (min-max)':>24s} {'x uml':>6s} "
+        f"{'switch':16s} {'RTT us p50 (min-max)':>24s} {'x uml':>6s} "
         f"{'RTT us p99 (min-max)':>28s} {'x uml':>6s} {'round trips':>12s} {'lost':>5s}"
     )
     for kind, v in runs.items():
         print(
-            f"{kind:11s} {fmt_spread([r['p50_us'] for r in v], '.1f'):>24s} "
+            f"{kind:16s} {fmt_spread([r['p50_us'] for r in v], '.1f'):>24s} "
             f"{ratio(med, kind, 'p50_us'):6.2f} {fmt_spread([r['p99_us'] for r in v], '.1f'):>28s} "
             f"{ratio(med, kind, 'p99_us'):6.2f} {sum(r['n'] for r in v):12d} "
             f"{sum(r['lost'] for r in v):5d}",

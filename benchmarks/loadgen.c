@@ -14,11 +14,16 @@
  *             sendto(reply, 110) per frame -- as UML's daemon transport does.
  *   vde mode: CTL is vde_switch's directory; connect to DIR/ctl, data socket bound to a pathname
  *             in DIR, packed v3 request + description, connect the data socket to the reply path.
+ *   stream mode: CTL is a umlswitch --stream unix:PATH listener; one SOCK_STREAM connection per
+ *             port and nothing else, each frame preceded by its 4-byte big-endian length, as
+ *             QEMU's -netdev stream. A write the kernel takes only in part is completed at once
+ *             (blocking on poll), so records stay whole; the receive side reassembles records
+ *             across reads.
  *
  * usage: loadgen closed MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS
  *        loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID
  *        loadgen pingpong MODE CTL SIZE SECONDS GAP_US
- *   MODE   uml or vde (above)
+ *   MODE   uml, vde or stream (above)
  *   PAIRS  unicast sender/receiver pairs (BCAST=0), or broadcast receivers (BCAST=1, 1 sender)
  *   IDLE   extra idle ports attached first (time to attach them is reported)
  *   MACS   source MACs the idle ports make the switch learn (spread over them) before the run
@@ -59,10 +64,14 @@ struct port {
     char path[108];           /* vde mode: our own socket file */
     unsigned char mac[6];
     long long sent, recvd;
+    unsigned char *rbuf;      /* stream mode: bytes of records not yet complete */
+    size_t rlen;
 };
 
+#define RBUF (1 << 18)
+
 static const char *mode, *ctlpath;
-static int vde;
+static int vde, stream;
 
 static double now(void) {
     struct timespec ts;
@@ -75,7 +84,37 @@ static void die(const char *what) {
     exit(1);
 }
 
+static void set_mac(struct port *p, int idx) {
+    p->mac[0] = 0x02;
+    p->mac[1] = 0x4c;
+    p->mac[2] = 0x47;
+    p->mac[3] = (idx >> 16) & 0xff;
+    p->mac[4] = (idx >> 8) & 0xff;
+    p->mac[5] = idx & 0xff;
+}
+
+static void attach_stream(struct port *p, int idx) {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", ctlpath);
+    p->ctl = -1;
+    p->data = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (p->data < 0) die("socket stream");
+    if (connect(p->data, (struct sockaddr *)&a, sizeof a) < 0) die("connect stream");
+    int fl = fcntl(p->data, F_GETFL);
+    fcntl(p->data, F_SETFL, fl | O_NONBLOCK);
+    p->connected = 1;
+    p->rbuf = malloc(RBUF);
+    if (!p->rbuf) die("malloc");
+    set_mac(p, idx);
+}
+
 static void attach(struct port *p, int idx) {
+    if (stream) {
+        attach_stream(p, idx);
+        return;
+    }
     struct sockaddr_un a;
     memset(&a, 0, sizeof a);
     a.sun_family = AF_UNIX;
@@ -125,12 +164,7 @@ static void attach(struct port *p, int idx) {
     }
     int fl = fcntl(p->data, F_GETFL);
     fcntl(p->data, F_SETFL, fl | O_NONBLOCK);
-    p->mac[0] = 0x02;
-    p->mac[1] = 0x4c;
-    p->mac[2] = 0x47;
-    p->mac[3] = (idx >> 16) & 0xff;
-    p->mac[4] = (idx >> 8) & 0xff;
-    p->mac[5] = idx & 0xff;
+    set_mac(p, idx);
 }
 
 /* open loop: send() to the switch's address, so that poll() reports when it has room */
@@ -140,7 +174,34 @@ static void connect_to_switch(struct port *p) {
     p->connected = 1;
 }
 
+/* stream mode: the length, then the frame, in one sendmsg; a partial write is completed */
+static int send_record(struct port *p, const unsigned char *frame, size_t size) {
+    unsigned char hdr[4] = {size >> 24, (size >> 16) & 0xff, (size >> 8) & 0xff, size & 0xff};
+    struct iovec iov[2] = {{hdr, 4}, {(void *)frame, size}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t n = sendmsg(p->data, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN) return 0;
+        die("send stream");
+    }
+    size_t done = n, total = size + 4;
+    while (done < total) {
+        struct pollfd pw = {p->data, POLLOUT, 0};
+        poll(&pw, 1, 100);
+        const unsigned char *from = done < 4 ? hdr + done : frame + (done - 4);
+        size_t len = done < 4 ? 4 - done : total - done;
+        n = send(p->data, from, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN) continue;
+            die("send stream");
+        }
+        done += n;
+    }
+    return 1;
+}
+
 static int send_frame(struct port *p, const unsigned char *frame, size_t size) {
+    if (stream) return send_record(p, frame, size);
     ssize_t n;
     if (p->connected) n = send(p->data, frame, size, MSG_DONTWAIT);
     else n = sendto(p->data, frame, size, MSG_DONTWAIT, (struct sockaddr *)&p->peer, SUNLEN);
@@ -160,7 +221,30 @@ static void build(unsigned char *f, size_t size, const unsigned char *dst, const
 }
 
 /* Receive everything pending on p; returns frames read. */
+/* stream mode: read what is there and count the complete records */
+static long drain_stream(struct port *p) {
+    long n = 0;
+    for (;;) {
+        ssize_t got = recv(p->data, p->rbuf + p->rlen, RBUF - p->rlen, MSG_DONTWAIT);
+        if (got <= 0) break;
+        p->rlen += got;
+        size_t off = 0;
+        while (p->rlen - off >= 4) {
+            const unsigned char *h = p->rbuf + off;
+            size_t len = ((size_t)h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3];
+            if (p->rlen - off < 4 + len) break;
+            off += 4 + len;
+            n++;
+        }
+        memmove(p->rbuf, p->rbuf + off, p->rlen - off);
+        p->rlen -= off;
+    }
+    p->recvd += n;
+    return n;
+}
+
 static long drain(struct port *p) {
+    if (stream) return drain_stream(p);
     static unsigned char buf[65536];
     long n = 0;
     while (recv(p->data, buf, sizeof buf, MSG_DONTWAIT) >= 0) n++;
@@ -424,6 +508,17 @@ static void run_open(struct rig *rig, size_t size, double secs, int spid) {
 static int await_frame(struct port *p) {
     static unsigned char buf[65536];
     struct pollfd pfd = {.fd = p->data, .events = POLLIN};
+    if (stream) { /* a record may come in pieces */
+        long long before = p->recvd;
+        double deadline = now() + PP_TIMEOUT_MS / 1000.0;
+        while (p->recvd == before) {
+            int ms = (int)((deadline - now()) * 1000);
+            if (ms <= 0) return 0;
+            if (poll(&pfd, 1, ms) < 0) die("poll");
+            drain_stream(p);
+        }
+        return 1;
+    }
     int r = poll(&pfd, 1, PP_TIMEOUT_MS);
     if (r < 0) die("poll");
     if (r == 0) return 0;
@@ -499,6 +594,7 @@ int main(int argc, char **argv) {
     mode = argv[2];
     ctlpath = argv[3];
     vde = strcmp(mode, "vde") == 0;
+    stream = strcmp(mode, "stream") == 0;
     if (strcmp(pattern, "closed") == 0 && argc == 12) {
         int idle = atoi(argv[10]), macs = atoi(argv[11]);
         struct rig rig = setup(atoi(argv[4]), atoi(argv[5]), idle, macs);

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from umlswitch import __version__
@@ -27,6 +27,7 @@ from umlswitch.ports.overlay.spec import (
     parse_vxlan,
     parse_vxvde,
 )
+from umlswitch.ports.stream.spec import StreamSpec, parse_stream, stream_conflicts
 from umlswitch.ports.udp.spec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
 DEFAULT_CONTROL = "/tmp/uml.ctl"
@@ -49,6 +50,7 @@ class SwitchConfig:
     ucast: tuple[UcastSpec, ...] = ()
     vxlan: tuple[VxlanSpec, ...] = ()
     vxvde: tuple[VxvdeSpec, ...] = ()
+    streams: tuple[StreamSpec, ...] = ()  # --stream unix:PATH | tcp:[ADDR:]PORT listeners
     daemon: bool = False
     compat_v0: bool = False
     pidfile: str | None = None
@@ -101,6 +103,10 @@ class SwitchConfig:
                 "vlan_controls": tuple(
                     (os.path.abspath(path), vlans) for path, vlans in self.vlan_controls
                 ),
+                "streams": tuple(
+                    replace(spec, path=os.path.abspath(spec.path)) if spec.kind == "unix" else spec
+                    for spec in self.streams
+                ),
             }
         )
 
@@ -121,6 +127,9 @@ Debian's UML kernel defaults to {DEBIAN_UML_CONTROL}:
 UML mcast guests:     umlswitch -mcast    with    linux ... eth0=mcast
 a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
                       with    linux ... eth0=ucast,,127.0.0.1,1103,1102
+QEMU stream guests:   umlswitch --stream unix:/tmp/q.sock --stream tcp:5555    with
+                      qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/q.sock
+                      qemu ... -netdev socket,id=n0,connect=127.0.0.1:5555
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
 VLANs:                umlswitch -unix /tmp/vlan10.ctl,vlan=10 -tap tap0,trunk=10
                       guests on /tmp/vlan10.ctl are in VLAN 10; tap0 carries it tagged
@@ -136,6 +145,7 @@ USAGE = (
     "                 [--aging SECONDS] [--max-macs N] [--max-frame BYTES] [--log-level LEVEL]\n"
     "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
+    "                 [--stream unix:PATH | --stream tcp:[ADDR:]PORT]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE] [--rc FILE]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
     "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
@@ -240,6 +250,15 @@ def _ucast(text: str) -> tuple[UcastSpec, Vlans]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _stream(text: str) -> StreamSpec:
+    rest, vlans = _vlan_options(text)
+    try:
+        spec = parse_stream(rest)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec if vlans is None else replace(spec, vlans=vlans)
+
+
 def _vxlan(text: str) -> tuple[VxlanSpec, Vlans]:
     rest, vlans = _vlan_options(text)
     try:
@@ -337,6 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
         "VNI 1); repeatable; ,vlan=N and ,trunk=N,M set its VLANs",
     )
     p.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        type=_stream,
+        metavar="unix:PATH|tcp:[ADDR:]PORT",
+        help="listen for QEMU stream clients (-netdev stream, -netdev socket,connect=): every "
+        "connection is one port, frames carry QEMU's 4-byte length. unix:PATH gets --mode and "
+        "--group and is removed on exit; tcp:PORT listens on 127.0.0.1 only, tcp:ADDR:PORT on "
+        "ADDR (0.0.0.0: every address; anyone who reaches it joins the LAN); repeatable; "
+        ",vlan=N and ,trunk=N,M put every connection in those VLANs",
+    )
+    p.add_argument(
         "-daemon",
         "--daemon",
         action="store_true",
@@ -414,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_octal_mode,
         default=0o600,
         metavar="OCTAL",
-        help="permissions of the control socket (and management socket, and --vde directory); "
+        help="permissions of the control socket (and management socket, --stream unix sockets, "
+        "and --vde directory); "
         "default 0600: only the switch's user may attach. 0660 with --group lets a group in",
     )
     p.add_argument(
@@ -506,7 +538,9 @@ def parse_args(argv: list[str]) -> SwitchConfig:
     ucast = [spec for spec, _ in ns.ucast]
     vxlan = [spec for spec, _ in ns.vxlan]
     vxvde = [spec for spec, _ in ns.vxvde]
-    conflict = conflicts(mcast, ucast) or overlay_conflicts(vxlan, vxvde)
+    conflict = (
+        conflicts(mcast, ucast) or overlay_conflicts(vxlan, vxvde) or stream_conflicts(ns.stream)
+    )
     if conflict is not None:
         parser.error(conflict)
     controls = [control_path, *(path for path, _ in vlan_controls)]
@@ -528,6 +562,7 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         ucast=tuple(ucast),
         vxlan=tuple(vxlan),
         vxvde=tuple(vxvde),
+        streams=tuple(ns.stream),
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
         pidfile=ns.pidfile,

@@ -23,6 +23,8 @@ OWN_ECHO = "own_echo"  # mcast, vxvde: our own frame looped back by the group (o
 VXLAN_SHORT = "vxlan_short"  # vxlan, vxvde: datagram shorter than the 8-byte VXLAN header
 VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved bit set
 VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
+STREAM_OVERSIZE = "stream_oversize"  # stream: a length over --max-frame; connection dropped
+STREAM_TRUNCATED = "stream_truncated"  # stream: the peer left in the middle of a frame
 VLAN_NOT_MEMBER = "vlan_not_member"  # VLANs on: tagged for a VLAN the ingress port is not in
 VLAN_OVERSIZE = "vlan_oversize"  # VLANs on: the tag this egress port needs makes it > --max-frame
 
@@ -69,7 +71,7 @@ class PortStats:
         self.queued = 0  # frames in the port's egress backlog now
         self.queue_high = 0  # the most frames its backlog has held (high-water mark)
         self.paused = 0  # times its ingress waited for a receiver's backlog (back-pressure)
-        self.stalls = 0  # times its receiver took nothing while it held a sender back
+        self.stalls = 0  # times its backlog held a sender for STALL_TIMEOUT without draining
 
     def add(self, other: PortStats) -> None:
         """Add ``other``'s figures to these (totals of ports that have left)."""

@@ -38,6 +38,7 @@ from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
 from umlswitch.ports.overlay.vxvde import open_vxvde_port
+from umlswitch.ports.stream.server import StreamServer, bind_tcp_listener, listener_name
 from umlswitch.ports.udp.mcast import open_mcast_port
 from umlswitch.ports.udp.ucast import open_ucast_port
 from umlswitch.ports.unix import peercheck
@@ -70,12 +71,17 @@ class BoundSockets:
     mgmt: socket.socket | None = None
     mgmt_path: str | None = None
     capture_file: BinaryIO | None = None
+    # the --stream listeners: (name, socket, VLANs), name unix:PATH or tcp:HOST:PORT (the port
+    # bound), VLANs those of every connection's port
+    streams: list[tuple[str, socket.socket, Membership]] = field(default_factory=list)
     # more control sockets, each for guests in VLANs: (socket, path, membership)
     vlan_controls: list[tuple[socket.socket, str, Membership]] = field(default_factory=list)
     rc_text: str | None = None  # the --rc file, read before the event loop starts
 
     def close(self) -> None:
         self.control.close()
+        for _, listener, _ in self.streams:
+            listener.close()
         for sock, _, _ in self.vlan_controls:
             sock.close()
         if self.data is not None:
@@ -229,6 +235,21 @@ def _bind_mgmt(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
     mgmt.setblocking(False)
 
 
+def _bind_streams(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
+    """Bind the --stream listeners: unix ones as the control socket, TCP ones on their address."""
+    for spec in config.streams:
+        if spec.kind == "unix":
+            sock, inode = _bind(spec.path, socket.SOCK_STREAM, "stream socket")
+            bound.created[spec.path] = inode
+            bound.streams.append((listener_name(spec, sock), sock, spec.vlans))
+            _set_access(spec.path, config.mode, gid)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        else:
+            sock = bind_tcp_listener(spec)
+            bound.streams.append((listener_name(spec, sock), sock, spec.vlans))
+
+
 def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) -> BoundSockets:
     """Bind the control socket (and the shared data socket, if any); open the start-up ports.
 
@@ -290,6 +311,7 @@ def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) ->
                     f"--pcap {config.pcap}: cannot write the capture file: {exc.strerror}; "
                     "choose another path"
                 ) from None
+        _bind_streams(config, bound, gid)
         bound.static_ports.extend(open_mcast_port(spec) for spec in config.mcast)
         bound.static_ports.extend(open_ucast_port(spec) for spec in config.ucast)
         bound.static_ports.extend(open_vxlan_ports(config.vxlan))
@@ -318,6 +340,8 @@ class Switch:
     mgmt_path: str | None = None
     # start-up ports (UDP peers, taps): port id -> the scope that runs it, for remove_port
     static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
+    # the --stream listeners, whose connections are ports
+    streams: list[StreamServer] = field(default_factory=list)
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
@@ -327,6 +351,8 @@ class Switch:
         scope = self.static_scopes.get(port_id)
         if scope is not None:
             scope.cancel()
+            return True
+        if any(stream.remove(port_id) for stream in self.streams):
             return True
         return self.control.remove(port_id)
 
@@ -533,6 +559,13 @@ async def serve(
                     fabric.attach(port, vlans)
                     in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
                     log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
+                streams = [
+                    StreamServer(sock, name, fabric, max_ports=config.max_ports, vlans=vlans)
+                    for name, sock, vlans in sockets.streams
+                ]
+                for stream in streams:
+                    if not stream.vlans.is_default:
+                        fabric.vlans.bind(stream.name, stream.vlans)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -545,6 +578,7 @@ async def serve(
                     capture=capture,
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
+                    streams=streams,
                 )
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
@@ -554,11 +588,14 @@ async def serve(
                     if port.id in fabric.ports:
                         nursery.start_soon(_run_static_port, fabric, port, static_scopes)
                 await nursery.start(server.serve)
+                for stream in streams:
+                    await nursery.start(stream.serve)
                 if sockets.mgmt is not None:
                     mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
                     await nursery.start(mgmt.serve)
                 data = f", data socket '{sockets.data_path}'" if sockets.data_path else ""
                 data += "".join(f", tap device '{name}'" for name in config.taps)
+                data += "".join(f", stream listener '{s.name}'" for s in streams)
                 data += "".join(
                     f", control socket '{path}' for VLAN {vlans.describe()}"
                     for _, path, vlans in sockets.vlan_controls

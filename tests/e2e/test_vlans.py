@@ -63,14 +63,6 @@ pytestmark = [
     ),
 ]
 
-# Every command first keeps glibc off AVX: with the FP-state workaround (uml_fpregs.py) UML saves
-# and restores only the x87/SSE registers when a guest process stops (page faults, the timer), so
-# AVX and AVX-512 state is lost under glibc's string functions, and kmod's insmod fails
-# ("Invalid parameters"), ip and tcpdump print "%s" for their fields. SSE is kept whole.
-NO_AVX = (
-    "export GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-EVEX"
-)
-
 # The UML kernel's modules for 802.1Q, in dependency order.
 LOAD_8021Q = (
     "M=/usr/lib/uml/modules/$(uname -r)/kernel/net\n"
@@ -112,7 +104,7 @@ def boot(pool: GuestPool, plan: Sequence[tuple[Path, list[str]]]) -> list[Guest]
     first = len(pool.guests) + 1
     names = [f"g{first + i}" for i in range(len(plan))]
     batch = [
-        Guest(first + i, pool.workdir, pool.uml_dir, ctl, without_avx(commands), names)
+        Guest(first + i, pool.workdir, pool.uml_dir, ctl, commands, names)
         for i, (ctl, commands) in enumerate(plan)
     ]
     pool.guests += batch
@@ -121,10 +113,6 @@ def boot(pool: GuestPool, plan: Sequence[tuple[Path, list[str]]]) -> list[Guest]
     for guest in batch:
         guest.wait_up()
     return batch
-
-
-def without_avx(commands: Sequence[str]) -> list[str]:
-    return [f"{NO_AVX}\n{command}" for command in commands]
 
 
 def frames_from(capture: str, mac: str) -> list[str]:
@@ -303,7 +291,7 @@ def test_the_tap_as_a_trunk_seen_from_the_host(
         # Each guest says who it is once the host listens: an ARP broadcast on its VLAN.
         say_hello = f'e2e_wait_file "$E2E_DIR/host.listening" 60 && {no_answer(HOST_IP)}'
         first = len(guests.guests) + 1
-        pair = [NetnsGuest(tap_netns, first + i, guests, ctl, without_avx([say_hello]))
+        pair = [NetnsGuest(tap_netns, first + i, guests, ctl, [say_hello])
                 for i, ctl in enumerate((v10, v20))]  # fmt: skip
         guests.guests += pair
         for guest in pair:

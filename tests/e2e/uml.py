@@ -19,9 +19,11 @@ The switch under test is `python -m umlswitch -unix CTL [...]` by default. With
 that program instead, with the same `-unix CTL [-hub]` arguments.
 
 UML 6.1 cannot restore a guest process's FP registers on hosts with a larger XSAVE area than it
-knows (AVX-512, AMX): its init dies with "ptrace set fp regs failed, errno = 14". On such hosts
-guests are started through `uml_fpregs.py` (beside this file), which hides the XSTATE register
-set from UML with a seccomp filter so that it uses the FXSAVE area; see its docstring.
+knows (AVX-512, AMX): its init dies with "ptrace set fp regs failed, errno = 14". Guests are
+therefore started with `uml_xstate_shim.c` (beside this file, built with `cc` once per run) in
+`LD_PRELOAD`, which completes UML's short FP-state writes; see the comment in that file. (Hiding
+the XSTATE register set from UML instead, with a seccomp filter, makes it fall back to FXSAVE and
+lose the guests' AVX state: `ss` printed its format strings and `iperf3 -D` failed.)
 
 Every wait here has a deadline, and every process is started in a session of its own and killed
 by process group at the end, so a failing test cannot leave guests or their UML helper processes
@@ -31,6 +33,7 @@ behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -46,8 +49,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from . import uml_fpregs
 
 LINUX = Path("/usr/bin/linux")
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -125,6 +126,36 @@ def wait_until(
             extra = f"\n{log_excerpt(log)}" if log is not None else ""
             raise E2EError(f"{describe}: {reason}{extra}")
         time.sleep(POLL_INTERVAL)
+
+
+XSTATE_SHIM_SOURCE = Path(__file__).with_name("uml_xstate_shim.c")
+
+
+def xstate_shim() -> Path:
+    """The LD_PRELOAD shim that lets UML 6.1 run on large-XSAVE hosts, built once per run."""
+    digest = hashlib.sha256(XSTATE_SHIM_SOURCE.read_bytes()).hexdigest()[:12]
+    built = Path(tempfile.gettempdir()) / f"umlswitch-e2e-xstate-{digest}.so"
+    if not built.exists():
+        partial = built.with_suffix(f".{os.getpid()}.tmp")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise E2EError(
+                "e2e: no C compiler (cc) to build the UML FP-state shim: apt install gcc"
+            )
+        result = subprocess.run(
+            [cc, "-O2", "-shared", "-fPIC", "-o", str(partial), str(XSTATE_SHIM_SOURCE), "-ldl"],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise E2EError(f"e2e: building {XSTATE_SHIM_SOURCE.name} failed:\n{result.stderr}")
+        partial.replace(built)
+    return built
+
+
+def guest_env() -> dict[str, str]:
+    """The environment UML guests are started with (the FP-state shim preloaded)."""
+    return {**os.environ, "LD_PRELOAD": str(xstate_shim())}
 
 
 def exit_status(proc: subprocess.Popen[bytes]) -> str | None:
@@ -445,7 +476,6 @@ class Guest:
     def argv(self) -> list[str]:
         """The UML command line."""
         return [
-            *uml_fpregs.command(),
             str(LINUX),
             f"mem={self.mem}",
             "root=/dev/root",
@@ -507,6 +537,7 @@ class Guest:
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
+                env=guest_env(),
                 cwd=self.workdir,
                 start_new_session=True,
             )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import uml_fpregs
+from tests.e2e.uml import guest_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "testing.md"
@@ -42,7 +42,7 @@ def test_doc_block_runs(index: int, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_probe_uml_guest_example(tmp_path: Path) -> None:
+def test_probe_uml_guest_example() -> None:
     if os.geteuid() != 0:
         pytest.skip("booting a UML guest with a hostfs root needs root")
     if not Path("/usr/bin/linux").exists() or shutil.which("ip") is None:
@@ -53,8 +53,7 @@ def test_probe_uml_guest_example(tmp_path: Path) -> None:
         text=True,
         timeout=90,
         stdin=subprocess.DEVNULL,
-        # UML 6.1 needs its FP-state workaround on AVX-512/AMX hosts (tests/e2e/uml_fpregs.py)
-        env={**os.environ, "UML_LINUX": str(uml_fpregs.launcher(tmp_path, Path("/usr/bin/linux")))},
+        env=guest_env(),  # UML 6.1 needs the FP-state shim on AVX-512/AMX hosts (tests/e2e/uml.py)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ARP: 10.0.0.2 is at 02:00:00:00:00:02" in result.stdout

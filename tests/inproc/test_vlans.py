@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import trio
 from scapy.layers.inet import ICMP, IP
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from umlswitch.daemon import StartupError, Switch
 from umlswitch.fabric.vlan import Membership
+from umlswitch.ports.stream.spec import StreamSpec
+from umlswitch.testing import attach, run_switch
 
 from .client import SwitchClient, request_vde
 from .test_switching import BROADCAST, MAC_A, MAC_B, MAC_C, port_of, start_switch, wait_until
@@ -180,3 +182,31 @@ def leaves(group: BaseExceptionGroup[StartupError]) -> list[BaseException]:
     for exc in group.exceptions:
         found += leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
     return found
+
+
+async def test_a_stream_listener_for_a_vlan_puts_qemu_guests_in_it(tmp_path: Path) -> None:
+    """``--stream unix:PATH,vlan=10``: every connection is an access port of VLAN 10."""
+    streams = (_stream_spec(f"unix:{tmp_path}/q10.sock,vlan=10"),)
+    controls = ((str(tmp_path / "v10.ctl"), Membership(10)),)
+    async with run_switch(tmp_path, streams=streams, vlan_controls=controls) as running:
+        (address,) = running.stream_addresses
+        async with (
+            attach(address, mac=MAC_A, transport="stream") as qemu,
+            attach(str(tmp_path / "v10.ctl"), mac=MAC_B) as uml,
+            attach(running.control_path, mac=MAC_C) as other,
+        ):
+            await qemu.send(qemu.ether() / ARP(pdst="10.0.0.2"))
+            got = await uml.receive(match=ARP)
+            assert got.src == MAC_A and Dot1Q not in got
+            assert await other.collect(0.2) == []
+            fabric = running.switch.fabric
+            stream_ports = [p for p in fabric.ports.values() if p.name.startswith("stream")]
+            assert [fabric.vlans.membership(p.id) for p in stream_ports] == [Membership(10)]
+
+
+def _stream_spec(text: str) -> StreamSpec:
+    from umlswitch.config import parse_args
+
+    (spec,) = parse_args(["--stream", text]).streams
+    assert spec.vlans == Membership(10) and str(spec) == text
+    return spec

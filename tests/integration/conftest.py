@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-READY = "attached to unix socket"
+from tests.integration.process import READY, LoggedProcess
 
 
-class Daemon:
+class Daemon(LoggedProcess):
     """A umlswitch subprocess with its log in a file."""
 
     def __init__(self, tmp_path: Path, args: list[str], *, stdin: int | None = None) -> None:
@@ -29,30 +29,11 @@ class Daemon:
             stderr=subprocess.STDOUT,
         )
 
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"umlswitch exited ({self.proc.returncode}):\n{self.log}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the log within {timeout} s:\n{self.log}")
-            time.sleep(0.02)
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"umlswitch ignored {sig!r}:\n{self.log}") from None
-        self._log.close()
-        return self.proc.wait()
+        try:
+            return super().stop(sig, timeout)
+        finally:
+            self._log.close()
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tests.integration.client import Client, frame, mac
-from tests.integration.conftest import READY, pid_alive
+from tests.integration.conftest import pid_alive
+from tests.integration.process import READY
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.client import Client, frame, mac
-from tests.integration.conftest import READY
+from tests.integration.process import READY, LoggedProcess
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +38,7 @@ os.execv(sys.executable, [sys.executable, "-m", "umlswitch", *sys.argv[2:]])
 """
 
 
-class Switch:
+class Switch(LoggedProcess):
     """A umlswitch subprocess started as systemd would: passed sockets and a NOTIFY_SOCKET."""
 
     def __init__(
@@ -67,28 +66,6 @@ class Switch:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=environ, pass_fds=fds,
             )  # fmt: skip
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"umlswitch exited ({self.proc.returncode}):\n{self.log}")
-            assert time.monotonic() < deadline, f"no {text!r} in the log:\n{self.log}"
-            time.sleep(0.02)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"umlswitch ignored SIGTERM:\n{self.log}") from None
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from tests.integration.client import Client, frame, mac
-from tests.integration.conftest import READY, Daemon
+from tests.integration.conftest import Daemon
+from tests.integration.process import READY
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import PortClosed
 from umlswitch.tap.port import open_tap

@@ -94,7 +94,7 @@ def _traffic_lines(doc: Mapping[str, Any]) -> list[str]:
 
 
 def port_doc(switch: Switch, port: FabricPort) -> Doc:
-    cred = switch.control.clients.get(port.id)
+    cred = switch.control.clients.get(port.id) or getattr(port, "peer_cred", None)
     description = switch.control.descriptions.get(port.id)
     return {
         "id": port.id,
@@ -314,6 +314,9 @@ def info_doc(switch: Switch) -> Doc:
     fabric = switch.fabric
     events: dict[str, int] = dict(fabric.events)
     events.update(switch.control.events)
+    for stream in switch.streams:
+        for name, count in stream.events.items():
+            events[name] = events.get(name, 0) + count
     sockets = {
         "control": switch.control_path,
         "data": switch.data_path,
@@ -326,6 +329,10 @@ def info_doc(switch: Switch) -> Doc:
         "mode": "hub" if fabric.hub else "switch",
         "sockets": sockets,
         "perm": {what: _perm(path) for what, path in sockets.items() if path is not None},
+        "streams": [
+            {"name": s.name, "perm": _perm(s.name[5:]) if s.name.startswith("unix:") else None}
+            for s in switch.streams
+        ],
         "ports": len(fabric.ports),
         "macs": len(fabric.table),
         "vlans": {"active": fabric.vlans.active, "ids": sorted(fabric.vlans.vlans)},
@@ -355,6 +362,9 @@ def info_lines(doc: Mapping[str, Any]) -> list[str]:
         if path is not None:
             perm = doc["perm"].get(what)
             lines.append(f"{what:<7} {path}" + (f" perm {perm}" if perm else ""))
+    for stream in doc["streams"]:
+        perm = stream["perm"]
+        lines.append(f"stream  {stream['name']}" + (f" perm {perm}" if perm else ""))
     queues = doc["queues"]
     lines.append(
         f"queues  {queues['port_limit']} frames per port, {queues['memory_limit'] >> 20} MiB in "

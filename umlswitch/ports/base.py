@@ -1,10 +1,11 @@
-"""The port interface shared by every port kind: one egress path with a bounded backlog, and the
-batched ingress loops.
+"""The port interface shared by every port kind: one egress path with a bounded backlog and
+back-pressure, and the batched ingress loop of sockets with several senders.
 
 A port has an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; that is all the
-fabric sees (as vde's ``port.h``: a sender and a delete hook). Ingress is one task per port that
-waits for readability once and then drains the socket with non-blocking reads, handing the frames
-to the fabric: no per-frame ``await`` and no per-frame allocation beyond a memoryview slice.
+fabric sees (as vde's ``port.h``: a sender and a delete hook). Ingress waits for readability once
+and then drains the socket with non-blocking reads, handing the frames to the fabric: no
+per-frame ``await`` and no per-frame allocation beyond a memoryview slice. (Client sockets are
+served together by ``unix/dataplane.py``; every other kind has a task of its own.)
 
 **Egress: one rule for every port kind.** ``send_nowait`` hands the frame to the kernel at once
 (the kind's ``_send``). What the kernel cannot take now (``EAGAIN``: a guest's 10-datagram queue
@@ -12,9 +13,18 @@ is full) is copied into the port's **backlog**, a bounded FIFO, and every later 
 behind it, so order is kept. A task of the port's own (``_drain``) waits until the socket or tap
 is writable again and sends the backlog, oldest first. Only a full backlog drops (tail drop,
 ``egress_full``): its bound is ``--port-queue`` frames per port and ``--queue-memory`` bytes for
-all ports together. A stuck receiver fills its own backlog and nobody else waits. Other send
-errors are the kind's to judge (``_send_failed``): counted (``egress_error``), logged at a bounded
-rate.
+all ports together. Other send errors are the kind's to judge (``_send_failed``): counted
+(``egress_error``), logged at a bounded rate.
+
+**Back-pressure, with a watchdog.** A backlog only absorbs bursts: a sender that is simply
+faster than its receiver would still overflow it. So when a backlog passes half its bound, the
+ingress port whose frame put it there is *held*: its receive loop stops reading (at its next
+``pause_point``) until the backlog is down to an eighth, and the sender's own socket or tap
+queue fills up and slows it down, as uml_switch's blocking send does, without loss. A held port
+holds nobody else: other senders go on. A receiver that has not drained its backlog
+``STALL_TIMEOUT`` after it began holding a sender is declared *stalled* (logged, counted): it
+holds nobody until it reads again and its backlog tail-drops meanwhile, so a stuck (or very
+slow) receiver costs a sender one bounded pause, not its traffic to everybody else.
 """
 
 from __future__ import annotations
@@ -62,7 +72,9 @@ class Port:
 
     A kind provides ``_send`` (one frame to the kernel; raises ``OSError``), ``ingress`` (its
     receive loop), ``egress_fd`` (what to poll for writability) and, where its errors need more
-    than a counter, ``_send_failed``.
+    than a counter, ``_send_failed``. A kind that keeps unsent bytes outside the backlog (the
+    stream port: the rest of a frame the kernel took only in part) overrides ``_idle`` and
+    ``flush_backlog`` to send them first.
     """
 
     def __init__(self, port_id: int, name: str) -> None:
@@ -100,6 +112,11 @@ class Port:
             self.name,
             exc.strerror or exc,
         )
+
+    def _idle(self) -> bool:
+        """Nothing waits to go out, so the drain task may sleep until the backlog fills again.
+        A kind that keeps more than the backlog (the stream port's part-sent record) says so."""
+        return not self.backlog
 
     def egress_fd(self) -> int | socket.socket | None:
         """What to wait on for writability; None: retry the backlog every RETRY_INTERVAL."""
@@ -173,12 +190,12 @@ class Port:
             self.stats.stalls += 1
             ratelog.warning(
                 f"stalled:{self.id}",
-                "port %d (%s): its receiver took nothing for %.0f ms while %d frame(s) waited; "
-                "frames beyond --port-queue are dropped until it reads again",
+                "port %d (%s): its receiver did not drain %d frame(s) within %.0f ms; it holds no "
+                "sender back until it reads again, and frames beyond --port-queue are dropped",
                 self.id,
                 self.name,
-                STALL_TIMEOUT * 1000,
                 len(self.backlog),
+                STALL_TIMEOUT * 1000,
             )
 
     def _hold(self, sender: Port) -> None:
@@ -298,10 +315,10 @@ class Port:
 
     async def _drain(self) -> None:
         """Send the backlog whenever the kernel can take more, until cancelled."""
-        backlog = self.backlog
+        idle = self._idle
         try:
             while True:
-                if not backlog:
+                if idle():
                     self._backlog_waiting = trio.Event()
                     await self._backlog_waiting.wait()
                     self._backlog_waiting = None

@@ -25,6 +25,9 @@ from umlswitch.testing.match import Match, matches
 
 _tags = count(1)
 MAX_FRAME = 65536
+# How a harness port reaches the switch: a UML guest's control handshake and datagram socket, or
+# one stream connection with QEMU's length framing (to a --stream listener).
+TRANSPORTS = ("daemon", "stream")
 
 
 def _own_address() -> bytes:
@@ -44,7 +47,9 @@ def _random_mac() -> bytes:
     return bytes([0x02]) + os.urandom(5)
 
 
-class _PortBase:
+class _Identity:
+    """What every harness port has, whatever its transport: a MAC, and frames from it."""
+
     def __init__(self, mac: str | bytes | None) -> None:
         if mac is None:
             self.mac_bytes = _random_mac()
@@ -52,9 +57,6 @@ class _PortBase:
             self.mac_bytes = mac
         else:
             self.mac_bytes = parse_mac(mac)
-        self.data = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.data.bind(_own_address())
-        self.switch_address: bytes | str = b""
 
     @property
     def mac(self) -> str:
@@ -75,6 +77,16 @@ class _PortBase:
             frame = frame.copy()
             frame.src = self.mac
         return bytes(frame)
+
+
+class _PortBase(_Identity):
+    """A port with a datagram data socket, as a UML guest's."""
+
+    def __init__(self, mac: str | bytes | None) -> None:
+        super().__init__(mac)
+        self.data = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.data.bind(_own_address())
+        self.switch_address: bytes | str = b""
 
 
 class SyncPort(_PortBase):
@@ -147,9 +159,29 @@ class SyncPort(_PortBase):
         self.close()
 
 
-def attach_sync(ctl: str, *, mac: str | bytes | None = None, timeout: float = 5.0) -> SyncPort:
-    """Attach a blocking port to the switch whose control socket is ``ctl``."""
+def attach_sync(
+    ctl: str,
+    *,
+    mac: str | bytes | None = None,
+    timeout: float = 5.0,
+    transport: str = "daemon",
+) -> SyncPort:
+    """Attach a blocking port to the switch whose control socket is ``ctl``.
+
+    ``transport="stream"``: connect as QEMU's ``-netdev stream`` does instead, to ``ctl`` =
+    a ``--stream`` listener (``unix:PATH``, ``tcp:HOST:PORT``, or a socket path).
+    """
+    if transport == "stream":
+        from umlswitch.testing.stream import SyncStreamPort
+
+        return SyncStreamPort(ctl, mac=mac, timeout=timeout)
+    _check_transport(transport)
     return SyncPort(ctl, mac=mac, timeout=timeout)
+
+
+def _check_transport(transport: str) -> None:
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
 
 
 class AsyncPort(_PortBase):
@@ -210,16 +242,35 @@ class AsyncPort(_PortBase):
 
 
 class attach:
-    """``async with attach(ctl, mac=...) as port``: a trio port, detached on exit."""
+    """``async with attach(ctl, mac=...) as port``: a trio port, detached on exit.
 
-    def __init__(self, ctl: str, *, mac: str | bytes | None = None, timeout: float = 5.0):
+    ``transport="stream"``: connect as QEMU's ``-netdev stream`` does instead, to ``ctl`` = a
+    ``--stream`` listener (``unix:PATH``, ``tcp:HOST:PORT``, or a socket path).
+    """
+
+    def __init__(
+        self,
+        ctl: str,
+        *,
+        mac: str | bytes | None = None,
+        timeout: float = 5.0,
+        transport: str = "daemon",
+    ):
+        _check_transport(transport)
         self._ctl = ctl
         self._mac = mac
         self._timeout = timeout
+        self._transport = transport
         self._port: AsyncPort | None = None
 
     async def __aenter__(self) -> AsyncPort:
-        port = AsyncPort(self._mac)
+        port: AsyncPort
+        if self._transport == "stream":
+            from umlswitch.testing.stream import AsyncStreamPort
+
+            port = AsyncStreamPort(self._mac)
+        else:
+            port = AsyncPort(self._mac)
         try:
             await port._connect(self._ctl, self._timeout)
         except BaseException:

@@ -44,6 +44,12 @@ class RunningSwitch:
         """The management socket (``umlswitch ctl``, ``vdeterm``), None with no_mgmt=True."""
         return self.switch.mgmt_path
 
+    @property
+    def stream_addresses(self) -> list[str]:
+        """The ``--stream`` listeners (``streams=`` option) as ``attach(..., transport="stream")``
+        takes them: ``unix:PATH``, ``tcp:HOST:PORT`` (the port really bound, for port 0)."""
+        return [stream.name for stream in self.switch.streams]
+
     def counters(self) -> dict[str, Any]:
         """Per-port traffic and drop counters, plus switch-wide events."""
         fabric = self.switch.fabric

@@ -8,6 +8,10 @@ fd in trio's loop) and then serves whatever is ready: a ready socket is read a b
 egress port with ``sendmmsg``), and a socket whose backlog waits is written when writable
 (``EPOLLOUT`` is asked for only while a backlog exists). Every ready port gets one batch per
 round, so none starves the others, and the task lets trio run its other tasks between rounds.
+A port that was not ready in the round before is read with a plain ``recv_into``: it most
+likely holds one frame (a ping, a TCP ack), and ``recvmmsg`` through ``ctypes`` costs about
+2 us more than that for a single frame. A port ready in two rounds in a row has a queue, and
+gets ``recvmmsg``.
 
 Back-pressure (``ports/base.py``) works as for the other kinds: a port whose frames fill a
 receiver's backlog is *held*, which here means its ``EPOLLIN`` interest is dropped until the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import socket
 
 import trio
 
@@ -28,6 +33,7 @@ from umlswitch.ports.base import BATCH, STALL_TIMEOUT, Port, count_receive_error
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 MAX_EVENTS = 256
+_TRUNC = socket.MSG_TRUNC  # a read returns the datagram's real length: giants are measured
 
 
 class DataPlane:
@@ -42,12 +48,19 @@ class DataPlane:
         self._masks: dict[Port, int] = {}  # port -> the events it is registered for
         self._fds: dict[Port, int] = {}
         self._held: dict[Port, float] = {}  # held port -> when its receivers count as stalled
+        self._sockets: dict[Port, socket.socket] = {}
+        self._last_read: dict[Port, int] = {}  # port -> the round it was last read in
+        self._round = 0
+        self._single = bytearray(fabric.max_frame + 1)  # where a lone frame is read to
+        self._single_view = memoryview(self._single)
 
     # --- ports ------------------------------------------------------------------------------
 
-    def add(self, port: Port, fd: int) -> None:
+    def add(self, port: Port, sock: socket.socket) -> None:
+        fd = sock.fileno()
         self._ports[fd] = port
         self._fds[port] = fd
+        self._sockets[port] = sock
         self._masks[port] = _IN
         self.epoll.register(fd, _IN)
 
@@ -57,7 +70,9 @@ class DataPlane:
             return
         del self._ports[fd]
         del self._masks[port]
+        del self._sockets[port]
         self._held.pop(port, None)
+        self._last_read.pop(port, None)
         with contextlib.suppress(OSError):  # closed already
             self.epoll.unregister(fd)
 
@@ -110,6 +125,7 @@ class DataPlane:
                     await wait_readable(epoll_fd)
                 events = poll(0, MAX_EVENTS)
                 continue
+            self._round += 1
             for fd, mask in events:
                 port = ports.get(fd)
                 if port is not None:
@@ -133,17 +149,25 @@ class DataPlane:
             self._read(port, fd)
 
     def _read(self, port: Port, fd: int) -> None:
-        receiver = self.receiver
         fabric = self.fabric
+        this_round = self._round
+        queued = self._last_read.get(port) == this_round - 1
+        self._last_read[port] = this_round
         try:
-            got = receiver.receive(fd)
+            if queued:
+                receiver = self.receiver
+                got = receiver.receive(fd)
+                if got > 1:
+                    fabric.forward_batch(port, receiver.batch)
+                elif got:
+                    fabric.receive(port, receiver.batch.view, receiver.batch.lengths[0])
+            else:
+                size = self._sockets[port].recv_into(self._single, 0, _TRUNC)
+                fabric.receive(port, self._single_view, size)
+        except BlockingIOError:
+            pass
         except OSError as exc:
             count_receive_error(port, exc)
             return
-        if got == 1:
-            batch = receiver.batch
-            fabric.receive(port, batch.view, batch.lengths[0])
-        elif got:
-            fabric.forward_batch(port, receiver.batch)
         if port.holders():
             self._hold(port)

@@ -1,0 +1,1 @@
+"""The stream family: QEMU ``-netdev stream`` / ``-netdev socket,connect=`` clients."""

@@ -1,0 +1,85 @@
+"""The ``--stream`` option value: text -> a frozen spec. Pure: no sockets, no lookups.
+
+``--stream unix:PATH``
+    Listen on the unix stream socket PATH (QEMU ``-netdev stream,addr.type=unix,addr.path=PATH``).
+    Created with the control socket's ``--mode`` and ``--group``, removed on exit.
+
+``--stream tcp:[ADDR:]PORT``
+    Listen on TCP PORT (QEMU ``-netdev socket,connect=ADDR:PORT``, ``-netdev
+    stream,addr.type=inet``). Without ADDR the listener binds 127.0.0.1 only: anybody who can
+    reach the port can put frames on the LAN, so listening beyond the host is asked for
+    explicitly (``tcp:0.0.0.0:PORT``). PORT 0 takes a free port (the log names it).
+
+Every connection to a listener becomes one port, a member of the listener's VLANs (``vlans``,
+from ``,vlan=N``/``,trunk=N,M`` after the address: ``config.py`` takes those off). Errors are
+``ValueError`` with a message fit for ``umlswitch: error: argument --stream: ...``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One listener: ``kind`` ``unix`` with ``path``, or ``tcp`` with ``host`` and ``port``."""
+
+    kind: str
+    path: str = ""
+    host: str = LOOPBACK
+    port: int = 0
+    vlans: Membership = DEFAULT_MEMBERSHIP  # of every connection's port
+
+    def __str__(self) -> str:
+        """The option value that gives this spec back."""
+        text = f"unix:{self.path}" if self.kind == "unix" else f"tcp:{self.host}:{self.port}"
+        return ",".join([text, *self.vlans.words()])
+
+
+def parse_stream(text: str) -> StreamSpec:
+    """``unix:PATH`` or ``tcp:[ADDR:]PORT`` -> StreamSpec."""
+    kind, sep, rest = text.partition(":")
+    if kind == "unix" and sep:
+        if not rest:
+            raise ValueError("unix: needs a socket path, e.g. unix:/run/umlswitch/qemu.sock")
+        if len(rest.encode()) >= 108:
+            raise ValueError(f"{rest!r} is too long for a unix socket (max 107 bytes)")
+        return StreamSpec("unix", path=rest)
+    if kind == "tcp" and sep:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            host = LOOPBACK
+        try:
+            host = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise ValueError(
+                f"{text!r}: the address must be an IPv4 address (e.g. tcp:127.0.0.1:5555), "
+                f"not {host!r}"
+            ) from None
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: the TCP port must be a number from 0 to 65535")
+        return StreamSpec("tcp", host=host, port=int(port_text))
+    raise ValueError(f"expected unix:PATH or tcp:[ADDR:]PORT, not {text!r}")
+
+
+def stream_conflicts(specs: Iterable[StreamSpec]) -> str | None:
+    """Why these listeners cannot run side by side, or None: one path or TCP port twice."""
+    paths: set[str] = set()
+    ports: dict[int, list[str]] = {}
+    for spec in specs:
+        if spec.kind == "unix":
+            if spec.path in paths:
+                return f"--stream {spec} is given twice"
+            paths.add(spec.path)
+        elif spec.port:
+            hosts = ports.setdefault(spec.port, [])
+            if any(h == spec.host or "0.0.0.0" in (h, spec.host) for h in hosts):
+                return f"--stream: two listeners on TCP port {spec.port}"
+            hosts.append(spec.host)
+    return None

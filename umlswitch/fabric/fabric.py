@@ -468,20 +468,40 @@ class Fabric:
 
     def _vlan_forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> None:
         """``forward_batch`` while VLANs are on: the frames a port gets as received go in one
-        ``send_batch``; those with a tag added or removed are sent one by one, in order."""
+        ``send_batch``; those with a tag added or removed are sent one by one, in order. As
+        there, a frame whose addresses and tag (its first 16 bytes) are those of the frame before,
+        whose decision left the source learned on this port, reuses that decision."""
         stats = ingress.stats
         lengths = batch.lengths
         slot_size = batch.slot_size
         data = batch.data
         capture = self.capture
         max_frame = self.max_frame
+        lookup = self.table.lookup
+        ingress_id = ingress.id
         outputs: dict[FabricPort, list[int | bytes | memoryview]] = {}
         mixed: set[FabricPort] = set()  # ports with a frame that is not as received
+        known: bytearray | None = None  # the first 16 bytes of the last decision kept
+        known_decided: tuple[int, int, Ports, Ports] | None = None
         for index in range(batch.count):
             size = lengths[index]
             stats.rx_frames += 1
             stats.rx_bytes += size
-            decided = self.vlan_egress(ingress, data, index * slot_size, size)
+            offset = index * slot_size
+            if TAGGED_HEADER_LEN <= size <= max_frame:
+                head = data[offset : offset + 16]
+                if head == known:
+                    decided = known_decided
+                else:
+                    decided = self.vlan_egress(ingress, data, offset, size)
+                    if decided is not None and (
+                        self.hub or lookup(bytes(head[6:12]) + VID_BYTES[decided[1]]) == ingress_id
+                    ):
+                        known, known_decided = head, decided
+                    else:
+                        known = None
+            else:
+                decided = self.vlan_egress(ingress, data, offset, size)  # a runt or giant
             if capture is not None and size <= max_frame:  # giants are not captured
                 egress = () if decided is None else decided[2] + decided[3]
                 self._record(capture, ingress, egress, batch.frame(index))

@@ -46,7 +46,8 @@ def is_edge(port: FabricPort) -> bool:
 
 
 class Guard:
-    """The per-frame gate of STP and storm control, and the owner of the bridge."""
+    """The per-frame gate of STP and storm control, and the owner of the bridge; it installs
+    itself as ``fabric.guard`` while it has something to do."""
 
     def __init__(self, fabric: Fabric, *, storm_limit: int = 0) -> None:
         self.fabric = fabric
@@ -55,12 +56,13 @@ class Guard:
         # port id -> [limit, window start, frames flooded in the window]
         self.storm: dict[int, list[float]] = {}
         self._ratelog = RateLimitedLog(log)
+        self._refresh()
 
     # --- switching on and off ------------------------------------------------------------
 
     @property
     def active(self) -> bool:
-        return self.stp is not None or bool(self.storm)
+        return self.stp is not None or bool(self.storm) or self.storm_default > 0
 
     def _refresh(self) -> None:
         self.fabric.guard = self if self.active else None

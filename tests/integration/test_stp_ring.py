@@ -54,19 +54,6 @@ def converge(switches: list[SwitchProcess], since: float, root: str | None = Non
     raise AssertionError([tree(sw) for sw in switches])
 
 
-def converge(switches: list[SwitchProcess], since: float, root: str | None = None) -> float:
-    """Seconds from ``since`` until the ring has exactly one discarding port (and every switch
-    names ``root`` as the root)."""
-    while time.monotonic() < since + 10:
-        roots = {tree(sw)["root"] for sw in switches}
-        if ring_states(switches) == ["discarding"] + ["forwarding"] * 5 and (
-            root is None or roots == {root}
-        ):
-            return time.monotonic() - since
-        time.sleep(0.01)
-    raise AssertionError([tree(sw) for sw in switches])
-
-
 def test_a_ring_of_three_converges_fast_and_passes_traffic_without_a_storm() -> None:
     reason = netns_unavailable()
     if reason is not None:

@@ -24,11 +24,12 @@ from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__
+from umlswitch import __version__, stpd
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
 from umlswitch.mgmt.server import MgmtServer
@@ -324,6 +325,7 @@ class Switch:
     static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
+    guard: Guard | None = None  # STP and storm control (stpd.install)
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
@@ -485,6 +487,7 @@ async def serve(
             port_queue=config.port_queue,
             queue_budget=QueueBudget(config.queue_memory),
         )
+        guard = stpd.install(fabric, config)
         shared = None
         if sockets.data is not None:
             assert sockets.data_path is not None
@@ -518,6 +521,7 @@ async def serve(
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 nursery.start_soon(_ticker, fabric)
+                nursery.start_soon(stpd.run, guard)
                 if shared is not None:
                     nursery.start_soon(shared.run)
                 capture = CaptureControl(fabric)
@@ -550,6 +554,7 @@ async def serve(
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
                     streams=streams,
+                    guard=guard,
                 )
                 if sockets.mgmt is not None:
                     mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)

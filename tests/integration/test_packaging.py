@@ -115,7 +115,7 @@ def complete(*words: str) -> list[str]:
         (["umlswitch", "-com"], ["-compat-v0"]),
         (["umlswitch", "--max-macs", ""], []),
         (["umlswitch", "ctl", "port/"],
-         ["port/print", "port/remove", "port/resetcounter", "port/sethub"]),
+         ["port/print", "port/remove", "port/resetcounter", "port/sethub", "port/setstormlimit"]),
         (["umlswitch", "ctl", "-unix", "/tmp/uml.ctl", "--json", "hash/f"],
          ["hash/find", "hash/flush"]),
         (["umlswitch", "ctl", "--t"], ["--timeout"]),

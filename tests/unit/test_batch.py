@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.fakes import FakePort
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 
 MAX_FRAME = 200
@@ -37,8 +38,10 @@ batches = st.lists(
 )
 
 
-def make(hub: bool) -> tuple[Fabric, list[FakePort]]:
+def make(hub: bool, storm: bool = False) -> tuple[Fabric, list[FakePort]]:
     fabric = Fabric(hub=hub, table=MacTable(max_entries=4), max_frame=MAX_FRAME)
+    if storm:  # storm control on: every flooded frame is counted, none may skip the guard
+        Guard(fabric, storm_limit=5)
     ports = [FakePort(n) for n in range(1, 5)]
     for port in ports:
         fabric.attach(port)
@@ -65,10 +68,12 @@ def observed(fabric: Fabric, ports: list[FakePort]) -> object:
 
 
 @settings(max_examples=300, deadline=None)
-@given(batches, st.booleans())
-def test_batches_and_single_frames_agree(plan: list[tuple[int, list[bytes], float]], hub: bool):
-    single, single_ports = make(hub)
-    batched, batched_ports = make(hub)
+@given(batches, st.booleans(), st.booleans())
+def test_batches_and_single_frames_agree(
+    plan: list[tuple[int, list[bytes], float]], hub: bool, storm: bool
+):
+    single, single_ports = make(hub, storm)
+    batched, batched_ports = make(hub, storm)
     batch = FrameBatch(SLOT, 16)
     now = 0.0
     for ingress, received, step in plan:

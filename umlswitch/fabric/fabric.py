@@ -12,7 +12,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
@@ -21,6 +21,9 @@ from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.ratelog import Deferred, RateLimitedLog
+
+if TYPE_CHECKING:
+    from umlswitch.fabric.guard import Guard, LoopWatch
 
 log = logging.getLogger("umlswitch.fabric")
 
@@ -85,7 +88,11 @@ class Fabric:
         self.events: Counter[str] = Counter()
         self._ports: dict[int, FabricPort] = {}
         self._flood: dict[int, tuple[FabricPort, ...]] = {}
-        self._unicast: dict[int, tuple[FabricPort]] = {}  # port id -> (port,), built on attach
+        # port id -> (port,), built on attach; () for a port the spanning tree blocks
+        self._unicast: dict[int, tuple[FabricPort, ...]] = {}
+        self._blocked: frozenset[int] = frozenset()  # ports the spanning tree does not forward
+        self.guard: Guard | None = None  # STP and storm control; None while both are off
+        self.loop_watch: LoopWatch | None = None  # logs loops seen while STP is off
         self._ratelog = RateLimitedLog(log)
         self.capture: CaptureSink | None = None  # packet capture, off unless set
         self.departed = PortStats()  # the counters of detached ports, for switch-wide totals
@@ -113,6 +120,8 @@ class Fabric:
         self._ports[port.id] = port
         self._unicast[port.id] = (port,)
         self._flood.clear()
+        if self.guard is not None:
+            self.guard.attached(port)
 
     def detach(self, port_id: int) -> int:
         """Remove a port and forget its MAC entries; return how many entries were forgotten."""
@@ -121,7 +130,16 @@ class Fabric:
             self.departed.add(port.stats)
         self._unicast.pop(port_id, None)
         self._flood.clear()
+        if self.guard is not None:
+            self.guard.detached(port_id)
         return self.table.forget_port(port_id)
+
+    def set_blocked(self, blocked: frozenset[int]) -> None:
+        """The spanning tree forwards nothing to (or from) ``blocked`` ports from now on."""
+        self._blocked = blocked
+        for pid, port in self._ports.items():
+            self._unicast[pid] = () if pid in blocked else (port,)
+        self._flood.clear()
 
     def set_hub(self, hub: bool) -> None:
         self.hub = hub
@@ -140,11 +158,12 @@ class Fabric:
     # --- forwarding --------------------------------------------------------------------------
 
     def flood_set(self, ingress_id: int) -> tuple[FabricPort, ...]:
-        """Every port but the ingress one (cached until the next attach or detach)."""
+        """Every port but the ingress one and blocked ones (cached until the ports change)."""
         ports = self._flood.get(ingress_id)
         if ports is None:
+            blocked = self._blocked
             ports = self._flood[ingress_id] = tuple(
-                p for pid, p in self._ports.items() if pid != ingress_id
+                p for pid, p in self._ports.items() if pid != ingress_id and pid not in blocked
             )
         return ports
 
@@ -165,6 +184,8 @@ class Fabric:
         dst, src = _addresses(data, offset)
         if src[0] & 1:
             self._drop(ingress, counters.GROUP_SOURCE, size)
+            return ()
+        if self.guard is not None and not self.guard.admit(ingress, dst, src, data, offset, size):
             return ()
         ingress_id = ingress.id
         if self.hub:
@@ -239,7 +260,11 @@ class Fabric:
                     egress = known_egress
                 else:
                     egress = egress_at(ingress, data, offset, size)
-                    if egress and (self.hub or lookup(pair[1]) == ingress_id):
+                    if (
+                        egress
+                        and self.guard is None  # the guard sees every frame (storm counts)
+                        and (self.hub or lookup(pair[1]) == ingress_id)
+                    ):
                         known, known_egress = pair, egress
                     else:
                         known = None
@@ -333,6 +358,8 @@ class Fabric:
             )
         elif learned is Learned.HELD:
             self.events[counters.MAC_MOVE_HELD] += 1
+            if self.loop_watch is not None:
+                self.loop_watch.held(src, self.table.lookup(src), ingress)
             self._ratelog.warning(
                 f"held:{ingress.id}",
                 "port %d (%s): %s is on port %s and was seen there within %.1f s; not moved",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -19,6 +20,12 @@ from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, DEFAULT_QUEUE_MEMORY
+from umlswitch.fabric.stp import (
+    DEFAULT_BRIDGE_PRIORITY,
+    DEFAULT_PATH_COST,
+    DEFAULT_PORT_PRIORITY,
+    MAX_PATH_COST,
+)
 from umlswitch.fabric.vlan import Membership, split_vlan_options
 from umlswitch.ports.overlay.spec import (
     VxlanSpec,
@@ -75,6 +82,11 @@ class SwitchConfig:
     # more control sockets, each for guests in VLANs (-unix /tmp/vlan10.ctl,vlan=10)
     vlan_controls: tuple[tuple[str, Membership], ...] = ()
     rc: str | None = None  # --rc FILE: management commands run at start-up
+    stp: bool = False  # --stp: run the (rapid) spanning tree
+    stp_priority: int = DEFAULT_BRIDGE_PRIORITY  # --stp-priority N: bridge priority
+    stp_port_priority: int = DEFAULT_PORT_PRIORITY  # --stp-port-priority N: every port's
+    stp_cost: int = DEFAULT_PATH_COST  # --stp-cost N: every port's path cost
+    storm_limit: int = 0  # --storm-limit N: flooded frames/s per port; 0: no limit
 
     @property
     def mgmt_socket(self) -> str | None:
@@ -147,6 +159,8 @@ USAGE = (
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [--stream unix:PATH | --stream tcp:[ADDR:]PORT]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE] [--rc FILE]\n"
+    "                 [--stp] [--stp-priority N] [--stp-port-priority N] [--stp-cost N]\n"
+    "                 [--storm-limit N]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
     "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
 )
@@ -203,6 +217,20 @@ def _frame_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be from 64 to {MAX_MAX_FRAME} bytes: {text!r}")
     assert value > ETH_HEADER_LEN
     return value
+
+
+def _ranged(low: int, high: int, step: int = 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high or value % step:
+            steps = f" in steps of {step}" if step > 1 else ""
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}{steps}: {text!r}")
+        return value
+
+    return parse
 
 
 Vlans = Membership | None
@@ -490,6 +518,47 @@ def build_parser() -> argparse.ArgumentParser:
         "with its line number and the error",
     )
     p.add_argument(
+        "--stp",
+        action="store_true",
+        help="run the rapid spanning tree (802.1w, falling back to 802.1D for neighbours that "
+        "speak it, as the Linux bridge): taps, UDP peers and overlays take part, guests are "
+        "edge ports that forward at once; BPDUs are consumed, not forwarded (fstp/setfstp "
+        "switches it at run time)",
+    )
+    p.add_argument(
+        "--stp-priority",
+        type=_ranged(0, 65535),
+        default=DEFAULT_BRIDGE_PRIORITY,
+        metavar="N",
+        help=f"bridge priority, 0-65535; the lowest bridge id is the root (default "
+        f"{DEFAULT_BRIDGE_PRIORITY})",
+    )
+    p.add_argument(
+        "--stp-port-priority",
+        type=_ranged(0, 240, 16),
+        default=DEFAULT_PORT_PRIORITY,
+        metavar="N",
+        help=f"every port's priority, 0-240 in steps of 16 (default {DEFAULT_PORT_PRIORITY}; "
+        "per port with fstp/setportprio)",
+    )
+    p.add_argument(
+        "--stp-cost",
+        type=_ranged(1, MAX_PATH_COST),
+        default=DEFAULT_PATH_COST,
+        metavar="N",
+        help=f"every port's path cost (default {DEFAULT_PATH_COST}, as the Linux bridge gives a "
+        "tap; per port with fstp/setcost)",
+    )
+    p.add_argument(
+        "--storm-limit",
+        type=_ranged(0, 10_000_000),
+        default=0,
+        metavar="N",
+        help="storm control: each port floods at most N broadcast, multicast and unknown-unicast "
+        "frames per second, the rest are dropped and counted (default 0: no limit; per port "
+        "with port/setstormlimit)",
+    )
+    p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
     )
     p.add_argument(
@@ -585,4 +654,9 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         vlans=tuple((name, member) for name, member in vlans if member is not None),
         vlan_controls=tuple(vlan_controls),
         rc=ns.rc,
+        stp=ns.stp,
+        stp_priority=ns.stp_priority,
+        stp_port_priority=ns.stp_port_priority,
+        stp_cost=ns.stp_cost,
+        storm_limit=ns.storm_limit,
     )

@@ -25,6 +25,9 @@ VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved 
 VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
 STREAM_OVERSIZE = "stream_oversize"  # stream: a length over --max-frame; connection dropped
 STREAM_TRUNCATED = "stream_truncated"  # stream: the peer left in the middle of a frame
+STP_DISCARD = "stp_discard"  # --stp: arrived on a port the spanning tree does not forward
+BAD_BPDU = "bad_bpdu"  # --stp: a frame to 01:80:c2:00:00:00 that is no BPDU we understand
+STORM = "storm"  # --storm-limit: more flooded frames per second than the port's limit
 VLAN_NOT_MEMBER = "vlan_not_member"  # VLANs on: tagged for a VLAN the ingress port is not in
 VLAN_OVERSIZE = "vlan_oversize"  # VLANs on: the tag this egress port needs makes it > --max-frame
 
@@ -45,6 +48,8 @@ MAC_EVICTED = "mac_evicted"
 MAC_MOVE_HELD = "mac_move_held"
 MAC_MOVED = "mac_moved"
 MAC_EXPIRED = "mac_expired"
+STP_FLUSHED = "stp_flushed"  # MACs forgotten because of a topology change
+LOOP_SUSPECTED = "loop_suspected"  # STP off: own flooded frames came back on another port
 
 
 class PortStats:

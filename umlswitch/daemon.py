@@ -25,11 +25,12 @@ from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__
+from umlswitch import __version__, stpd
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
@@ -342,6 +343,7 @@ class Switch:
     static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
+    guard: Guard | None = None  # STP and storm control (stpd.install)
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
@@ -511,6 +513,7 @@ async def serve(
             port_queue=config.port_queue,
             queue_budget=QueueBudget(config.queue_memory),
         )
+        guard = stpd.install(fabric, config)
         shared = None
         if sockets.data is not None:
             assert sockets.data_path is not None
@@ -545,6 +548,7 @@ async def serve(
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 nursery.start_soon(_ticker, fabric)
+                nursery.start_soon(stpd.run, guard)
                 if shared is not None:
                     nursery.start_soon(shared.run)
                 capture = CaptureControl(fabric)
@@ -579,6 +583,7 @@ async def serve(
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
                     streams=streams,
+                    guard=guard,
                 )
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.fakes import FakePort
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.vlan import Membership
 
@@ -63,8 +64,10 @@ vlan_batches = st.lists(
 MEMBERSHIPS = [Membership(10), Membership(10), Membership(20), Membership(1, frozenset({10, 20}))]
 
 
-def make(hub: bool, vlans: bool = False) -> tuple[Fabric, list[FakePort]]:
+def make(hub: bool, vlans: bool = False, storm: bool = False) -> tuple[Fabric, list[FakePort]]:
     fabric = Fabric(hub=hub, table=MacTable(max_entries=4), max_frame=MAX_FRAME)
+    if storm:  # storm control on: every flooded frame is counted, none may skip the guard
+        Guard(fabric, storm_limit=5)
     ports = [FakePort(n) for n in range(1, 5)]
     for port, membership in zip(ports, MEMBERSHIPS, strict=True):
         fabric.attach(port, membership if vlans else Membership())
@@ -92,22 +95,26 @@ def observed(fabric: Fabric, ports: list[FakePort]) -> object:
 
 
 @settings(max_examples=300, deadline=None)
-@given(batches, st.booleans())
-def test_batches_and_single_frames_agree(plan: list[tuple[int, list[bytes], float]], hub: bool):
-    run_both(plan, hub, vlans=False)
+@given(batches, st.booleans(), st.booleans())
+def test_batches_and_single_frames_agree(
+    plan: list[tuple[int, list[bytes], float]], hub: bool, storm: bool
+):
+    run_both(plan, hub, vlans=False, storm=storm)
 
 
 @settings(max_examples=300, deadline=None)
-@given(vlan_batches, st.booleans())
+@given(vlan_batches, st.booleans(), st.booleans())
 def test_batches_and_single_frames_agree_with_vlans(
-    plan: list[tuple[int, list[bytes], float]], hub: bool
+    plan: list[tuple[int, list[bytes], float]], hub: bool, storm: bool
 ) -> None:
-    run_both(plan, hub, vlans=True)
+    run_both(plan, hub, vlans=True, storm=storm)
 
 
-def run_both(plan: list[tuple[int, list[bytes], float]], hub: bool, vlans: bool) -> None:
-    single, single_ports = make(hub, vlans)
-    batched, batched_ports = make(hub, vlans)
+def run_both(
+    plan: list[tuple[int, list[bytes], float]], hub: bool, vlans: bool, storm: bool
+) -> None:
+    single, single_ports = make(hub, vlans, storm)
+    batched, batched_ports = make(hub, vlans, storm)
     batch = FrameBatch(SLOT, 16)
     now = 0.0
     for ingress, received, step in plan:

@@ -501,3 +501,13 @@ def test_without_vlans_frames_pass_byte_for_byte_as_before(
             fabric.forward(ports[ingress], data)
         got.append(sent(ports))
     assert got == reference_switch(plan, list(ports), max_frame)
+
+
+def test_ports_the_spanning_tree_blocks_get_no_vlan_frames() -> None:
+    fabric, ports = make()
+    fabric.set_blocked(frozenset({2, 5}))
+    fabric.forward(ports[1], frame())
+    assert sent(ports) == {4: [frame(q(10))]}
+    fabric.set_blocked(frozenset())
+    fabric.forward(ports[1], frame())
+    assert sent(ports) == {2: [frame()], 4: [frame(q(10))], 5: [frame(q(10))]}

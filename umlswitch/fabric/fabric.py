@@ -13,7 +13,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
@@ -21,6 +21,7 @@ from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
+from umlswitch.fabric.stp import STP_GROUP
 from umlswitch.fabric.vlan import (
     DEFAULT_MEMBERSHIP,
     PRIORITY,
@@ -36,6 +37,9 @@ from umlswitch.fabric.vlan import (
     untagged_form,
 )
 from umlswitch.ratelog import Deferred, RateLimitedLog
+
+if TYPE_CHECKING:
+    from umlswitch.fabric.guard import Guard, LoopWatch
 
 log = logging.getLogger("umlswitch.fabric")
 
@@ -100,7 +104,11 @@ class Fabric:
         self.events: Counter[str] = Counter()
         self._ports: dict[int, FabricPort] = {}
         self._flood: dict[int, tuple[FabricPort, ...]] = {}
-        self._unicast: dict[int, tuple[FabricPort]] = {}  # port id -> (port,), built on attach
+        # port id -> (port,), built on attach; () for a port the spanning tree blocks
+        self._unicast: dict[int, tuple[FabricPort, ...]] = {}
+        self._blocked: frozenset[int] = frozenset()  # ports the spanning tree does not forward
+        self.guard: Guard | None = None  # STP and storm control; None while both are off
+        self.loop_watch: LoopWatch | None = None  # logs loops seen while STP is off
         self._ratelog = RateLimitedLog(log)
         self.capture: CaptureSink | None = None  # packet capture, off unless set
         self.departed = PortStats()  # the counters of detached ports, for switch-wide totals
@@ -134,6 +142,8 @@ class Fabric:
         self._unicast[port.id] = (port,)
         self._flood.clear()
         self.vlans.join(port.id, vlans)
+        if self.guard is not None:
+            self.guard.attached(port)
 
     def detach(self, port_id: int) -> int:
         """Remove a port and forget its MAC entries; return how many entries were forgotten."""
@@ -143,7 +153,17 @@ class Fabric:
         self._unicast.pop(port_id, None)
         self._flood.clear()
         self.vlans.leave(port_id)
+        if self.guard is not None:
+            self.guard.detached(port_id)
         return self.table.forget_port(port_id)
+
+    def set_blocked(self, blocked: frozenset[int]) -> None:
+        """The spanning tree forwards nothing to (or from) ``blocked`` ports from now on."""
+        self._blocked = blocked
+        for pid, port in self._ports.items():
+            self._unicast[pid] = () if pid in blocked else (port,)
+        self._flood.clear()
+        self.vlans.forget_caches()
 
     def set_hub(self, hub: bool) -> None:
         self.hub = hub
@@ -162,11 +182,12 @@ class Fabric:
     # --- forwarding --------------------------------------------------------------------------
 
     def flood_set(self, ingress_id: int) -> tuple[FabricPort, ...]:
-        """Every port but the ingress one (cached until the next attach or detach)."""
+        """Every port but the ingress one and blocked ones (cached until the ports change)."""
         ports = self._flood.get(ingress_id)
         if ports is None:
+            blocked = self._blocked
             ports = self._flood[ingress_id] = tuple(
-                p for pid, p in self._ports.items() if pid != ingress_id
+                p for pid, p in self._ports.items() if pid != ingress_id and pid not in blocked
             )
         return ports
 
@@ -187,6 +208,8 @@ class Fabric:
         dst, src = _addresses(data, offset)
         if src[0] & 1:
             self._drop(ingress, counters.GROUP_SOURCE, size)
+            return ()
+        if self.guard is not None and not self.guard.admit(ingress, dst, src, data, offset, size):
             return ()
         ingress_id = ingress.id
         if self.hub:
@@ -267,7 +290,11 @@ class Fabric:
                     egress = known_egress
                 else:
                     egress = egress_at(ingress, data, offset, size)
-                    if egress and (self.hub or lookup(pair[1]) == ingress_id):
+                    if (
+                        egress
+                        and self.guard is None  # the guard sees every frame (storm counts)
+                        and (self.hub or lookup(pair[1]) == ingress_id)
+                    ):
                         known, known_egress = pair, egress
                     else:
                         known = None
@@ -361,6 +388,8 @@ class Fabric:
             )
         elif learned is Learned.HELD:
             self.events[counters.MAC_MOVE_HELD] += 1
+            if self.loop_watch is not None:
+                self.loop_watch.held(src, self.table.lookup(src), ingress)
             self._ratelog.warning(
                 f"held:{ingress.id}",
                 "port %d (%s): %s is on port %s and was seen there within %.1f s; not moved",
@@ -403,6 +432,11 @@ class Fabric:
         if src[0] & 1:
             self._drop(ingress, counters.GROUP_SOURCE, size)
             return None
+        guard = self.guard
+        if guard is not None and dst == STP_GROUP:  # a BPDU is the tree's, before any VLAN
+            if not guard.admit(ingress, dst, src, data, offset, size):
+                return None
+            guard = None  # admitted (the tree is off): it is counted already
         ingress_id = ingress.id
         vlans = self.vlans
         member = vlans.members.get(ingress_id, DEFAULT_MEMBERSHIP)
@@ -420,18 +454,22 @@ class Fabric:
                 return None
         else:
             kind, vid = UNTAGGED, member.untagged
-        if self.hub:
-            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
         suffix = VID_BYTES[vid]
         key = src + suffix
+        dst_key = dst + suffix
+        # The tree's state and storm control see the addresses as the table holds them now.
+        if guard is not None and not guard.admit(ingress, dst_key, key, data, offset, size):
+            return None
+        if self.hub:
+            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
         learned = self.table.learn(key, ingress_id, self.now)
         if learned is not Learned.REFRESHED:
             self._note_learning(learned, key, ingress)
         if dst[0] & 1:
-            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
-        out = self.table.lookup(dst + suffix)
+            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
+        out = self.table.lookup(dst_key)
         if out is None:
-            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
+            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
         if out == ingress_id:
             ingress.stats.drops[counters.SAME_PORT] += 1
             return None
@@ -443,7 +481,7 @@ class Fabric:
             if vid in target.tagged:
                 return (kind, vid, (), port)
         # cannot happen while membership changes and detach() forget entries; be safe anyway
-        return (kind, vid, *vlans.flood(ingress_id, vid, self._ports))
+        return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
 
     def _vlan_forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
         """``forward`` while VLANs are on (accounted already)."""
@@ -494,8 +532,13 @@ class Fabric:
                     decided = known_decided
                 else:
                     decided = self.vlan_egress(ingress, data, offset, size)
-                    if decided is not None and (
-                        self.hub or lookup(bytes(head[6:12]) + VID_BYTES[decided[1]]) == ingress_id
+                    if (
+                        decided is not None
+                        and self.guard is None  # the guard sees every frame (storm counts)
+                        and (
+                            self.hub
+                            or lookup(bytes(head[6:12]) + VID_BYTES[decided[1]]) == ingress_id
+                        )
                     ):
                         known, known_decided = head, decided
                     else:

@@ -254,9 +254,12 @@ class VlanTable:
 
     # --- questions of the fabric ----------------------------------------------------------------
 
-    def flood(self, ingress_id: int, vid: int, ports: dict[int, Any]) -> tuple[Ports, Ports]:
-        """The ports that get a flooded frame of VLAN ``vid`` from ``ingress_id``: (untagged,
-        tagged), in port order (cached until the next change or attach or detach)."""
+    def flood(
+        self, ingress_id: int, vid: int, ports: dict[int, Any], blocked: frozenset[int]
+    ) -> tuple[Ports, Ports]:
+        """The ports but ``blocked`` ones (by the spanning tree) that get a flooded frame of VLAN
+        ``vid`` from ``ingress_id``: (untagged, tagged), in port order (cached until the next
+        change, attach, detach or change of the tree: ``forget_caches``)."""
         key = (ingress_id, vid)
         sets = self._flood.get(key)
         if sets is None:
@@ -264,7 +267,7 @@ class VlanTable:
             untagged = []
             tagged = []
             for pid, port in ports.items():
-                if pid == ingress_id:
+                if pid == ingress_id or pid in blocked:
                     continue
                 member = members.get(pid, DEFAULT_MEMBERSHIP)
                 if member.untagged == vid:

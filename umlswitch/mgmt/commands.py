@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from umlswitch import stpd
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
+from umlswitch.fabric.guard import Guard
+from umlswitch.fabric.stp import MAX_PATH_COST, Bridge
 from umlswitch.fabric.vlan import VlanError, parse_vid, split_key
 from umlswitch.listener import PeerCred
 from umlswitch.mgmt import views
@@ -403,3 +406,102 @@ async def _pcap_stop(session: Session, args: Sequence[str]) -> Doc:
 async def _pcap_showinfo(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 0, 0, "pcap/showinfo")
     return views.capture_doc(session.switch)
+
+
+# --- spanning tree and storm control ---------------------------------------------------------
+
+
+def _guard(session: Session) -> Guard:
+    guard = session.switch.guard
+    if guard is None:
+        raise CommandError(errno.EOPNOTSUPP, "this switch has no loop protection")
+    return guard
+
+
+def _bridge(session: Session) -> Bridge:
+    bridge = _guard(session).stp
+    if bridge is None:
+        raise CommandError(errno.EINVAL, "the spanning tree is off (fstp/setfstp 1)")
+    return bridge
+
+
+def _ranged(text: str, what: str, low: int, high: int, step: int = 1) -> int:
+    value = _number(text, what)
+    if not low <= value <= high or value % step:
+        steps = f" in steps of {step}" if step > 1 else ""
+        raise CommandError(errno.EINVAL, f"{what} must be from {low} to {high}{steps}")
+    return value
+
+
+@command("fstp/print", "", "the spanning tree: root, roles, states", render=views.stp_lines)
+async def _fstp_print(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "fstp/print")
+    return views.stp_doc(session.switch)
+
+
+@command("fstp/setfstp", "0/1", "spanning tree 1=on 0=off", changes=True)
+async def _fstp_setfstp(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "fstp/setfstp 0/1")
+    if args[0] not in ("0", "1"):
+        raise CommandError(errno.EINVAL, "fstp/setfstp takes 1 (on) or 0 (off)")
+    guard = _guard(session)
+    if args[0] == "1" and guard.stp is None:
+        guard.enable_stp(stpd.new_bridge(session.switch.config))
+    elif args[0] == "0":
+        guard.disable_stp()
+    return {"stp": guard.stp is not None}
+
+
+@command("fstp/setpriority", "N", "bridge priority (0-65535)", changes=True)
+async def _fstp_setpriority(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 1, 1, "fstp/setpriority N")
+    priority = _ranged(args[0], "bridge priority", 0, 65535)
+    bridge = _bridge(session)
+    bridge.set_priority(priority, session.switch.fabric.now)
+    _guard(session).apply()
+    return {"priority": priority}
+
+
+@command("fstp/setportprio", "PORT N", "port priority (0-240, steps of 16)", changes=True)
+async def _fstp_setportprio(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "fstp/setportprio PORT N")
+    port = _port(session, args[0])
+    priority = _ranged(args[1], "port priority", 0, 240, 16)
+    _bridge(session).set_port(port, session.switch.fabric.now, priority=priority)
+    _guard(session).apply()
+    return {"port": port, "priority": priority}
+
+
+@command("fstp/setcost", "PORT N", "path cost of PORT", changes=True)
+async def _fstp_setcost(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "fstp/setcost PORT N")
+    port = _port(session, args[0])
+    cost = _ranged(args[1], "path cost", 1, MAX_PATH_COST)
+    _bridge(session).set_port(port, session.switch.fabric.now, cost=cost)
+    _guard(session).apply()
+    return {"port": port, "cost": cost}
+
+
+@command("fstp/setedge", "PORT 0/1", "1=edge port (forwards at once)", changes=True)
+async def _fstp_setedge(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "fstp/setedge PORT 0/1")
+    port = _port(session, args[0])
+    if args[1] not in ("0", "1"):
+        raise CommandError(errno.EINVAL, "fstp/setedge takes 1 (edge) or 0 (not)")
+    _bridge(session).set_edge(port, args[1] == "1", session.switch.fabric.now)
+    _guard(session).apply()
+    return {"port": port, "edge": args[1] == "1"}
+
+
+@command(
+    "port/setstormlimit",
+    "PORT|all N",
+    "flooded frames/s of PORT, 0=no limit",
+    changes=True,
+)
+async def _port_setstormlimit(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 2, 2, "port/setstormlimit PORT|all N")
+    port = None if args[0] == "all" else _port(session, args[0])
+    limit = _ranged(args[1], "storm limit", 0, 10_000_000)
+    _guard(session).set_storm_limit(port, limit)
+    return {"port": port, "storm_limit": limit}

@@ -100,6 +100,10 @@ def _header(info: Doc) -> Text:
         f"  {info['mode']} · pid {info['pid']} · up {format_duration(info['uptime'])}"
         f" · {info['ports']} ports · {info['macs']} MACs · {capturing}"
     )
+    stp = info.get("stp")
+    if stp is not None:
+        root = "this switch" if stp["is_root"] else stp["root"]
+        text.append(f"\nstp root {root} · {stp['topology_changes']} topology change(s)")
     return text
 
 
@@ -112,12 +116,30 @@ def vlan_cell(port: Doc) -> str:
     return text
 
 
+STP_ROLES = {"root": "RT", "designated": "DS", "alternate": "AL", "backup": "BK"}
+STP_STATES = {"forwarding": "F", "learning": "L", "discarding": "D"}
+STP_LEGEND = (
+    "STP: ED edge, RT root, DS designated, AL alternate, BK backup; "
+    "F forwarding, L learning, D discarding"
+)
+
+
+def stp_cell(port: Doc) -> str:
+    """``RT F``, ``AL D``, ``ED F``: a port's role and state in 4 characters (the legend says)."""
+    stp = port.get("stp")
+    if stp is None:
+        return "-"
+    role = "ED" if stp["edge"] else STP_ROLES.get(stp["role"], "--")
+    return f"{role} {STP_STATES.get(stp['state'], '?')}"
+
+
 def render(before: Sample | None, now: Sample, *, live: bool = True) -> RenderableType:
     """The view of ``now``, with rates since ``before`` (none on the first sample)."""
     dt = now.at - before.at if before is not None else 0.0
     vlans = bool(now.info.get("vlans", {}).get("active"))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False, collapse_padding=True)
     table.add_column("PORT", justify="right", no_wrap=True)
+    with_stp = any(port.get("stp") is not None for port in now.ports.values())
     name_width = NAME_WIDTH - VLAN_WIDTH - 2 if vlans else NAME_WIDTH
     table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=name_width)
     if vlans:
@@ -127,6 +149,8 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
         table.add_column(heading, justify="right", no_wrap=True, min_width=6)
     table.add_column("QUEUE", justify="right", no_wrap=True)
     table.add_column("DROPS", justify="right", no_wrap=True)
+    if with_stp:
+        table.add_column("STP", no_wrap=True, min_width=4)
     sums = [0.0, 0.0, 0.0, 0.0]
     measured = False
     for pid in sorted(now.ports):
@@ -152,6 +176,7 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
             *("…" if rate is None else si(rate) for rate in rates),
             si(port["queue"]["depth"]),
             Text(str(drops), style="bold red" if grew else ""),
+            *([stp_cell(port)] if with_stp else []),
         )
     table.add_section()
     total_drops = _drops(now.info["totals"])
@@ -163,10 +188,13 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
         *(si(value) if measured else "…" for value in sums),
         si(sum(port["queue"]["depth"] for port in now.ports.values())),
         str(total_drops),
+        *([""] if with_stp else []),
     )
     legend = "f/s frames, b/s bits per second, queue: frames waiting to be sent" + (
         " · q quits" if live else ""
     )
+    if with_stp:
+        legend += "\n" + STP_LEGEND
     footer = Text(legend, style="dim")
     return Group(_header(now.info), table, footer)
 

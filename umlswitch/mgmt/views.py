@@ -17,6 +17,7 @@ from umlswitch import __version__, counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.frame import format_mac
+from umlswitch.fabric.stp import format_bridge_id
 from umlswitch.fabric.vlan import DEFAULT_VLAN, split_key
 
 if TYPE_CHECKING:
@@ -112,8 +113,81 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         },
         "paused": port.stats.paused,
         "stalls": port.stats.stalls,
+        "stp": stp_port_doc(switch, port.id),
+        "storm_limit": switch.guard.storm_limit(port.id) if switch.guard is not None else 0,
         **_traffic(port.stats),
     }
+
+
+def stp_port_doc(switch: Switch, port_id: int) -> Doc | None:
+    """A port's part in the spanning tree; None while STP is off."""
+    bridge = switch.guard.stp if switch.guard is not None else None
+    port = bridge.ports.get(port_id) if bridge is not None else None
+    if port is None:
+        return None
+    return {
+        "role": port.role.value,
+        "state": port.state.value,
+        "edge": port.edge,
+        "protocol": "rstp" if port.rstp else "stp",
+        "priority": port.priority,
+        "cost": port.cost,
+        "port_id": f"{port.port_id:04x}",
+        "designated_bridge": (
+            format_bridge_id(port.info.bridge) if port.info is not None else None
+        ),
+        "bpdus": port.heard,
+    }
+
+
+def stp_doc(switch: Switch) -> Doc:
+    """The spanning tree: bridge, root, timers, topology changes, ports (``fstp/print``)."""
+    bridge = switch.guard.stp if switch.guard is not None else None
+    if bridge is None:
+        return {"stp": False}
+    last = bridge.last_topology_change
+    _, max_age, hello, fwd = bridge.times
+    return {
+        "stp": True,
+        "bridge": format_bridge_id(bridge.id),
+        "root": format_bridge_id(bridge.root),
+        "is_root": bridge.is_root,
+        "root_port": bridge.root_port,
+        "root_cost": bridge.root_cost,
+        "timers": {"hello": hello, "max_age": max_age, "forward_delay": fwd},
+        "topology_changes": bridge.topology_changes,
+        "last_topology_change": (
+            None if last is None else round(max(switch.fabric.now - last, 0.0), 1)
+        ),
+        "ports": [
+            {"id": pid, "name": p.name, **(stp_port_doc(switch, pid) or {})}
+            for pid, p in sorted(bridge.ports.items())
+        ],
+    }
+
+
+def stp_lines(doc: Mapping[str, Any]) -> list[str]:
+    if not doc["stp"]:
+        return ["spanning tree off (fstp/setfstp 1 turns it on)"]
+    root = "this switch" if doc["is_root"] else f"via port {doc['root_port']}"
+    last = doc["last_topology_change"]
+    timers = doc["timers"]
+    lines = [
+        f"bridge {doc['bridge']}",
+        f"root   {doc['root']} ({root}), cost {doc['root_cost']}",
+        f"timers hello {timers['hello']:g} s, max age {timers['max_age']:g} s, "
+        f"forward delay {timers['forward_delay']:g} s",
+        f"topology changes {doc['topology_changes']}"
+        + ("" if last is None else f", last {format_duration(last)} ago"),
+        "PORT NAME                 ROLE        STATE       PROTO EDGE PRIO   COST",
+    ]
+    for p in doc["ports"]:
+        lines.append(
+            f"{p['id']:>4} {p['name'][:20]:<20} {p['role']:<11} {p['state']:<11} "
+            f"{p['protocol']:<5} {'yes' if p['edge'] else 'no':<4} {p['priority']:>4} "
+            f"{p['cost']:>6}"
+        )
+    return lines
 
 
 def _vteps(port: FabricPort) -> dict[str, list[str]] | None:
@@ -146,6 +220,15 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
         for vtep, macs in (port.get("vteps") or {}).items():
             lines.append(f" VTEP {vtep}: {len(macs)} MAC(s)")
             lines.extend(f"  {' '.join(macs[i : i + 4])}" for i in range(0, len(macs), 4))
+        stp = port.get("stp")
+        if stp is not None:
+            lines.append(
+                f" stp {stp['role']} {stp['state']} ({stp['protocol']}"
+                f"{', edge' if stp['edge'] else ''}), priority {stp['priority']},"
+                f" cost {stp['cost']}"
+            )
+        if port.get("storm_limit"):
+            lines.append(f" storm limit {port['storm_limit']} flooded frames/s")
         queue = port["queue"]
         lines.append(
             f" queue {queue['depth']}/{queue['limit']} frames waiting (high {queue['high']}),"
@@ -343,8 +426,21 @@ def info_doc(switch: Switch) -> Doc:
             "memory_used": fabric.queue_budget.used,
         },
         "capture": capture_doc(switch),
+        "stp": _stp_summary(switch),
         "totals": totals_doc(switch),
         "events": dict(sorted(events.items())),
+    }
+
+
+def _stp_summary(switch: Switch) -> Doc | None:
+    bridge = switch.guard.stp if switch.guard is not None else None
+    if bridge is None:
+        return None
+    return {
+        "bridge": format_bridge_id(bridge.id),
+        "root": format_bridge_id(bridge.root),
+        "is_root": bridge.is_root,
+        "topology_changes": bridge.topology_changes,
     }
 
 
@@ -371,6 +467,13 @@ def info_lines(doc: Mapping[str, Any]) -> list[str]:
         f"all, {queues['memory_used']} bytes waiting"
     )
     lines += capture_lines(doc["capture"])
+    stp = doc.get("stp")
+    if stp is not None:
+        root = "this switch" if stp["is_root"] else stp["root"]
+        lines.append(
+            f"stp     bridge {stp['bridge']}, root {root}, "
+            f"{stp['topology_changes']} topology change(s)"
+        )
     lines.append("totals:")
     lines += _traffic_lines(doc["totals"])
     lines.append(f"events: {format_counts(doc['events'])}")

@@ -48,6 +48,8 @@ NOSIGNAL = socket.MSG_NOSIGNAL
 class StreamPort(Port):
     """One stream connection (QEMU ``-netdev stream`` or ``socket,connect=``)."""
 
+    stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
+
     def __init__(
         self,
         port_id: int,

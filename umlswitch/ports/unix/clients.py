@@ -74,6 +74,8 @@ def abstract_name(tag: str) -> bytes:
 class ClientPort(Port):
     """A client with its own data socket, connected to the client's address."""
 
+    stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
+
     def __init__(
         self,
         port_id: int,
@@ -207,6 +209,8 @@ class SharedPort(Port):
     The shared socket is not connected, so it cannot tell when this client's queue has room
     again: the backlog is retried every ``RETRY_INTERVAL`` instead.
     """
+
+    stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
 
     def __init__(self, port_id: int, name: str, shared: SharedDataSocket, address: bytes | str):
         super().__init__(port_id, name)

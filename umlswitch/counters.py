@@ -28,6 +28,10 @@ STREAM_TRUNCATED = "stream_truncated"  # stream: the peer left in the middle of 
 STP_DISCARD = "stp_discard"  # --stp: arrived on a port the spanning tree does not forward
 BAD_BPDU = "bad_bpdu"  # --stp: a frame to 01:80:c2:00:00:00 that is no BPDU we understand
 STORM = "storm"  # --storm-limit: more flooded frames per second than the port's limit
+IMPAIR_LOSS_IN = "impair_loss_in"  # port/impair: lost on the way in (frames the port receives)
+IMPAIR_LOSS_OUT = "impair_loss_out"  # port/impair: lost on the way out (frames sent to it)
+IMPAIR_FULL_IN = "impair_full_in"  # port/impair: the delay/rate queue (in) was full
+IMPAIR_FULL_OUT = "impair_full_out"  # port/impair: the delay/rate queue (out) was full
 
 # Every drop reason above, for listings that show each one, zero or not (management, JSON).
 DROP_REASONS = tuple(

@@ -32,6 +32,7 @@ from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
+from umlswitch.impair import ImpairControl
 from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
@@ -320,6 +321,7 @@ class Switch:
     started_at: float
     cancel_scope: trio.CancelScope
     capture: CaptureControl
+    impair: ImpairControl
     mgmt_path: str | None = None
     # start-up ports (UDP peers, taps): port id -> the scope that runs it, for remove_port
     static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
@@ -528,6 +530,8 @@ async def serve(
                 await nursery.start(capture.run)
                 if sockets.capture_file is not None and config.pcap is not None:
                     capture.start(sockets.capture_file, config.pcap)
+                impair = ImpairControl(fabric)
+                await nursery.start(impair.run)
                 static_scopes: dict[int, trio.CancelScope] = {}
                 for port in sockets.static_ports:
                     port.id = fabric.allocate_id()
@@ -551,6 +555,7 @@ async def serve(
                     started_at=time.time(),
                     cancel_scope=root,
                     capture=capture,
+                    impair=impair,
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
                     streams=streams,

@@ -41,6 +41,7 @@ from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.ratelog import RateLimitedLog
 
@@ -81,6 +82,7 @@ class Port:
         self.id = port_id
         self.name = name
         self.stats = PortStats()
+        self.impair_in: IngressHook | None = None  # see umlswitch/impair.py; None when off
         # Frames waiting for the kernel, oldest first; bounded by queue_limit and the budget.
         self.backlog: deque[bytes] = deque()
         self.queue_limit = DEFAULT_PORT_QUEUE

@@ -51,10 +51,11 @@ Doc = dict[str, Any]
 class _Direction:
     """One impaired direction of one port: its model and the task that releases waiting frames."""
 
-    def __init__(self, control: ImpairControl, port: FabricPort, name: str, spec: Impairment):
+    def __init__(
+        self, control: ImpairControl, port: FabricPort, name: str, spec: Impairment, seed: int
+    ):
         self.control = control
         self.port = port
-        seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**32)
         self.model = ImpairModel(spec, seed, name, port.stats.drops, control.fabric.queue_budget)
         self._releasing = False  # a release task runs (or is about to)
         self._wake: trio.CancelScope | None = None  # the release task's sleep, until the next due
@@ -114,8 +115,8 @@ class _Direction:
 class _Inbound(_Direction):
     """Frames the port receives: the fabric's ``impair_in`` hook."""
 
-    def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment):
-        super().__init__(control, port, "in", spec)
+    def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment, seed: int):
+        super().__init__(control, port, "in", spec, seed)
         self._passing = False  # forwarding a frame the impairment let through: do not ask again
 
     def take(self, frame: bytes | memoryview) -> bool:
@@ -158,8 +159,8 @@ class _Inbound(_Direction):
 class _Outbound(_Direction):
     """Frames sent to the port: its ``send_nowait`` and ``send_batch`` while impaired."""
 
-    def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment):
-        super().__init__(control, port, "out", spec)
+    def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment, seed: int):
+        super().__init__(control, port, "out", spec, seed)
         self.original_class = type(port)
         self._send: Callable[[Frame], None] = port.send_nowait  # the port's own
 
@@ -265,17 +266,23 @@ class ImpairControl:
             raise RuntimeError("ImpairControl.run is not running")
         if direction not in (*DIRECTIONS, "both"):
             raise ValueError(f"direction must be in, out or both, not {direction!r}")
+        self._set(port, direction, spec, _random_seed())
+
+    def _set(self, port: FabricPort, direction: str, spec: Impairment | None, seed: int) -> None:
+        """``set``, with ``seed`` where ``spec`` gives none."""
         link = self._link(port)
         if link is None:
             if spec is None:
                 return
             link = _Link(port)
             self._links[port.id] = link
+        if spec is not None and spec.seed is not None:
+            seed = spec.seed
         for name in DIRECTIONS if direction == "both" else (direction,):
             if name == "in":
-                link.inbound = self._set_inbound(port, link.inbound, spec)
+                link.inbound = self._set_inbound(port, link.inbound, spec, seed)
             else:
-                link.outbound = self._set_outbound(port, link.outbound, spec)
+                link.outbound = self._set_outbound(port, link.outbound, spec, seed)
         if link.inbound is None and link.outbound is None:
             del self._links[port.id]
         log.info(
@@ -288,11 +295,12 @@ class ImpairControl:
 
     def apply(self, port: FabricPort, setting: PortImpairment) -> None:
         """Impair both directions of ``port`` as ``setting`` says (None: that one is off)."""
-        self.set(port, "in", setting.inbound)
-        self.set(port, "out", setting.outbound)
+        seed = _random_seed()  # one for both directions, unless they give theirs
+        self._set(port, "in", setting.inbound, seed)
+        self._set(port, "out", setting.outbound, seed)
 
     def _set_inbound(
-        self, port: FabricPort, current: _Inbound | None, spec: Impairment | None
+        self, port: FabricPort, current: _Inbound | None, spec: Impairment | None, seed: int
     ) -> _Inbound | None:
         if spec is None:
             if current is not None:
@@ -302,7 +310,7 @@ class ImpairControl:
         if current is not None and _same_stream(current, spec):
             current.model.configure(spec)
             return current
-        inbound = _Inbound(self, port, spec)
+        inbound = _Inbound(self, port, spec, seed)
         if current is not None:
             inbound.model.queue, current.model.queue = current.model.queue, []
             inbound._scheduled()
@@ -310,7 +318,7 @@ class ImpairControl:
         return inbound
 
     def _set_outbound(
-        self, port: FabricPort, current: _Outbound | None, spec: Impairment | None
+        self, port: FabricPort, current: _Outbound | None, spec: Impairment | None, seed: int
     ) -> _Outbound | None:
         if current is not None:
             if spec is not None and _same_stream(current, spec):
@@ -319,7 +327,7 @@ class ImpairControl:
             port.__class__ = current.original_class  # the port's own sends again
         outbound = None
         if spec is not None:
-            outbound = _Outbound(self, port, spec)
+            outbound = _Outbound(self, port, spec, seed)
             port.__class__ = _impaired_class(outbound.original_class, outbound)
         if current is not None:
             if outbound is None:
@@ -339,6 +347,12 @@ class ImpairControl:
             "in": None if link.inbound is None else link.inbound.doc(),
             "out": None if link.outbound is None else link.outbound.doc(),
         }
+
+
+def _random_seed() -> int:
+    """A seed for an impairment given none: the same for both directions, so that ``seed=N``
+    with the one shown replays both."""
+    return random.SystemRandom().randrange(2**32)
 
 
 def _same_stream(current: _Direction, spec: Impairment) -> bool:

@@ -23,6 +23,7 @@ from umlswitch import stpd
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.fabric.guard import Guard
+from umlswitch.fabric.impair import parse_impairment
 from umlswitch.fabric.stp import MAX_PATH_COST, Bridge
 from umlswitch.listener import PeerCred
 from umlswitch.mgmt import views
@@ -221,6 +222,36 @@ async def _port_sethub(session: Session, args: Sequence[str]) -> Doc:
         raise CommandError(errno.EINVAL, "port/sethub takes 1 (hub) or 0 (switch)")
     session.switch.fabric.set_hub(args[0] == "1")
     return {"mode": "hub" if session.switch.fabric.hub else "switch"}
+
+
+@command(
+    "port/impair",
+    "N [in|out|both] [K=V...|off]",
+    "add loss, delay, rate... to N",
+    render=views.impair_lines,
+    changes=True,
+)
+async def _port_impair(session: Session, args: Sequence[str]) -> Doc:
+    syntax = "port/impair N [in|out|both] [KEY=VALUE...|off]"
+    if not args:
+        raise CommandError(errno.EINVAL, f"usage: {syntax}")
+    port = session.switch.fabric.ports[_port(session, args[0])]
+    words = list(args[1:])
+    if words:
+        direction = words.pop(0) if words[0] in ("in", "out", "both") else "both"
+        if words == ["off"]:
+            spec = None
+        elif not words or "off" in words:
+            raise CommandError(
+                errno.EINVAL, f"give KEY=VALUE settings (e.g. loss=5 delay=40ms) or off: {syntax}"
+            )
+        else:
+            try:
+                spec = parse_impairment(words)
+            except ValueError as exc:
+                raise CommandError(errno.EINVAL, str(exc)) from None
+        session.switch.impair.set(port, direction, spec)
+    return views.impair_doc(session.switch, port)
 
 
 # --- the MAC table --------------------------------------------------------------------------

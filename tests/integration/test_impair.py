@@ -1,5 +1,5 @@
 """Impairment of a running switch (a subprocess): ``umlswitch ctl port/impair``, its JSON, the
-drops in ``port/print`` and ``umlswitch top``."""
+drops in ``port/print`` and ``umlswitch top``, and ``SwitchProcess.impair``/``impaired``."""
 
 from __future__ import annotations
 
@@ -159,3 +159,29 @@ def test_drops_show_by_reason_in_port_print_and_top(
     assert "~ impaired" in text and "drops: impair_loss_out=7" in text, text
     with pytest.raises(TimeoutError):
         b.receive(timeout=0.2, match={"ARP.op": 2})
+
+
+def test_switch_process_impairs_a_harness_port_for_a_block(
+    switch: SwitchProcess, lan: tuple[SyncPort, SyncPort]
+) -> None:
+    a, b = lan
+    assert switch.port_number(a) == 1 and switch.port_number(b) == 2
+    with switch.impaired(b, "out", loss=100, seed=3) as doc:
+        assert doc["out"]["setting"]["loss"] == 100 and doc["out"]["seed"] == 3
+        a.send(Ether(dst=MAC_B) / ARP(op=2, psrc="10.0.0.1"))
+        with pytest.raises(TimeoutError):
+            b.receive(timeout=0.3, match=ARP)
+    assert switch.impairment(b) == {"id": 2, "name": doc["name"], "in": None, "out": None}
+    a.send(Ether(dst=MAC_B) / ARP(op=2, psrc="10.0.0.1"))
+    assert b.receive(timeout=2, match=ARP).psrc == "10.0.0.1"
+    delayed = switch.impair(b, "out", delay=0.3)
+    assert delayed["out"]["text"] == "delay 300ms, limit 1000"
+    start = time.monotonic()
+    a.send(Ether(dst=MAC_B) / ARP(op=2, psrc="10.0.0.1"))
+    b.receive(timeout=2, match=ARP)
+    assert time.monotonic() - start >= 0.3
+    switch.restore(b)
+    with pytest.raises(ValueError, match="1022 Invalid argument: distribution="):
+        switch.impair(b, distribution="pareto")
+    with pytest.raises(LookupError):
+        switch.impair(9, loss=1)

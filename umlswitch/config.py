@@ -2,6 +2,9 @@
 
 Every Debian ``uml_switch`` command line works unchanged (``-unix CTL [DATA]``, ``-hub``,
 ``-tap DEV``, ``-daemon``, ``-compat-v0``, in any order), and each option has a ``--long`` spelling.
+The ports given here (``-tap``, ``-mcast``, ``-ucast``, ``--vxlan``, ``--vxvde``) take impairment
+options among their own (``-tap tap0,loss=1,out-delay=40ms``, see ``fabric/impair.py``); a value
+without any parses exactly as before.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import NoReturn
 
 from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
+from umlswitch.fabric.impair import PortImpairment, split_port_options
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, DEFAULT_QUEUE_MEMORY
 from umlswitch.fabric.stp import (
@@ -78,6 +82,8 @@ class SwitchConfig:
     stp_port_priority: int = DEFAULT_PORT_PRIORITY  # --stp-port-priority N: every port's
     stp_cost: int = DEFAULT_PATH_COST  # --stp-cost N: every port's path cost
     storm_limit: int = 0  # --storm-limit N: flooded frames/s per port; 0: no limit
+    # impairment options of static ports (-tap tap0,loss=1): port name -> both directions
+    impair: tuple[tuple[str, PortImpairment], ...] = ()
 
     @property
     def mgmt_socket(self) -> str | None:
@@ -218,23 +224,50 @@ def _ranged(low: int, high: int, step: int = 1) -> Callable[[str], int]:
     return parse
 
 
-def _mcast(text: str) -> McastSpec:
+Impaired = PortImpairment | None
+
+
+def _impaired(text: str) -> tuple[str, Impaired]:
+    """Take the impairment options (``loss=1``, ``out-delay=40ms``) out of a port's option."""
     try:
-        return parse_mcast(text)
+        return split_port_options(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ucast(text: str) -> UcastSpec:
+def _tap(text: str) -> tuple[str, Impaired]:
+    """``DEV`` as uml_switch takes it, or ``DEV,KEY=VALUE...`` with impairment options."""
+    device, sep, options = text.partition(",")
+    if not sep or "=" not in options:
+        return text, None
+    rest, impaired = _impaired(text)
+    if rest != device:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: after the device, only impairment options (e.g. {device},loss=1)"
+        )
+    return device, impaired
+
+
+def _mcast(text: str) -> tuple[McastSpec, Impaired]:
+    rest, impaired = _impaired(text)
     try:
-        return parse_ucast(text)
+        return parse_mcast(rest), impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _vxlan(text: str) -> VxlanSpec:
+def _ucast(text: str) -> tuple[UcastSpec, Impaired]:
+    rest, impaired = _impaired(text)
     try:
-        return parse_vxlan(text)
+        return parse_ucast(rest), impaired
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _vxlan(text: str) -> tuple[VxlanSpec, Impaired]:
+    rest, impaired = _impaired(text)
+    try:
+        return parse_vxlan(rest), impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -246,9 +279,10 @@ def _stream(text: str) -> StreamSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _vxvde(text: str) -> VxvdeSpec:
+def _vxvde(text: str) -> tuple[VxvdeSpec, Impaired]:
+    rest, impaired = _impaired(text)
     try:
-        return parse_vxvde(text)
+        return parse_vxvde(rest), impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -276,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tap",
         action="append",
         default=[],
+        type=_tap,
         metavar="DEV",
         help="connect the host through tap device DEV (repeatable: one port per tap); a missing "
         "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN",
@@ -518,23 +553,29 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
+    taps = [device for device, _ in ns.tap]
+    mcast = [spec for spec, _ in ns.mcast]
+    ucast = [spec for spec, _ in ns.ucast]
+    vxlan = [spec for spec, _ in ns.vxlan]
+    vxvde = [spec for spec, _ in ns.vxvde]
     conflict = (
-        conflicts(ns.mcast, ns.ucast)
-        or overlay_conflicts(ns.vxlan, ns.vxvde)
-        or stream_conflicts(ns.stream)
+        conflicts(mcast, ucast) or overlay_conflicts(vxlan, vxvde) or stream_conflicts(ns.stream)
     )
     if conflict is not None:
         parser.error(conflict)
+    impaired = [(f"tap:{device}", impair) for device, impair in ns.tap]
+    for given in (ns.mcast, ns.ucast, ns.vxlan, ns.vxvde):
+        impaired += [(spec.name, impair) for spec, impair in given]
     return SwitchConfig(
         control_path=control_path,
         data_path=data_path,
         vde_dir=ns.vde,
         hub=ns.hub,
-        taps=tuple(ns.tap),
-        mcast=tuple(ns.mcast),
-        ucast=tuple(ns.ucast),
-        vxlan=tuple(ns.vxlan),
-        vxvde=tuple(ns.vxvde),
+        taps=tuple(taps),
+        mcast=tuple(mcast),
+        ucast=tuple(ucast),
+        vxlan=tuple(vxlan),
+        vxvde=tuple(vxvde),
         streams=tuple(ns.stream),
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
@@ -560,4 +601,5 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         stp_port_priority=ns.stp_port_priority,
         stp_cost=ns.stp_cost,
         storm_limit=ns.storm_limit,
+        impair=tuple((name, impair) for name, impair in impaired if impair is not None),
     )

@@ -532,11 +532,14 @@ async def serve(
                     capture.start(sockets.capture_file, config.pcap)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
+                impairments = dict(config.impair)
                 static_scopes: dict[int, trio.CancelScope] = {}
                 for port in sockets.static_ports:
                     port.id = fabric.allocate_id()
                     fabric.attach(port)
                     log.info("port %d attached: %s", port.id, port.name)
+                    if port.name in impairments:
+                        impair.apply(port, impairments[port.name])
                     nursery.start_soon(_run_static_port, fabric, port, static_scopes)
                 await nursery.start(server.serve)
                 streams = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -185,3 +186,16 @@ def test_switch_process_impairs_a_harness_port_for_a_block(
         switch.impair(b, distribution="pareto")
     with pytest.raises(LookupError):
         switch.impair(9, loss=1)
+
+
+def test_a_static_port_starts_impaired(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    spec = f"{local}:127.0.0.1:9,out-delay=40ms,loss=2,seed=5"
+    with SwitchProcess("-ucast", spec, directory=str(tmp_path)) as switch:
+        doc = switch.impairment(1)
+    assert doc["name"] == f"ucast:{local}->127.0.0.1:9"
+    assert doc["in"]["setting"]["loss"] == 2 and doc["in"]["setting"]["delay"] == 0
+    assert doc["out"]["setting"]["delay"] == 0.04 and doc["out"]["setting"]["loss"] == 2
+    assert doc["in"]["seed"] == doc["out"]["seed"] == 5

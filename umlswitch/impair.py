@@ -312,7 +312,7 @@ class ImpairControl:
             return current
         inbound = _Inbound(self, port, spec, seed)
         if current is not None:
-            inbound.model.queue, current.model.queue = current.model.queue, []
+            inbound.model.take_over(current.model)
             inbound._scheduled()
         port.impair_in = inbound
         return inbound
@@ -333,7 +333,7 @@ class ImpairControl:
             if outbound is None:
                 current.flush()
             else:
-                outbound.model.queue, current.model.queue = current.model.queue, []
+                outbound.model.take_over(current.model)
                 outbound._scheduled()
         return outbound
 

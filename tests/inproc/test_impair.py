@@ -274,3 +274,36 @@ async def test_a_seeded_run_gives_the_same_frames_twice(
     assert len(set(numbers)) < 200 < len(numbers) + 60  # some lost, some twice
     assert numbers != sorted(numbers)  # jitter and reordering
     assert any(data[18:] != bytes(82) for _, data in first)  # some corrupted
+
+
+async def test_giving_the_seed_again_replays_and_keeps_the_waiting_frames(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with (
+        run_switch(tmp_path) as switch,
+        attach(switch.control_path, mac=MAC_A) as a,
+        attach(switch.control_path, mac=MAC_B) as b,
+    ):
+        await learn(a, b)
+
+        async def crossing() -> list[int]:
+            for i in range(1, 41):
+                await a.send(frame(MAC_A, MAC_B, i))
+            return [number(data) for _, data in await drain(b, timeout=0.5)]
+
+        switch.impair(b, "out", loss=50, seed=5)
+        first = await crossing()
+        switch.impair(b, "out", loss=50)  # no seed: the stream goes on
+        assert await crossing() != first
+        switch.impair(b, "out", loss=50, seed=5)  # the seed again: the same frames cross
+        assert await crossing() == first and 0 < len(first) < 40
+
+        switch.impair(b, "out", delay="100ms", seed=1)
+        start = trio.current_time()
+        for i in range(1, 4):
+            await a.send(frame(MAC_A, MAC_B, i))
+        await trio.sleep(0.05)
+        switch.impair(b, "out", delay="100ms", seed=2)  # a new stream takes the queue along
+        got = await drain(b)
+        assert [number(data) for _, data in got] == [1, 2, 3]
+        assert all(at - start == pytest.approx(0.1, abs=1e-6) for at, _ in got)

@@ -402,6 +402,12 @@ class ImpairModel:
         """Change the setting; the random stream and the queue go on."""
         self.spec = spec
 
+    def take_over(self, other: ImpairModel) -> None:
+        """Adopt ``other``'s waiting frames and link state (a new seed, the same queue)."""
+        self.queue, other.queue = other.queue, []
+        self._sequence = other._sequence
+        self._link_free = other._link_free
+
     @property
     def queued_bytes(self) -> int:
         return sum(len(entry[2]) for entry in self.queue)

@@ -76,6 +76,10 @@ class Port:
     than a counter, ``_send_failed``. A kind that keeps unsent bytes outside the backlog (the
     stream port: the rest of a frame the kernel took only in part) overrides ``_idle`` and
     ``flush_backlog`` to send them first.
+
+    An impaired port (``umlswitch/impair.py``) has its class swapped for a subclass whose
+    ``send_nowait`` and ``send_batch`` impair first: look them up on the port at each send, do
+    not keep a port's bound send methods from one call to the next.
     """
 
     def __init__(self, port_id: int, name: str) -> None:

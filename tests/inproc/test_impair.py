@@ -150,8 +150,8 @@ async def test_waiting_frames_go_at_once_when_the_impairment_ends_and_the_path_i
         await learn(a, b)
         port_a, port_b = switch_port(switch, a), switch_port(switch, b)
         assert type(port_b) is ClientPort and port_b.impair_in is None
-        switch.impair(b, "both", delay="10s", loss=0.5)
-        switch.impair(a, "in", duplicate=1)
+        switch.impair(b, "both", delay="10s", loss=0.5, seed=1)  # seeded: none of 3 is lost
+        switch.impair(a, "in", duplicate=1, seed=1)  # nor duplicated
         assert type(port_b) is not ClientPort and isinstance(port_b, ClientPort)
         assert port_b.impair_in is not None and port_a.impair_in is not None
         for i in range(1, 4):

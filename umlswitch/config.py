@@ -136,6 +136,9 @@ QEMU stream guests:   umlswitch --stream unix:/tmp/q.sock --stream tcp:5555    w
                       qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/q.sock
                       qemu ... -netdev socket,id=n0,connect=127.0.0.1:5555
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
+impair a port (a bad network for tests): umlswitch ctl port/impair N out loss=5 delay=40ms
+                      and ports given here, with their options: -tap tap0,loss=1,out-delay=40ms
+                      (KEY=VALUE as port/impair; in-KEY or out-KEY for one direction)
 the full manual:      man umlswitch
 
 Signals: SIGINT and SIGTERM exit cleanly and remove the sockets; SIGHUP reopens --log-file
@@ -313,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_tap,
         metavar="DEV",
         help="connect the host through tap device DEV (repeatable: one port per tap); a missing "
-        "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN",
+        "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN; "
+        "DEV,loss=1,out-delay=40ms impairs the port (as port/impair)",
     )
     p.add_argument(
         "-mcast",

@@ -13,6 +13,7 @@ class FakePort:
         self.id = port_id
         self.name = f"fake:{port_id}"
         self.stats = PortStats()
+        self.impair_in = None  # no impairment: the fabric asks
         self.sent: list[bytes] = []
 
     def send_nowait(self, frame: bytes | memoryview) -> None:

@@ -4,7 +4,9 @@ Every Debian ``uml_switch`` command line works unchanged (``-unix CTL [DATA]``, 
 ``-tap DEV``, ``-daemon``, ``-compat-v0``, in any order), and each option has a ``--long`` spelling.
 The ports given here (``-tap``, ``-mcast``, ``-ucast``, ``--vxlan``, ``--vxvde``) take VLAN options
 among their own (``-tap tap0,vlan=10``, ``-tap tap0,trunk=10,20``, see ``fabric/vlan.py``), and
-so does a ``-unix`` that adds a control socket for a VLAN (``-unix /tmp/vlan10.ctl,vlan=10``).
+so does a ``-unix`` that adds a control socket for a VLAN (``-unix /tmp/vlan10.ctl,vlan=10``);
+they take impairment options too (``-tap tap0,loss=1,out-delay=40ms``, see ``fabric/impair.py``).
+A value without any of these options parses exactly as before.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import NoReturn
 
 from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
+from umlswitch.fabric.impair import PortImpairment, split_port_options
 from umlswitch.fabric.mactable import DEFAULT_AGING, DEFAULT_MAX_ENTRIES
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, DEFAULT_QUEUE_MEMORY
 from umlswitch.fabric.stp import (
@@ -87,6 +90,8 @@ class SwitchConfig:
     stp_port_priority: int = DEFAULT_PORT_PRIORITY  # --stp-port-priority N: every port's
     stp_cost: int = DEFAULT_PATH_COST  # --stp-cost N: every port's path cost
     storm_limit: int = 0  # --storm-limit N: flooded frames/s per port; 0: no limit
+    # impairment options of static ports (-tap tap0,loss=1): port name -> both directions
+    impair: tuple[tuple[str, PortImpairment], ...] = ()
 
     @property
     def mgmt_socket(self) -> str | None:
@@ -143,6 +148,9 @@ QEMU stream guests:   umlswitch --stream unix:/tmp/q.sock --stream tcp:5555    w
                       qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/q.sock
                       qemu ... -netdev socket,id=n0,connect=127.0.0.1:5555
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
+impair a port (a bad network for tests): umlswitch ctl port/impair N out loss=5 delay=40ms
+                      and ports given here, with their options: -tap tap0,loss=1,out-delay=40ms
+                      (KEY=VALUE as port/impair; in-KEY or out-KEY for one direction)
 VLANs:                umlswitch -unix /tmp/vlan10.ctl,vlan=10 -tap tap0,trunk=10
                       guests on /tmp/vlan10.ctl are in VLAN 10; tap0 carries it tagged
 the full manual:      man umlswitch
@@ -234,6 +242,7 @@ def _ranged(low: int, high: int, step: int = 1) -> Callable[[str], int]:
 
 
 Vlans = Membership | None
+Impaired = PortImpairment | None
 
 
 def _vlan_options(text: str) -> tuple[str, Vlans]:
@@ -244,6 +253,17 @@ def _vlan_options(text: str) -> tuple[str, Vlans]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port_options(text: str) -> tuple[str, Vlans, Impaired]:
+    """Take the VLAN options and the impairment options (``loss=1``, ``out-delay=40ms``) out of
+    a static port's option value; the rest is the port's own."""
+    rest, vlans = _vlan_options(text)
+    try:
+        rest, impaired = split_port_options(rest)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return rest, vlans, impaired
+
+
 def _unix(text: str) -> tuple[str, Vlans]:
     """A socket path, with VLAN options if it is a control socket for a VLAN."""
     path, vlans = _vlan_options(text)
@@ -252,28 +272,33 @@ def _unix(text: str) -> tuple[str, Vlans]:
     return path, vlans
 
 
-def _tap(text: str) -> tuple[str, Vlans]:
-    """``DEV`` as uml_switch takes it, or ``DEV,vlan=N``/``DEV,trunk=N,M``."""
-    device, vlans = _vlan_options(text)
-    if vlans is not None and ("," in device or not device):
+def _tap(text: str) -> tuple[str, Vlans, Impaired]:
+    """``DEV`` as uml_switch takes it, or ``DEV,KEY=VALUE...`` with VLAN (``vlan=N``,
+    ``trunk=N,M``) and impairment options."""
+    device, sep, options = text.partition(",")
+    if not sep or "=" not in options:
+        return text, None, None
+    rest, vlans, impaired = _port_options(text)
+    if rest != device or not device:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: after the device, only VLAN options (e.g. tap0,vlan=10)"
+            f"{text!r}: after the device, only VLAN and impairment options "
+            f"(e.g. {device or 'tap0'},vlan=10,loss=1)"
         )
-    return device, vlans
+    return device, vlans, impaired
 
 
-def _mcast(text: str) -> tuple[McastSpec, Vlans]:
-    rest, vlans = _vlan_options(text)
+def _mcast(text: str) -> tuple[McastSpec, Vlans, Impaired]:
+    rest, vlans, impaired = _port_options(text)
     try:
-        return parse_mcast(rest), vlans
+        return parse_mcast(rest), vlans, impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ucast(text: str) -> tuple[UcastSpec, Vlans]:
-    rest, vlans = _vlan_options(text)
+def _ucast(text: str) -> tuple[UcastSpec, Vlans, Impaired]:
+    rest, vlans, impaired = _port_options(text)
     try:
-        return parse_ucast(rest), vlans
+        return parse_ucast(rest), vlans, impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -287,18 +312,18 @@ def _stream(text: str) -> StreamSpec:
     return spec if vlans is None else replace(spec, vlans=vlans)
 
 
-def _vxlan(text: str) -> tuple[VxlanSpec, Vlans]:
-    rest, vlans = _vlan_options(text)
+def _vxlan(text: str) -> tuple[VxlanSpec, Vlans, Impaired]:
+    rest, vlans, impaired = _port_options(text)
     try:
-        return parse_vxlan(rest), vlans
+        return parse_vxlan(rest), vlans, impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _vxvde(text: str) -> tuple[VxvdeSpec, Vlans]:
-    rest, vlans = _vlan_options(text)
+def _vxvde(text: str) -> tuple[VxvdeSpec, Vlans, Impaired]:
+    rest, vlans, impaired = _port_options(text)
     try:
-        return parse_vxvde(rest), vlans
+        return parse_vxvde(rest), vlans, impaired
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -334,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_tap,
         help="connect the host through tap device DEV (repeatable: one port per tap); a missing "
         "tap is created (not persistent, down) when the switch has CAP_NET_ADMIN; DEV,vlan=N "
-        "puts the port in VLAN N untagged, DEV,trunk=N,M carries N and M tagged (as -mcast, "
-        "-ucast, --vxlan, --vxvde)",
+        "puts the port in VLAN N untagged, DEV,trunk=N,M carries N and M tagged, "
+        "DEV,loss=1,out-delay=40ms impairs it (as port/impair; all as -mcast, -ucast, --vxlan, "
+        "--vxvde)",
     )
     p.add_argument(
         "-mcast",
@@ -602,11 +628,11 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
-    taps = [device for device, _ in ns.tap]
-    mcast = [spec for spec, _ in ns.mcast]
-    ucast = [spec for spec, _ in ns.ucast]
-    vxlan = [spec for spec, _ in ns.vxlan]
-    vxvde = [spec for spec, _ in ns.vxvde]
+    taps = [device for device, *_ in ns.tap]
+    mcast = [spec for spec, *_ in ns.mcast]
+    ucast = [spec for spec, *_ in ns.ucast]
+    vxlan = [spec for spec, *_ in ns.vxlan]
+    vxvde = [spec for spec, *_ in ns.vxvde]
     conflict = (
         conflicts(mcast, ucast) or overlay_conflicts(vxlan, vxvde) or stream_conflicts(ns.stream)
     )
@@ -618,9 +644,11 @@ def parse_args(argv: list[str]) -> SwitchConfig:
     absolute = [os.path.abspath(path) for path in controls]
     if len(set(absolute)) != len(absolute):
         parser.error("every control socket (and the data socket) needs a path of its own")
-    vlans = [(f"tap:{device}", member) for device, member in ns.tap]
+    vlans = [(f"tap:{device}", member) for device, member, _ in ns.tap]
+    impaired = [(f"tap:{device}", impair) for device, _, impair in ns.tap]
     for given in (ns.mcast, ns.ucast, ns.vxlan, ns.vxvde):
-        vlans += [(spec.name, member) for spec, member in given]
+        vlans += [(spec.name, member) for spec, member, _ in given]
+        impaired += [(spec.name, impair) for spec, _, impair in given]
     return SwitchConfig(
         control_path=control_path,
         data_path=data_path,
@@ -659,4 +687,5 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         stp_port_priority=ns.stp_port_priority,
         stp_cost=ns.stp_cost,
         storm_limit=ns.storm_limit,
+        impair=tuple((name, impair) for name, impair in impaired if impair is not None),
     )

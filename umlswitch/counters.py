@@ -30,6 +30,10 @@ BAD_BPDU = "bad_bpdu"  # --stp: a frame to 01:80:c2:00:00:00 that is no BPDU we 
 STORM = "storm"  # --storm-limit: more flooded frames per second than the port's limit
 VLAN_NOT_MEMBER = "vlan_not_member"  # VLANs on: tagged for a VLAN the ingress port is not in
 VLAN_OVERSIZE = "vlan_oversize"  # VLANs on: the tag this egress port needs makes it > --max-frame
+IMPAIR_LOSS_IN = "impair_loss_in"  # port/impair: lost on the way in (frames the port receives)
+IMPAIR_LOSS_OUT = "impair_loss_out"  # port/impair: lost on the way out (frames sent to it)
+IMPAIR_FULL_IN = "impair_full_in"  # port/impair: the delay/rate queue (in) was full
+IMPAIR_FULL_OUT = "impair_full_out"  # port/impair: the delay/rate queue (out) was full
 
 # Every drop reason above, for listings that show each one, zero or not (management, JSON).
 DROP_REASONS = tuple(

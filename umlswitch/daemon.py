@@ -34,6 +34,7 @@ from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
+from umlswitch.impair import ImpairControl
 from umlswitch.mgmt.rcfile import read_rc_file, run_rc_file
 from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports.base import Port, PortClosed
@@ -338,6 +339,7 @@ class Switch:
     started_at: float
     cancel_scope: trio.CancelScope
     capture: CaptureControl
+    impair: ImpairControl
     mgmt_path: str | None = None
     # start-up ports (UDP peers, taps): port id -> the scope that runs it, for remove_port
     static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
@@ -555,6 +557,9 @@ async def serve(
                 await nursery.start(capture.run)
                 if sockets.capture_file is not None and config.pcap is not None:
                     capture.start(sockets.capture_file, config.pcap)
+                impair = ImpairControl(fabric)
+                await nursery.start(impair.run)
+                impairments = dict(config.impair)
                 static_scopes: dict[int, trio.CancelScope] = {}
                 port_vlans = dict(config.vlans)
                 for port in sockets.static_ports:
@@ -563,6 +568,8 @@ async def serve(
                     fabric.attach(port, vlans)
                     in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
                     log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
+                    if port.name in impairments:
+                        impair.apply(port, impairments[port.name])
                 streams = [
                     StreamServer(sock, name, fabric, max_ports=config.max_ports, vlans=vlans)
                     for name, sock, vlans in sockets.streams
@@ -580,6 +587,7 @@ async def serve(
                     started_at=time.time(),
                     cancel_scope=root,
                     capture=capture,
+                    impair=impair,
                     mgmt_path=sockets.mgmt_path,
                     static_scopes=static_scopes,
                     streams=streams,

@@ -48,6 +48,7 @@ class CountingPort:
         self.id = port_id
         self.name = f"counting:{port_id}"
         self.stats = PortStats()
+        self.impair_in = None  # no impairment: the fabric asks
         self.sent = 0
 
     def send_nowait(self, frame: bytes | memoryview) -> None:

@@ -116,7 +116,7 @@ def complete(*words: str) -> list[str]:
         (["umlswitch", "--max-macs", ""], []),
         (["umlswitch", "ctl", "port/"],
          ["port/print", "port/remove", "port/resetcounter", "port/sethub", "port/setvlan",
-          "port/setstormlimit"]),
+          "port/impair", "port/setstormlimit"]),
         (["umlswitch", "ctl", "vlan/"],
          ["vlan/create", "vlan/remove", "vlan/addport", "vlan/delport", "vlan/print"]),
         (["umlswitch", "ctl", "-unix", "/tmp/uml.ctl", "--json", "hash/f"],

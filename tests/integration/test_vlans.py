@@ -225,7 +225,7 @@ def test_an_unreadable_rc_file_stops_the_start(tmp_path: Path) -> None:
     [
         (["-tap", "tap0,vlan=0"], "VID 0 tags a frame's priority only"),
         (["-tap", "tap0,trunk=10,10"], "a VLAN is listed twice in trunk="),
-        (["-tap", "tap0,x,vlan=2"], "after the device, only VLAN options"),
+        (["-tap", "tap0,x,vlan=2"], "after the device, only VLAN and impairment options"),
         (["-ucast", "1:127.0.0.1:2,vlan=5000"], "must be from 1 to 4094"),
         (["-unix", "/tmp/a.ctl", "-unix", "/tmp/b.ctl"], "-unix CTL [DATA] given twice"),
         (["-unix", "/tmp/v.ctl,vlan=2", "/tmp/data"], "takes no DATA path"),

@@ -19,6 +19,7 @@ from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN
+from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.fabric.stp import STP_GROUP
@@ -66,6 +67,9 @@ class FabricPort(Protocol):
 
     def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
         """``send_nowait`` for the frames in slots ``indices`` of ``batch``, in that order."""
+
+    # Impairment of the frames the port receives (``umlswitch/impair.py``); None when off.
+    impair_in: IngressHook | None
 
 
 class CaptureSink(Protocol):
@@ -241,6 +245,8 @@ class Fabric:
 
     def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
         """Account ``frame`` on ``ingress`` and send it to its egress ports."""
+        if ingress.impair_in is not None and ingress.impair_in.take(frame):
+            return  # lost or waiting; or sent altered or twice by the impairment itself
         stats = ingress.stats
         stats.rx_frames += 1
         stats.rx_bytes += len(frame)
@@ -263,6 +269,9 @@ class Fabric:
         source learned on this port, gets the same egress ports without asking the table again
         (the learning would only refresh what the first frame refreshed at this same time).
         """
+        if ingress.impair_in is not None:
+            ingress.impair_in.take_batch(batch)  # frame by frame, through forward
+            return
         stats = ingress.stats
         lengths = batch.lengths
         slot_size = batch.slot_size

@@ -24,6 +24,7 @@ from umlswitch import stpd
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.fabric.guard import Guard
+from umlswitch.fabric.impair import parse_impairment
 from umlswitch.fabric.stp import MAX_PATH_COST, Bridge
 from umlswitch.fabric.vlan import VlanError, parse_vid, split_key
 from umlswitch.listener import PeerCred
@@ -239,6 +240,36 @@ async def _port_setvlan(session: Session, args: Sequence[str]) -> Doc:
     with _vlan_errors():
         session.switch.fabric.vlans.set_untagged(port, vlan)
     return views.port_vlans_doc(session.switch, port)
+
+
+@command(
+    "port/impair",
+    "N [in|out|both] [K=V...|off]",
+    "add loss, delay, rate... to N",
+    render=views.impair_lines,
+    changes=True,
+)
+async def _port_impair(session: Session, args: Sequence[str]) -> Doc:
+    syntax = "port/impair N [in|out|both] [KEY=VALUE...|off]"
+    if not args:
+        raise CommandError(errno.EINVAL, f"usage: {syntax}")
+    port = session.switch.fabric.ports[_port(session, args[0])]
+    words = list(args[1:])
+    if words:
+        direction = words.pop(0) if words[0] in ("in", "out", "both") else "both"
+        if words == ["off"]:
+            spec = None
+        elif not words or "off" in words:
+            raise CommandError(
+                errno.EINVAL, f"give KEY=VALUE settings (e.g. loss=5 delay=40ms) or off: {syntax}"
+            )
+        else:
+            try:
+                spec = parse_impairment(words)
+            except ValueError as exc:
+                raise CommandError(errno.EINVAL, str(exc)) from None
+        session.switch.impair.set(port, direction, spec)
+    return views.impair_doc(session.switch, port)
 
 
 # --- the MAC table --------------------------------------------------------------------------

@@ -7,8 +7,9 @@
 Every interval it asks the management socket for ``json showinfo`` and ``json port/print`` and
 shows, per port, the frames and bits per second received and sent (from the difference of the
 counters), the frames dropped so far (red when the number grew), the MACs learned and, while
-VLANs are on, each port's VLANs (``10``: untagged 10; ``1 t20,30``: untagged 1, tagged 20 and 30);
-a totals row; and a header with the switch's mode, uptime and capture. ``q`` quits (so does Ctrl-C).
+VLANs are on, each port's VLANs (``10``: untagged 10; ``1 t20,30``: untagged 1, tagged 20 and 30),
+with a ``~`` after the number of an impaired port (``port/impair``); a totals row; the drops so far
+by reason; and a header with the switch's mode, uptime and capture. ``q`` quits (so does Ctrl-C).
 It fits an 80-column terminal: long port names are cut. ``--once`` prints one table, measured
 over one interval, and exits. When stdout is not a terminal (a pipe, a file), it prints one such
 table every interval instead of redrawing one, like ``top -b``. SIGTERM ends it as ``q`` does,
@@ -44,11 +45,12 @@ from umlswitch.mgmt.client import (
     socket_path,
 )
 from umlswitch.mgmt.protocol import ProtocolError
-from umlswitch.mgmt.views import format_duration
+from umlswitch.mgmt.views import format_counts, format_duration
 
 DEFAULT_INTERVAL = 1.0
 NAME_WIDTH = 22
 VLAN_WIDTH = 8  # shown while VLANs are on, taken from the name's width
+IMPAIRED_MARK = "~"  # after the port number: the port is impaired (port/impair)
 
 Doc = Mapping[str, Any]
 
@@ -153,6 +155,7 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
         table.add_column("STP", no_wrap=True, min_width=4)
     sums = [0.0, 0.0, 0.0, 0.0]
     measured = False
+    impaired = False
     for pid in sorted(now.ports):
         port = now.ports[pid]
         old = before.ports.get(pid) if before is not None else None
@@ -168,8 +171,9 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
                 measured = True
         drops = _drops(port)
         grew = old is not None and drops > _drops(old)
+        impaired = impaired or port.get("impair") is not None
         table.add_row(
-            str(pid),
+            f"{pid}{IMPAIRED_MARK}" if port.get("impair") is not None else str(pid),
             port["name"],
             *([vlan_cell(port)] if vlans else []),
             str(port["macs"]),
@@ -195,8 +199,12 @@ def render(before: Sample | None, now: Sample, *, live: bool = True) -> Renderab
     )
     if with_stp:
         legend += "\n" + STP_LEGEND
-    footer = Text(legend, style="dim")
-    return Group(_header(now.info), table, footer)
+    footer = [Text(legend, style="dim")]
+    if impaired:
+        footer.append(Text(f"{IMPAIRED_MARK} impaired (umlswitch ctl port/impair N)", style="dim"))
+    if total_drops:
+        footer.append(Text(f"drops: {format_counts(now.info['totals']['drops'])}", style="dim"))
+    return Group(_header(now.info), table, *footer)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.frame import format_mac
 from umlswitch.fabric.stp import format_bridge_id
 from umlswitch.fabric.vlan import DEFAULT_VLAN, split_key
+from umlswitch.ports.unix.clients import describe_address
 
 if TYPE_CHECKING:
     from umlswitch.daemon import Switch
@@ -103,6 +104,7 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         "name": port.name,
         "peer": None if cred is None else {"pid": cred.pid, "uid": cred.uid, "gid": cred.gid},
         "description": description or None,
+        "socket": _data_socket(port),
         "macs": switch.fabric.table.count(port.id),
         "vlans": switch.fabric.vlans.membership(port.id).doc(),
         "vteps": _vteps(port),
@@ -115,6 +117,7 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         "stalls": port.stats.stalls,
         "stp": stp_port_doc(switch, port.id),
         "storm_limit": switch.guard.storm_limit(port.id) if switch.guard is not None else 0,
+        "impair": switch.impair.doc(port),
         **_traffic(port.stats),
     }
 
@@ -190,6 +193,13 @@ def stp_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _data_socket(port: FabricPort) -> str | None:
+    """The switch's data socket of a unix client's port (``@umlswitch-PID-c-N``, a pathname
+    for VDE clients), by which a client finds its port; None for other kinds."""
+    address: bytes | str | None = getattr(port, "local_address", None)
+    return None if address is None else describe_address(address)
+
+
 def _vteps(port: FabricPort) -> dict[str, list[str]] | None:
     """An overlay port's remote VTEPs (``IP:PORT``) and the MACs behind each; None for others."""
     remote_macs: Callable[[], dict[str, list[str]]] | None = getattr(port, "remote_macs", None)
@@ -234,7 +244,36 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
             f" queue {queue['depth']}/{queue['limit']} frames waiting (high {queue['high']}),"
             f" paused {port['paused']}, stalls {port['stalls']}"
         )
+        impair = port.get("impair")
+        if impair is not None:
+            for direction in ("in", "out"):
+                side = impair[direction]
+                if side is not None:
+                    lines.append(f" impair {direction}: {side['text']} (seed {side['seed']})")
         lines.extend(_traffic_lines(port))
+    return lines
+
+
+def impair_doc(switch: Switch, port: FabricPort) -> Doc:
+    """``port/impair N``: the port's impairment per direction (None where there is none)."""
+    doc = switch.impair.doc(port) or {"in": None, "out": None}
+    return {"id": port.id, "name": port.name, **doc}
+
+
+def impair_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = [f"port {doc['id']} ({doc['name']})"]
+    for direction in ("in", "out"):
+        side = doc[direction]
+        label = f" {direction + ':':<4} "
+        if side is None:
+            lines.append(f"{label}none")
+            continue
+        lines.append(f"{label}{side['text']}; seed {side['seed']}")
+        dropped, events = side["dropped"], side["events"]
+        lines.append(
+            f"      queued {side['queued']}; dropped: loss {dropped['loss']}, queue full "
+            f"{dropped['full']}; {format_counts(events)}"
+        )
     return lines
 
 

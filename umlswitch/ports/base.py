@@ -41,6 +41,7 @@ from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.ratelog import RateLimitedLog
 
@@ -75,12 +76,17 @@ class Port:
     than a counter, ``_send_failed``. A kind that keeps unsent bytes outside the backlog (the
     stream port: the rest of a frame the kernel took only in part) overrides ``_idle`` and
     ``flush_backlog`` to send them first.
+
+    An impaired port (``umlswitch/impair.py``) has its class swapped for a subclass whose
+    ``send_nowait`` and ``send_batch`` impair first: look them up on the port at each send, do
+    not keep a port's bound send methods from one call to the next.
     """
 
     def __init__(self, port_id: int, name: str) -> None:
         self.id = port_id
         self.name = name
         self.stats = PortStats()
+        self.impair_in: IngressHook | None = None  # see umlswitch/impair.py; None when off
         # Frames waiting for the kernel, oldest first; bounded by queue_limit and the budget.
         self.backlog: deque[bytes] = deque()
         self.queue_limit = DEFAULT_PORT_QUEUE

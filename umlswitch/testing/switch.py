@@ -3,10 +3,18 @@
 ``run_switch`` yields the live ``RunningSwitch`` (its control path and exact counters, read
 straight from the fabric); ``SwitchProcess`` starts ``python -m umlswitch`` on a temporary socket
 for synchronous suites, and exposes the control path and the switch's log.
+
+Both impair ports (as the management command ``port/impair``): ``switch.impair(port,
+"out", loss=5, delay="40ms")``, ``switch.restore(port)``, and ``with switch.impaired(port,
+...):`` which puts the port's previous impairment back when the block ends. ``port`` is a port
+number or a harness port (``attach``, ``attach_sync``); settings take the keys of
+``port/impair`` with text values as there (``"40ms"``, ``"20mbit"``) or numbers (percentages,
+seconds, bits per second).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -15,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -25,13 +33,94 @@ import trio
 
 from umlswitch.config import SwitchConfig, mgmt_path_for
 from umlswitch.daemon import Switch, serve
+from umlswitch.fabric.impair import (
+    DIRECTIONS,
+    Impairment,
+    format_duration,
+    format_rate,
+    parse_impairment,
+)
+from umlswitch.ports.unix.clients import describe_address
 
 READY = "attached to unix socket"
 
+# A port of the switch: its number, or a harness port (AsyncPort, SyncPort) attached to it.
+PortRef = Any
+
+
+def impairment_words(settings: Mapping[str, object]) -> list[str]:
+    """``port/impair``'s KEY=VALUE words from keyword settings: ``delay=0.04`` (seconds) or
+    ``"40ms"``, ``rate=20e6`` (bits/s) or ``"20mbit"``, ``loss=5`` (percent), ``seed=1``."""
+    words = []
+    for key, value in settings.items():
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{key}={value!r}: give a number or a string such as '40ms'")
+        elif key in ("delay", "jitter"):
+            text = format_duration(float(value))
+        elif key == "rate":
+            text = format_rate(round(value))
+        else:
+            text = f"{value:.12g}"
+        words.append(f"{key}={text}")
+    return words
+
+
+def _switch_socket(port: PortRef) -> str | None:
+    """A harness port's data socket on the switch's side, as ``port/print`` shows it."""
+    address = getattr(port, "switch_address", None)
+    return None if address is None else describe_address(address)
+
+
+class _Impairing:
+    """``impair``, ``restore``, ``impairment`` and ``impaired`` on top of two primitives."""
+
+    def _set_impairment(self, port: PortRef, direction: str, words: list[str] | None) -> Any:
+        raise NotImplementedError
+
+    def impairment(self, port: PortRef) -> dict[str, Any]:
+        """The port's impairment: ``port/impair N``'s JSON (``in``, ``out``: None or the
+        setting, seed, waiting frames and counters)."""
+        doc: dict[str, Any] = self._set_impairment(port, "both", [])
+        return doc
+
+    def impair(self, port: PortRef, direction: str = "both", **settings: object) -> dict[str, Any]:
+        """Impair ``direction`` (``in``: frames the port receives, ``out``: frames sent to it,
+        ``both``) of ``port``, replacing what it had there; return ``impairment(port)``."""
+        if not settings:
+            raise ValueError("give settings, e.g. loss=5, delay='40ms'; restore() ends them")
+        doc: dict[str, Any] = self._set_impairment(port, direction, impairment_words(settings))
+        return doc
+
+    def restore(self, port: PortRef, direction: str = "both") -> dict[str, Any]:
+        """End the impairment of ``direction`` of ``port``: a perfect link again."""
+        doc: dict[str, Any] = self._set_impairment(port, direction, None)
+        return doc
+
+    @contextmanager
+    def impaired(
+        self, port: PortRef, direction: str = "both", **settings: object
+    ) -> Iterator[dict[str, Any]]:
+        """``impair`` for the block; then the port's impairment before it (usually none) is put
+        back, also when the block fails. A port that has left by then is left alone."""
+        before = self.impairment(port)
+        doc = self.impair(port, direction, **settings)
+        try:
+            yield doc
+        finally:
+            try:
+                for name in DIRECTIONS:
+                    side = before[name]
+                    words = None if side is None else Impairment(**side["setting"]).words()
+                    self._set_impairment(port, name, words)
+            except LookupError:
+                pass  # the port is gone
+
 
 @dataclass
-class RunningSwitch:
-    """An in-process switch: where to attach, and its counters."""
+class RunningSwitch(_Impairing):
+    """An in-process switch: where to attach, its counters, and impairment of its ports."""
 
     switch: Switch
 
@@ -67,6 +156,30 @@ class RunningSwitch:
         fabric = self.switch.fabric
         return {format_key(e.mac): e.port for e in fabric.table.entries(fabric.now)}
 
+    def port_number(self, port: PortRef) -> int:
+        """The switch's number of ``port`` (a harness port, or a number, given back)."""
+        if isinstance(port, int):
+            return port
+        wanted = _switch_socket(port)
+        for number, candidate in self.switch.fabric.ports.items():
+            address = getattr(candidate, "local_address", None)
+            if address is not None and describe_address(address) == wanted:
+                return number
+        raise LookupError(f"{port!r} is not attached to this switch")
+
+    def _set_impairment(self, port: PortRef, direction: str, words: list[str] | None) -> Any:
+        from umlswitch.mgmt.views import impair_doc
+
+        number = self.port_number(port)
+        fabric_port = self.switch.fabric.ports.get(number)
+        if fabric_port is None:
+            raise LookupError(f"no port {number}")
+        if words is None:
+            self.switch.impair.set(fabric_port, direction, None)
+        elif words:
+            self.switch.impair.set(fabric_port, direction, parse_impairment(words))
+        return impair_doc(self.switch, fabric_port)
+
 
 @asynccontextmanager
 async def run_switch(
@@ -90,8 +203,9 @@ async def run_switch(
             shutil.rmtree(base, ignore_errors=True)
 
 
-class SwitchProcess:
-    """``python -m umlswitch`` on a temporary control socket, stopped by ``stop()`` or ``with``."""
+class SwitchProcess(_Impairing):
+    """``python -m umlswitch`` on a temporary control socket, stopped by ``stop()`` or ``with``;
+    its ports are impaired over the management socket."""
 
     def __init__(
         self, *args: str, directory: str | None = None, ready_timeout: float = 10.0
@@ -130,6 +244,35 @@ class SwitchProcess:
         with connect(self.mgmt_path) as client:
             ports = client.json("port/print")["ports"]
             return {"ports": {p["id"]: p for p in ports}, "info": client.json("showinfo")}
+
+    def port_number(self, port: PortRef) -> int:
+        """The switch's number of ``port`` (a harness port, or a number, given back)."""
+        if isinstance(port, int):
+            return port
+        wanted = _switch_socket(port)
+        for doc in self.counters()["ports"].values():
+            if wanted is not None and doc.get("socket") == wanted:
+                number: int = doc["id"]
+                return number
+        raise LookupError(f"{port!r} is not attached to this switch")
+
+    def _set_impairment(self, port: PortRef, direction: str, words: list[str] | None) -> Any:
+        from umlswitch.mgmt.client import MgmtError, connect
+
+        if self.mgmt_path is None:
+            raise RuntimeError("this switch runs without a management socket (--no-mgmt)")
+        line = f"port/impair {self.port_number(port)}"
+        if words is None:
+            line += f" {direction} off"
+        elif words:
+            line += f" {direction} {' '.join(words)}"
+        with connect(self.mgmt_path) as client:
+            try:
+                return client.json(line)
+            except MgmtError as exc:
+                if exc.reply.errno == errno.ENXIO:
+                    raise LookupError(str(exc)) from None
+                raise ValueError(str(exc)) from None
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.process.poll() is None:

@@ -7,6 +7,7 @@ takes no real time and arrival times are exact.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import trio
 import trio.testing
 
 from umlswitch.fabric.fabric import FabricPort
+from umlswitch.ports.udp.spec import parse_ucast
 from umlswitch.ports.unix.clients import ClientPort
 from umlswitch.testing import AsyncPort, RunningSwitch, attach, run_switch
 
@@ -307,3 +309,20 @@ async def test_giving_the_seed_again_replays_and_keeps_the_waiting_frames(
         got = await drain(b)
         assert [number(data) for _, data in got] == [1, 2, 3]
         assert all(at - start == pytest.approx(0.1, abs=1e-6) for at, _ in got)
+
+
+async def test_the_rc_file_impairs_a_port_given_on_the_command_line(tmp_path: Path) -> None:
+    """--rc runs any management command before the switch serves: port/impair included, for a
+    port given on the command line (here a UDP peer, which is port 1)."""
+    rc = tmp_path / "switch.rc"
+    rc.write_text("# a bad line to port 1 from the start\nport/impair 1 out delay=40ms seed=7\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    ucast = parse_ucast(f"{free}:127.0.0.1:9,bind=127.0.0.1")
+    async with run_switch(str(tmp_path), ucast=(ucast,), rc=str(rc)) as running:
+        switch = running.switch
+        (port,) = switch.fabric.ports.values()
+        setting = switch.impair.setting(port)
+        assert setting.inbound is None
+        assert setting.outbound is not None and setting.outbound.delay == 0.04

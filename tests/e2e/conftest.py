@@ -33,6 +33,8 @@ def _why_not_runnable() -> str | None:
     missing = [tool for tool in GUEST_TOOLS if shutil.which(tool, path=GUEST_PATH) is None]
     if missing:
         return f"e2e: the guests need {', '.join(missing)} (not found in {GUEST_PATH})"
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        return "e2e: no C compiler for the UML FP-state shim (tests/e2e/uml.py; Debian package gcc)"
     return None
 
 

@@ -346,7 +346,7 @@ async def drain_from(
 
     The batched ingress loop of the sockets that hear several senders (UDP ports, the shared v0
     data socket): wait for readability once, then read without blocking until the socket is
-    empty, letting the other tasks run after every ``BATCH`` datagrams (as ``pump_datagrams``).
+    empty, letting the other tasks run after every ``BATCH`` datagrams.
     ``view`` is a reused buffer of ``bufsize`` bytes; ``size`` is the datagram's real length
     (``MSG_TRUNC``), more than ``bufsize`` for one that did not fit. A receive error goes to
     ``on_error`` and reading resumes at the next wake-up. ``pause_point`` is where the loop

@@ -25,7 +25,6 @@ import trio
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import (
-    BATCH,
     Frame,
     Port,
     count_receive_error,
@@ -157,7 +156,14 @@ class ClientPort(Port):
             super().released()
 
     async def ingress(self, fabric: Fabric) -> None:
-        await pump_datagrams(self.sock, self, fabric)
+        # Only without the data plane (no recvmmsg): the batched loop of base.drain_from.
+        def handle(view: memoryview, size: int, sender: object) -> None:
+            fabric.receive(self, view, size)
+
+        def on_error(exc: OSError) -> None:
+            count_receive_error(self, exc)
+
+        await drain_from(self.sock, fabric.max_frame + 1, handle, on_error, self.pause_point)
 
     def close(self) -> None:
         self.sock.close()
@@ -165,42 +171,6 @@ class ClientPort(Port):
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             self.path = None
-
-
-async def pump_datagrams(sock: socket.socket, port: Port, fabric: Fabric) -> None:
-    """Forward every datagram ``sock`` receives as a frame from ``port``; runs until cancelled.
-
-    The hot path of connected client sockets: ``drain_from``'s loop without the sender address
-    (an object per frame) and without a handler call per frame, neither of which it needs.
-    """
-    max_frame = fabric.max_frame
-    buf = bytearray(max_frame + 1)
-    view = memoryview(buf)
-    recv_into = sock.recv_into
-    receive = fabric.receive
-    trunc = socket.MSG_TRUNC  # recv returns the datagram's real length, so giants are measured
-    pause_point = port.pause_point
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        got = BATCH
-        while got:
-            got = 0
-            for _ in range(BATCH):
-                try:
-                    size = recv_into(buf, 0, trunc)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    count_receive_error(port, exc)
-                    break
-                got += 1
-                receive(port, view, size)
-            if got:
-                # Let the other tasks run, then read on. A busy port's next frame has usually
-                # arrived by then, and a checkpoint costs far less than another wait_readable
-                # (two epoll_ctl calls and a trip through the run loop's I/O wait).
-                await pause_point()
 
 
 class SharedPort(Port):

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from umlswitch import __version__
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, MAX_MAX_FRAME
@@ -243,6 +243,7 @@ def _ranged(low: int, high: int, step: int = 1) -> Callable[[str], int]:
 
 Vlans = Membership | None
 Impaired = PortImpairment | None
+Spec = TypeVar("Spec")
 
 
 def _vlan_options(text: str) -> tuple[str, Vlans]:
@@ -287,20 +288,24 @@ def _tap(text: str) -> tuple[str, Vlans, Impaired]:
     return device, vlans, impaired
 
 
-def _mcast(text: str) -> tuple[McastSpec, Vlans, Impaired]:
-    rest, vlans, impaired = _port_options(text)
-    try:
-        return parse_mcast(rest), vlans, impaired
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _static_port(parse: Callable[[str], Spec]) -> Callable[[str], tuple[Spec, Vlans, Impaired]]:
+    """An option type for a static port kind: its VLAN and impairment options taken out, the
+    rest parsed by ``parse`` (a ValueError is a usage error)."""
+
+    def parse_option(text: str) -> tuple[Spec, Vlans, Impaired]:
+        rest, vlans, impaired = _port_options(text)
+        try:
+            return parse(rest), vlans, impaired
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_option
 
 
-def _ucast(text: str) -> tuple[UcastSpec, Vlans, Impaired]:
-    rest, vlans, impaired = _port_options(text)
-    try:
-        return parse_ucast(rest), vlans, impaired
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_mcast = _static_port(parse_mcast)
+_ucast = _static_port(parse_ucast)
+_vxlan = _static_port(parse_vxlan)
+_vxvde = _static_port(parse_vxvde)
 
 
 def _stream(text: str) -> StreamSpec:
@@ -310,22 +315,6 @@ def _stream(text: str) -> StreamSpec:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return spec if vlans is None else replace(spec, vlans=vlans)
-
-
-def _vxlan(text: str) -> tuple[VxlanSpec, Vlans, Impaired]:
-    rest, vlans, impaired = _port_options(text)
-    try:
-        return parse_vxlan(rest), vlans, impaired
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _vxvde(text: str) -> tuple[VxvdeSpec, Vlans, Impaired]:
-    rest, vlans, impaired = _port_options(text)
-    try:
-        return parse_vxvde(rest), vlans, impaired
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -195,14 +195,11 @@ class Fabric:
             )
         return ports
 
-    def egress(self, ingress: FabricPort, frame: bytes | memoryview) -> Iterable[FabricPort]:
-        """The ports ``frame`` goes to, or () with the drop counted on ``ingress``."""
-        return self.egress_at(ingress, frame, 0, len(frame))
-
     def egress_at(
         self, ingress: FabricPort, data: bytes | bytearray | memoryview, offset: int, size: int
     ) -> tuple[FabricPort, ...]:
-        """``egress`` for the frame of ``size`` bytes at ``offset`` in ``data``."""
+        """The ports the frame of ``size`` bytes at ``offset`` in ``data`` goes to, or () with
+        the drop counted on ``ingress``."""
         if size < ETH_HEADER_LEN:
             self._drop(ingress, counters.RUNT, size)
             return ()

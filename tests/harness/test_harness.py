@@ -14,7 +14,14 @@ import trio
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 
-from umlswitch.testing import SwitchProcess, attach, attach_sync, matches, run_switch
+from umlswitch.testing import (
+    FenceNotDelivered,
+    SwitchProcess,
+    attach,
+    attach_sync,
+    matches,
+    run_switch,
+)
 
 A, B, C = "02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0a:03"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -127,3 +134,31 @@ def test_the_plugin_attach_factory(umlswitch_attach, umlswitch_process) -> None:
     assert counters["ports"][1]["rx_frames"] == 1 and counters["ports"][2]["tx_frames"] == 1
     assert counters["ports"][2]["drops"]["runt"] == 1
     assert counters["info"]["macs"] == 1
+
+
+def test_a_fence_shows_what_arrived_and_proves_what_did_not(switch_ctl: str) -> None:
+    """Against both switches: the frames sent before a fence are read up to it, and a frame the
+    switch does not forward (one to the sender's own, learnt, MAC) is proven absent without
+    waiting out a timeout."""
+    with attach_sync(switch_ctl, mac=A) as a, attach_sync(switch_ctl, mac=B) as b:
+        a.send(Ether(dst=BROADCAST) / b"first")
+        a.send(Ether(dst=BROADCAST) / b"second")
+        (before,) = a.fence(b)
+        assert [bytes(p.payload) for p in before] == [b"first", b"second"]
+        a.send(Ether(dst=A) / b"to myself")  # the switch learnt A on a's port: goes nowhere
+        started = time.monotonic()
+        assert a.fence(b) == [[]]
+        assert time.monotonic() - started < 1.0
+
+
+async def test_a_fence_to_an_unreachable_port_says_so() -> None:
+    """A fence that cannot arrive (the switch drops all it sends the receiver) fails with
+    FenceNotDelivered, not with an empty list that would prove nothing."""
+    async with (
+        run_switch() as switch,
+        attach(switch.control_path) as a,
+        attach(switch.control_path) as b,
+    ):
+        switch.impair(b, "out", loss=100)  # the switch drops everything it sends to b
+        with pytest.raises(FenceNotDelivered, match="not reachable"):
+            await a.fence(b, timeout=0.3)

@@ -12,12 +12,14 @@ and two ways to run a switch for a test: ``run_switch()`` (in-process, inside a 
 fixtures. scapy is imported here, never by the daemon.
 """
 
+from umlswitch.testing.fence import FenceNotDelivered, wait_until, wait_until_sync
 from umlswitch.testing.match import Match, matches
 from umlswitch.testing.port import AsyncPort, SyncPort, attach, attach_sync
 from umlswitch.testing.switch import RunningSwitch, SwitchProcess, run_switch
 
 __all__ = [
     "AsyncPort",
+    "FenceNotDelivered",
     "Match",
     "RunningSwitch",
     "SwitchProcess",
@@ -26,4 +28,6 @@ __all__ = [
     "attach_sync",
     "matches",
     "run_switch",
+    "wait_until",
+    "wait_until_sync",
 ]

@@ -21,6 +21,7 @@ from scapy.packet import Packet
 
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.ports.unix import control
+from umlswitch.testing.fence import BROADCAST, check_fence_arrived, fence_frame, is_fence
 from umlswitch.testing.match import Match, matches
 
 _tags = count(1)
@@ -144,6 +145,16 @@ class SyncPort(_PortBase):
                 break
         return frames
 
+    def fence(
+        self, *receivers: SyncPort, dst: str | bytes = BROADCAST, timeout: float = 5.0
+    ) -> list[list[Ether]]:
+        """Send a fence frame (``umlswitch.testing.fence``) and read each receiver up to it:
+        per receiver, the frames that arrived before the fence (all that will ever arrive of
+        what this port sent before it). FenceNotDelivered if a receiver never gets the fence."""
+        fence = fence_frame(self.mac_bytes, dst if isinstance(dst, bytes) else parse_mac(dst))
+        self.send(fence)
+        return [_read_to_fence_sync(receiver, fence, timeout) for receiver in receivers]
+
     def close(self) -> None:
         """Detach: the switch forgets the port when the control connection closes."""
         if hasattr(self, "ctl"):
@@ -157,6 +168,21 @@ class SyncPort(_PortBase):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _read_to_fence_sync(receiver: SyncPort, fence: bytes, timeout: float) -> list[Ether]:
+    before: list[Ether] = []
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            raw = receiver.receive_bytes(remaining)
+        except TimeoutError:
+            break
+        if is_fence(raw, fence):
+            return before
+        before.append(Ether(raw))
+    check_fence_arrived(False, timeout)
+    return before
 
 
 def attach_sync(
@@ -234,11 +260,33 @@ class AsyncPort(_PortBase):
                     frames.append(packet)
         return frames
 
+    async def fence(
+        self, *receivers: AsyncPort, dst: str | bytes = BROADCAST, timeout: float = 5.0
+    ) -> list[list[Ether]]:
+        """Send a fence frame (``umlswitch.testing.fence``) and read each receiver up to it:
+        per receiver, the frames that arrived before the fence (all that will ever arrive of
+        what this port sent before it). FenceNotDelivered if a receiver never gets the fence."""
+        fence = fence_frame(self.mac_bytes, dst if isinstance(dst, bytes) else parse_mac(dst))
+        await self.send(fence)
+        return [await _read_to_fence(receiver, fence, timeout) for receiver in receivers]
+
     def close(self) -> None:
         """Detach: the switch forgets the port when the control connection closes."""
         if self._ctl is not None:
             self._ctl.close()
         self._data.close()
+
+
+async def _read_to_fence(receiver: AsyncPort, fence: bytes, timeout: float) -> list[Ether]:
+    before: list[Ether] = []
+    with trio.move_on_after(timeout):
+        while True:
+            raw = await receiver.receive_bytes(timeout + 1)  # the scope ends first
+            if is_fence(raw, fence):
+                return before
+            before.append(Ether(raw))
+    check_fence_arrived(False, timeout)
+    return before
 
 
 class attach:

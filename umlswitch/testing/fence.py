@@ -9,6 +9,14 @@ timeout is waited out, and a frame that does arrive is caught however slow the m
     (before,) = await guest.fence(victim)
     assert not before
 
+A receiver that is not a harness port (a UDP peer, a VXLAN endpoint, a raw socket) is read up
+to a fence with ``frames_before_fence_sync`` / ``frames_before_fence``, the fence sent with
+``port.send_fence()`` (or any frame the receiver must get next, e.g. a peer's own frame after the
+ones that must be dropped):
+
+    fence = guest.send_fence()
+    assert frames_before_fence_sync(receive_from_peer, fence) == [expected]
+
 ``wait_until`` / ``wait_until_sync`` poll a predicate (a counter, a table size) with a deadline,
 for what no frame can fence: state the switch changes after the last frame.
 """
@@ -19,7 +27,7 @@ import itertools
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -51,6 +59,46 @@ def check_fence_arrived(arrived: bool, timeout: float) -> None:
             f"the fence frame did not arrive within {timeout} s: the receiver is not reachable "
             "from the sender (another VLAN? a unicast fence to a MAC the switch has not learnt?)"
         )
+
+
+def frames_before_fence_sync(
+    receive: Callable[[float], bytes], fence: bytes, timeout: float = 5.0
+) -> list[bytes]:
+    """Call ``receive`` up to ``fence``; the raw frames that came before it, in order.
+
+    ``receive(seconds)`` returns the receiver's next frame, or raises TimeoutError once
+    ``seconds`` have passed without one (``SyncPort.receive_bytes`` does). ``fence`` is the frame
+    as this receiver gets it: behind a tunnel header, pass the header too (the receiver's frame
+    only has to start with ``fence``, so padding added on the way is allowed).
+    FenceNotDelivered if the fence does not come within ``timeout``."""
+    before: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            raw = receive(remaining)
+        except TimeoutError:
+            break
+        if is_fence(raw, fence):
+            return before
+        before.append(raw)
+    check_fence_arrived(False, timeout)
+    return before
+
+
+async def frames_before_fence(
+    receive: Callable[[], Awaitable[bytes]], fence: bytes, timeout: float = 5.0
+) -> list[bytes]:
+    """``frames_before_fence_sync`` in trio: ``receive()`` awaits the receiver's next frame (this
+    function bounds the wait)."""
+    before: list[bytes] = []
+    with trio.move_on_after(timeout):
+        while True:
+            raw = await receive()
+            if is_fence(raw, fence):
+                return before
+            before.append(raw)
+    check_fence_arrived(False, timeout)
+    return before
 
 
 async def wait_until(

@@ -1,12 +1,25 @@
 """Attach to a switch exactly as a UML guest does, and exchange scapy packets or raw bytes.
 
 The port binds its data socket to a 108-byte abstract name (so its address length is the full 110
-bytes, as UML's), sends the 124-byte v3 request on the control socket, reads the 110-byte reply,
-and sends frames to the address in it. Detaching closes the control connection.
+bytes, as UML's, and bytes after the name are garbage, as UML leaves them), sends the 124-byte v3
+request on the control socket, reads the 110-byte reply, and sends frames to the address in it.
+Detaching closes the control connection.
+
+The other clients of a switch are a keyword away (``attach``, ``attach_sync``):
+
+* ``dialect="v1"``: the request of older UML kernels;
+* ``dialect="v0"``: the oldest UML's, which gets no reply: the port sends its frames to the
+  switch's shared data socket, ``data_path=`` (DATA of ``-unix CTL DATA``), and may not be
+  attached yet when ``attach`` returns (the switch attaches it when it reads the request);
+* ``dialect="vde"``: libvdeplug's v3, with a ``description=`` and a ``requested_port=`` (as
+  ``vde:///DIR[N]``); 0 lets the switch choose;
+* ``address=``: the port's own data address instead of a new guest-like one: bytes for an
+  abstract name (padded to 108 bytes), or a path, as libvdeplug binds.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -21,7 +34,12 @@ from scapy.packet import Packet
 
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.ports.unix import control
-from umlswitch.testing.fence import BROADCAST, check_fence_arrived, fence_frame, is_fence
+from umlswitch.testing.fence import (
+    BROADCAST,
+    fence_frame,
+    frames_before_fence,
+    frames_before_fence_sync,
+)
 from umlswitch.testing.match import Match, matches
 
 _tags = count(1)
@@ -29,10 +47,15 @@ MAX_FRAME = 65536
 # How a harness port reaches the switch: a UML guest's control handshake and datagram socket, or
 # one stream connection with QEMU's length framing (to a --stream listener).
 TRANSPORTS = ("daemon", "stream")
+# The control requests a port can attach with (see the module docstring).
+DIALECTS = ("v3", "v1", "v0", "vde")
+VDE_DESCRIPTION = "umlswitch.testing"  # a vde port's description unless one is given
 
 
-def _own_address() -> bytes:
-    name = f"\0umlswitch-testing-{os.getpid()}-{next(_tags)}".encode()
+def guest_address() -> bytes:
+    """A new abstract address as a UML guest's: a NUL, a unique name, a NUL and garbage, 108
+    bytes in all (a switch must use all of them: trimmed, it is another address)."""
+    name = f"\0umlswitch-testing-{os.getpid()}-{next(_tags)}\0".encode() + os.urandom(8)
     return name.ljust(control.SUN_PATH_LEN, b"\0")
 
 
@@ -46,6 +69,35 @@ def _reply_address(reply: bytes) -> bytes | str:
 
 def _random_mac() -> bytes:
     return bytes([0x02]) + os.urandom(5)
+
+
+def _check_dialect(
+    dialect: str, description: str | None, requested_port: int, data_path: str | None
+) -> None:
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
+    if dialect != "vde" and (description is not None or requested_port):
+        raise ValueError("description= and requested_port= go with dialect='vde'")
+    if (dialect == "v0") != (data_path is not None):
+        raise ValueError(
+            "data_path= (the switch's shared data socket, DATA of -unix CTL DATA) goes with "
+            "dialect='v0', which needs it"
+        )
+
+
+def _request(
+    dialect: str, address: bytes | str, mac: bytes, description: str | None, requested_port: int
+) -> bytes:
+    """The control request of ``dialect`` naming ``address`` as the port's data socket."""
+    sun_path = os.fsencode(address) if isinstance(address, str) else address
+    if dialect == "v0":
+        return control.encode_v0(sun_path, mac)
+    if dialect == "v1":
+        return control.encode_v1(sun_path, mac)
+    if dialect == "vde":
+        text = VDE_DESCRIPTION if description is None else description
+        return control.encode_v3(sun_path, port=requested_port, description=text)
+    return control.encode_v3(sun_path)
 
 
 class _Identity:
@@ -79,27 +131,72 @@ class _Identity:
             frame.src = self.mac
         return bytes(frame)
 
+    def _fence(self, dst: str | bytes) -> bytes:
+        return fence_frame(self.mac_bytes, dst if isinstance(dst, bytes) else parse_mac(dst))
+
 
 class _PortBase(_Identity):
     """A port with a datagram data socket, as a UML guest's."""
 
-    def __init__(self, mac: str | bytes | None) -> None:
+    def __init__(
+        self,
+        mac: str | bytes | None,
+        *,
+        dialect: str = "v3",
+        description: str | None = None,
+        requested_port: int = 0,
+        data_path: str | None = None,
+        address: bytes | str | None = None,
+    ) -> None:
+        _check_dialect(dialect, description, requested_port, data_path)
         super().__init__(mac)
+        if address is None:
+            address = guest_address()
+        elif isinstance(address, bytes) and address[:1] == b"\0":
+            address = address.ljust(control.SUN_PATH_LEN, b"\0")
+        self.address: bytes | str = address
+        """This port's own data address: an abstract name (bytes) or a path."""
+        self.dialect = dialect
+        self._request = _request(dialect, address, self.mac_bytes, description, requested_port)
+        self.switch_address: bytes | str = data_path if data_path is not None else b""
         self.data = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.data.bind(_own_address())
-        self.switch_address: bytes | str = b""
+        try:
+            self.data.bind(address)
+        except BaseException:
+            self.data.close()
+            raise
 
 
 class SyncPort(_PortBase):
     """A blocking port, for scripts and non-trio suites. Use ``attach_sync``."""
 
-    def __init__(self, ctl: str, *, mac: str | bytes | None = None, timeout: float = 5.0) -> None:
-        super().__init__(mac)
+    def __init__(
+        self,
+        ctl: str,
+        *,
+        mac: str | bytes | None = None,
+        timeout: float = 5.0,
+        dialect: str = "v3",
+        description: str | None = None,
+        requested_port: int = 0,
+        data_path: str | None = None,
+        address: bytes | str | None = None,
+    ) -> None:
+        super().__init__(
+            mac,
+            dialect=dialect,
+            description=description,
+            requested_port=requested_port,
+            data_path=data_path,
+            address=address,
+        )
         self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.ctl.settimeout(timeout)
             self.ctl.connect(ctl)
-            self.ctl.sendall(control.encode_v3(self.data.getsockname()))
+            self.ctl.sendall(self._request)
+            if dialect == "v0":
+                return  # no reply: frames go to the shared data socket
             reply = b""
             while len(reply) < control.SOCKADDR_UN_LEN:
                 chunk = self.ctl.recv(control.SOCKADDR_UN_LEN - len(reply))
@@ -145,15 +242,24 @@ class SyncPort(_PortBase):
                 break
         return frames
 
+    def send_fence(self, dst: str | bytes = BROADCAST) -> bytes:
+        """Send a fence frame and return it, to read receivers that are not harness ports up to
+        it (``frames_before_fence_sync``); ``fence`` does both for harness ports."""
+        fence = self._fence(dst)
+        self.send(fence)
+        return fence
+
     def fence(
         self, *receivers: SyncPort, dst: str | bytes = BROADCAST, timeout: float = 5.0
     ) -> list[list[Ether]]:
         """Send a fence frame (``umlswitch.testing.fence``) and read each receiver up to it:
         per receiver, the frames that arrived before the fence (all that will ever arrive of
         what this port sent before it). FenceNotDelivered if a receiver never gets the fence."""
-        fence = fence_frame(self.mac_bytes, dst if isinstance(dst, bytes) else parse_mac(dst))
-        self.send(fence)
-        return [_read_to_fence_sync(receiver, fence, timeout) for receiver in receivers]
+        fence = self.send_fence(dst)
+        return [
+            [Ether(raw) for raw in frames_before_fence_sync(receiver.receive_bytes, fence, timeout)]
+            for receiver in receivers
+        ]
 
     def close(self) -> None:
         """Detach: the switch forgets the port when the control connection closes."""
@@ -170,51 +276,77 @@ class SyncPort(_PortBase):
         self.close()
 
 
-def _read_to_fence_sync(receiver: SyncPort, fence: bytes, timeout: float) -> list[Ether]:
-    before: list[Ether] = []
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            raw = receiver.receive_bytes(remaining)
-        except TimeoutError:
-            break
-        if is_fence(raw, fence):
-            return before
-        before.append(Ether(raw))
-    check_fence_arrived(False, timeout)
-    return before
-
-
 def attach_sync(
     ctl: str,
     *,
     mac: str | bytes | None = None,
     timeout: float = 5.0,
     transport: str = "daemon",
+    dialect: str = "v3",
+    description: str | None = None,
+    requested_port: int = 0,
+    data_path: str | None = None,
+    address: bytes | str | None = None,
 ) -> SyncPort:
-    """Attach a blocking port to the switch whose control socket is ``ctl``.
+    """Attach a blocking port to the switch whose control socket is ``ctl``, as a UML guest
+    does; ``dialect``, ``description``, ``requested_port``, ``data_path`` and ``address``
+    attach as another client does (see the module docstring).
 
     ``transport="stream"``: connect as QEMU's ``-netdev stream`` does instead, to ``ctl`` =
     a ``--stream`` listener (``unix:PATH``, ``tcp:HOST:PORT``, or a socket path).
     """
+    _check_transport(transport, (dialect, description, requested_port, data_path, address))
     if transport == "stream":
         from umlswitch.testing.stream import SyncStreamPort
 
         return SyncStreamPort(ctl, mac=mac, timeout=timeout)
-    _check_transport(transport)
-    return SyncPort(ctl, mac=mac, timeout=timeout)
+    return SyncPort(
+        ctl,
+        mac=mac,
+        timeout=timeout,
+        dialect=dialect,
+        description=description,
+        requested_port=requested_port,
+        data_path=data_path,
+        address=address,
+    )
 
 
-def _check_transport(transport: str) -> None:
+# dialect, description, requested_port, data_path, address: a UML guest's handshake
+_GUEST_HANDSHAKE = ("v3", None, 0, None, None)
+
+
+def _check_transport(transport: str, handshake: tuple[object, ...]) -> None:
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+    if transport == "stream" and handshake != _GUEST_HANDSHAKE:
+        raise ValueError(
+            "dialect=, description=, requested_port=, data_path= and address= go with "
+            "transport='daemon'"
+        )
 
 
 class AsyncPort(_PortBase):
     """A trio port. Use ``async with attach(ctl) as port``."""
 
-    def __init__(self, mac: str | bytes | None = None) -> None:
-        super().__init__(mac)
+    def __init__(
+        self,
+        mac: str | bytes | None = None,
+        *,
+        dialect: str = "v3",
+        description: str | None = None,
+        requested_port: int = 0,
+        data_path: str | None = None,
+        address: bytes | str | None = None,
+    ) -> None:
+        super().__init__(
+            mac,
+            dialect=dialect,
+            description=description,
+            requested_port=requested_port,
+            data_path=data_path,
+            address=address,
+        )
         self.data.setblocking(False)
         self._data = trio.socket.from_stdlib_socket(self.data)
         self._ctl: trio.socket.SocketType | None = None
@@ -223,7 +355,9 @@ class AsyncPort(_PortBase):
         with trio.fail_after(timeout):
             self._ctl = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             await self._ctl.connect(ctl)
-            await self._ctl.send(control.encode_v3(self.data.getsockname()))
+            await self._ctl.send(self._request)
+            if self.dialect == "v0":
+                return  # no reply: frames go to the shared data socket
             reply = b""
             while len(reply) < control.SOCKADDR_UN_LEN:
                 chunk = await self._ctl.recv(control.SOCKADDR_UN_LEN - len(reply))
@@ -260,15 +394,26 @@ class AsyncPort(_PortBase):
                     frames.append(packet)
         return frames
 
+    async def send_fence(self, dst: str | bytes = BROADCAST) -> bytes:
+        """Send a fence frame and return it, to read receivers that are not harness ports up to
+        it (``frames_before_fence``); ``fence`` does both for harness ports."""
+        fence = self._fence(dst)
+        await self.send(fence)
+        return fence
+
     async def fence(
         self, *receivers: AsyncPort, dst: str | bytes = BROADCAST, timeout: float = 5.0
     ) -> list[list[Ether]]:
         """Send a fence frame (``umlswitch.testing.fence``) and read each receiver up to it:
         per receiver, the frames that arrived before the fence (all that will ever arrive of
         what this port sent before it). FenceNotDelivered if a receiver never gets the fence."""
-        fence = fence_frame(self.mac_bytes, dst if isinstance(dst, bytes) else parse_mac(dst))
-        await self.send(fence)
-        return [await _read_to_fence(receiver, fence, timeout) for receiver in receivers]
+        fence = await self.send_fence(dst)
+        found = []
+        for receiver in receivers:
+            # receive_bytes' own timeout is longer: frames_before_fence's deadline ends it first
+            receive = functools.partial(receiver.receive_bytes, timeout + 1)
+            found.append([Ether(raw) for raw in await frames_before_fence(receive, fence, timeout)])
+        return found
 
     def close(self) -> None:
         """Detach: the switch forgets the port when the control connection closes."""
@@ -277,23 +422,13 @@ class AsyncPort(_PortBase):
         self._data.close()
 
 
-async def _read_to_fence(receiver: AsyncPort, fence: bytes, timeout: float) -> list[Ether]:
-    before: list[Ether] = []
-    with trio.move_on_after(timeout):
-        while True:
-            raw = await receiver.receive_bytes(timeout + 1)  # the scope ends first
-            if is_fence(raw, fence):
-                return before
-            before.append(Ether(raw))
-    check_fence_arrived(False, timeout)
-    return before
-
-
 class attach:
     """``async with attach(ctl, mac=...) as port``: a trio port, detached on exit.
 
-    ``transport="stream"``: connect as QEMU's ``-netdev stream`` does instead, to ``ctl`` = a
-    ``--stream`` listener (``unix:PATH``, ``tcp:HOST:PORT``, or a socket path).
+    ``dialect``, ``description``, ``requested_port``, ``data_path`` and ``address`` attach as
+    another client does (see the module docstring). ``transport="stream"``: connect as QEMU's
+    ``-netdev stream`` does instead, to ``ctl`` = a ``--stream`` listener (``unix:PATH``,
+    ``tcp:HOST:PORT``, or a socket path).
     """
 
     def __init__(
@@ -303,8 +438,22 @@ class attach:
         mac: str | bytes | None = None,
         timeout: float = 5.0,
         transport: str = "daemon",
+        dialect: str = "v3",
+        description: str | None = None,
+        requested_port: int = 0,
+        data_path: str | None = None,
+        address: bytes | str | None = None,
     ):
-        _check_transport(transport)
+        _check_transport(transport, (dialect, description, requested_port, data_path, address))
+        _check_dialect(dialect, description, requested_port, data_path)
+        self._port_options = functools.partial(
+            AsyncPort,
+            dialect=dialect,
+            description=description,
+            requested_port=requested_port,
+            data_path=data_path,
+            address=address,
+        )
         self._ctl = ctl
         self._mac = mac
         self._timeout = timeout
@@ -318,7 +467,7 @@ class attach:
 
             port = AsyncStreamPort(self._mac)
         else:
-            port = AsyncPort(self._mac)
+            port = self._port_options(self._mac)
         try:
             await port._connect(self._ctl, self._timeout)
         except BaseException:

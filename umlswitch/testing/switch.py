@@ -2,7 +2,8 @@
 
 ``run_switch`` yields the live ``RunningSwitch`` (its control path and exact counters, read
 straight from the fabric); ``SwitchProcess`` starts ``python -m umlswitch`` on a temporary socket
-for synchronous suites, and exposes the control path and the switch's log.
+(or with a command line of the caller's) for synchronous suites, and exposes the control path,
+the switch's log (and waiting for a line in it), its counters, and stopping it with a signal.
 
 Both impair ports (as the management command ``port/impair``): ``switch.impair(port,
 "out", loss=5, delay="40ms")``, ``switch.restore(port)``, and ``with switch.impaired(port,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import os
 import shutil
 import signal
@@ -23,11 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import trio
 
@@ -42,6 +44,7 @@ from umlswitch.fabric.impair import (
 )
 from umlswitch.ports.unix.clients import describe_address
 
+# What the switch logs once it serves (``umlswitch VERSION attached to unix socket 'CTL' ...``).
 READY = "attached to unix socket"
 
 # A port of the switch: its number, or a harness port (AsyncPort, SyncPort) attached to it.
@@ -204,35 +207,76 @@ async def run_switch(
 
 
 class SwitchProcess(_Impairing):
-    """``python -m umlswitch`` on a temporary control socket, stopped by ``stop()`` or ``with``;
-    its ports are impaired over the management socket."""
+    """``python -m umlswitch`` as a subprocess, stopped by ``stop()`` or ``with``; its ports are
+    impaired over the management socket.
+
+    ``SwitchProcess(*args)`` runs ``python -m umlswitch -unix CONTROL_PATH *args`` (so the first
+    of ``args`` may be the shared data socket of v0 clients) with stdin on /dev/null and its
+    output in ``log_path``, and returns once the switch says it is ready (``READY`` in the log).
+    Keywords:
+
+    * ``directory``: where the control socket (``ctl``) and the log go; by default a new
+      temporary directory, removed by ``stop()``;
+    * ``control_path``: the control socket, instead of ``DIRECTORY/ctl``;
+    * ``unix=False``: ``args`` are the whole command line, without ``-unix CONTROL_PATH``
+      (``--vde DIR``, or none for socket activation); give ``control_path`` where the switch
+      will serve, for ``control_path`` and ``mgmt_path`` to say so;
+    * ``launcher``: a command that runs the switch, ``python -m umlswitch ...`` appended to it
+      (``["ip", "netns", "exec", "ns1"]``, ``["systemd-socket-activate", "-l", CTL]``);
+    * ``wait_ready=False``: return at once, for a switch that should fail or that announces
+      itself elsewhere (``wait_for_log(READY)`` waits later); ``ready_timeout``: how long to wait;
+    * anything else goes to ``subprocess.Popen``: ``stdin`` (a pipe's read end keeps the switch
+      watching it), ``env``, ``cwd``, ``pass_fds``.
+    """
 
     def __init__(
-        self, *args: str, directory: str | None = None, ready_timeout: float = 10.0
+        self,
+        *args: str,
+        directory: str | None = None,
+        control_path: str | None = None,
+        unix: bool = True,
+        launcher: Sequence[str] = (),
+        wait_ready: bool = True,
+        ready_timeout: float = 10.0,
+        **popen: Any,
     ) -> None:
         self._own_dir = directory is None
         self.directory = tempfile.mkdtemp(prefix="umlswitch-") if directory is None else directory
-        self.control_path = os.path.join(self.directory, "ctl")
+        self.control_path = control_path or os.path.join(self.directory, "ctl")
         self.mgmt_path = mgmt_path_for(self.control_path)  # unless args say --mgmt/--no-mgmt
-        self.log_path = os.path.join(self.directory, "umlswitch.log")
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "umlswitch", "-unix", self.control_path, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + ready_timeout
-        while READY not in self.log:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"umlswitch did not start:\n{self.log}")
-            time.sleep(0.02)
+        command = [*launcher, sys.executable, "-m", "umlswitch"]
+        command += ["-unix", self.control_path, *args] if unix else list(args)
+        popen.setdefault("stdin", subprocess.DEVNULL)
+        with _new_log(self.directory) as log:
+            self.log_path = log.name
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+        if not wait_ready:
+            return
+        try:
+            self.wait_for_log(READY, ready_timeout)
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(f"umlswitch did not start: {exc}") from None
 
     @property
     def log(self) -> str:
+        """All the switch has written to stdout and stderr so far."""
         with open(self.log_path) as f:
             return f.read()
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Return once ``text`` is in the log; AssertionError (with the log) if the switch exits
+        first or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log:
+            if self.process.poll() is not None and text not in self.log:
+                raise AssertionError(
+                    f"umlswitch exited ({self.process.returncode}) before logging {text!r}:\n"
+                    f"{self.log}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the log within {timeout} s:\n{self.log}")
+            time.sleep(0.01)
 
     def counters(self) -> dict[str, Any]:
         """Per-port traffic and drop counters (by port number) and the switch-wide ``info``,
@@ -274,16 +318,25 @@ class SwitchProcess(_Impairing):
                     raise LookupError(str(exc)) from None
                 raise ValueError(str(exc)) from None
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def stop(self, timeout: float = 10.0, *, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` (unless the switch has exited already), wait for the switch to exit and
+        return its exit status (-N: killed by signal N). A switch that ignores ``sig`` for
+        ``timeout`` seconds is killed, and RuntimeError (with its log) says so."""
+        ignored = None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                ignored = f"umlswitch ignored {signal.Signals(sig).name} for {timeout} s: killed"
         code = self.process.wait()
+        if ignored is not None:
+            ignored += f"\n{self.log}"
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
+        if ignored is not None:
+            raise RuntimeError(ignored)
         return code
 
     def __enter__(self) -> Self:
@@ -293,3 +346,14 @@ class SwitchProcess(_Impairing):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _new_log(directory: str) -> IO[str]:
+    """A new log file in ``directory``: umlswitch.log, or umlswitch-2.log, ... if taken."""
+    for n in itertools.count(1):
+        name = "umlswitch.log" if n == 1 else f"umlswitch-{n}.log"
+        try:
+            return open(os.path.join(directory, name), "x")
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")

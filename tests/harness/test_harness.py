@@ -10,17 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trio
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 
 from umlswitch.testing import (
+    READY,
     FenceNotDelivered,
     SwitchProcess,
     attach,
     attach_sync,
     matches,
     run_switch,
+    wait_until,
+    wait_until_sync,
 )
 
 A, B, C = "02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0a:03"
@@ -45,10 +47,7 @@ def switch_ctl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not ctl.exists():
-            assert time.monotonic() < deadline, "uml_switch did not create its socket"
-            time.sleep(0.02)
+        wait_until_sync(ctl.exists, 10, "uml_switch creating its socket")
         yield str(ctl)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -67,11 +66,11 @@ def test_learning_is_visible_from_outside(switch_ctl: str) -> None:
         assert c.receive(match=ICMP)[Ether].dst == A
         # Once A has spoken, frames to A reach only A.
         a.send(a.ether(dst=BROADCAST) / ARP(psrc="10.0.0.1", hwsrc=A))
-        b.collect(0.3)
-        c.collect(0.3)
+        heard_b, heard_c = a.fence(b, c)  # the ARP, and A learnt, before the fence
+        assert [ARP in f for f in heard_b] == [ARP in f for f in heard_c] == [True]
         b.send(b.ether(dst=A) / IP(dst="10.0.0.1") / ICMP(seq=7))
         assert a.receive(match={"ICMP.seq": 7})[Ether].src == B
-        assert c.collect(0.5) == []
+        assert b.fence(a, c) == [[], []]  # c got nothing of it (and a nothing more)
 
 
 def test_source_mac_filled_in_and_raw_bytes(switch_ctl: str) -> None:
@@ -113,15 +112,15 @@ async def test_trio_api_against_an_in_process_switch() -> None:
             counters = switch.counters()
             assert counters["ports"][1]["rx_frames"] == 1
             assert counters["ports"][2]["tx_frames"] == 1
-        await trio.sleep(0.1)
-        assert switch.counters()["ports"] == {}  # detached on exit
+        # detached on exit
+        await wait_until(lambda: switch.counters()["ports"] == {}, what="both ports detached")
 
 
 async def test_the_plugin_fixture_gives_a_running_switch(umlswitch_switch) -> None:
     async with attach(umlswitch_switch.control_path) as a:
-        frames = await a.collect(0.1)
-        assert frames == []
         assert len(umlswitch_switch.counters()["ports"]) == 1
+        async with attach(umlswitch_switch.control_path) as b:
+            assert await b.fence(a) == [[]]  # a new LAN: nothing but the fence
 
 
 def test_the_plugin_attach_factory(umlswitch_attach, umlswitch_process) -> None:
@@ -129,11 +128,15 @@ def test_the_plugin_attach_factory(umlswitch_attach, umlswitch_process) -> None:
     a.send(a.ether() / ARP())
     assert b.receive(match=ARP).src == A
     b.send(b"\x01" * 10)  # a runt
-    time.sleep(0.2)
+    wait_until_sync(
+        lambda: umlswitch_process.counters()["ports"][2]["drops"]["runt"] == 1,
+        what="the runt counted",
+    )
     counters = umlswitch_process.counters()
     assert counters["ports"][1]["rx_frames"] == 1 and counters["ports"][2]["tx_frames"] == 1
     assert counters["ports"][2]["drops"]["runt"] == 1
     assert counters["info"]["macs"] == 1
+    assert b.fence(a) == [[]]  # and it went nowhere
 
 
 def test_a_fence_shows_what_arrived_and_proves_what_did_not(switch_ctl: str) -> None:
@@ -162,3 +165,34 @@ async def test_a_fence_to_an_unreachable_port_says_so() -> None:
         switch.impair(b, "out", loss=100)  # the switch drops everything it sends to b
         with pytest.raises(FenceNotDelivered, match="not reachable"):
             await a.fence(b, timeout=0.3)
+
+
+def test_handshake_options_that_do_not_fit_are_refused_before_connecting() -> None:
+    with pytest.raises(ValueError, match="dialect must be one of v3, v1, v0, vde"):
+        attach_sync("unused", dialect="v2")
+    with pytest.raises(ValueError, match="go with dialect='vde'"):
+        attach_sync("unused", description="qemu")
+    with pytest.raises(ValueError, match="data_path="):
+        attach_sync("unused", dialect="v0")
+    with pytest.raises(ValueError, match="go with transport='daemon'"):
+        attach_sync("unused", transport="stream", dialect="v1")
+    with pytest.raises(ValueError, match="go with dialect='vde'"):
+        attach("unused", requested_port=3)
+
+
+def test_switch_process_runs_any_command_line_and_stops_with_a_signal(tmp_path: Path) -> None:
+    with SwitchProcess(directory=str(tmp_path)) as first:
+        second_ctl = str(tmp_path / "second.ctl")
+        with SwitchProcess("-hub", directory=str(tmp_path), control_path=second_ctl) as second:
+            assert second.log_path != first.log_path and "hub mode" in second.log
+            with attach_sync(second_ctl):
+                second.wait_for_log("port 1 attached")
+            assert second.stop(sig=signal.SIGKILL) == -signal.SIGKILL
+        # another switch on a live control socket: refused, exit status 1
+        refused = SwitchProcess(
+            "-unix", first.control_path, directory=str(tmp_path), unix=False, wait_ready=False
+        )
+        with pytest.raises(AssertionError, match=r"exited \(1\) before logging"):
+            refused.wait_for_log(READY)
+        assert refused.stop() == 1
+        assert "has another server attached" in refused.log

@@ -16,6 +16,7 @@ fixtures. scapy is imported here, never by the daemon.
 
 from umlswitch.testing.fence import (
     FenceNotDelivered,
+    fence_frame,
     frames_before_fence,
     frames_before_fence_sync,
     wait_until,
@@ -35,6 +36,7 @@ __all__ = [
     "SyncPort",
     "attach",
     "attach_sync",
+    "fence_frame",
     "frames_before_fence",
     "frames_before_fence_sync",
     "guest_address",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP
 
 from umlswitch.mgmt.client import MgmtClient
-from umlswitch.testing import SwitchProcess, attach_sync
+from umlswitch.testing import SwitchProcess, attach_sync, wait_until_sync
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,10 +33,9 @@ def tcpdump(path: Path) -> list[str]:
 
 
 def wait_written(client: MgmtClient, frames: int) -> None:
-    deadline = time.monotonic() + 5
-    while client.json("pcap/showinfo")["written"] < frames:
-        assert time.monotonic() < deadline, client.json("pcap/showinfo")
-        time.sleep(0.02)
+    wait_until_sync(
+        lambda: client.json("pcap/showinfo")["written"] >= frames, 5, f"{frames} frames written"
+    )
 
 
 def test_tcpdump_reads_the_capture_while_it_grows(tmp_path: Path):

@@ -10,7 +10,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,6 @@ def test_stream_ports_in_logs_ctl_capture_and_top(tmp_path: Path) -> None:
             assert stopped["written"] == 1
 
             first = take_sample(client)
-            time.sleep(0.2)
             console = Console(record=True, width=80, file=io.StringIO(), color_system=None)
             console.print(render(first, take_sample(client)))
             table = console.export_text()
@@ -80,9 +78,7 @@ def test_stream_ports_in_logs_ctl_capture_and_top(tmp_path: Path) -> None:
             assert client.json(f"port/remove {t}") == {"removed": t}
             b.sock.settimeout(5)
             assert b.sock.recv(1) == b""  # the switch closed b's connection
-        deadline = time.monotonic() + 5
-        while f"port {u} detached (disconnect)" not in switch.log and time.monotonic() < deadline:
-            time.sleep(0.02)
+        switch.wait_for_log(f"port {u} detached (disconnect)", 5)
         log = switch.log
         assert f"port {u} attached: stream client pid=" in log
         assert f"port {t} detached (removed by the management console)" in log

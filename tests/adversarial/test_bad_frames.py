@@ -8,9 +8,9 @@ import trio
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 
-from tests.integration.client import abstract_address
 from umlswitch import counters
 from umlswitch.testing import attach, run_switch
+from umlswitch.testing import guest_address as abstract_address
 
 A, B = "02:00:00:00:0b:01", "02:00:00:00:0b:02"
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.client import Client, abstract_address, frame, mac
+from tests.integration.frames import frame, mac
 from umlswitch.ports.unix import control
-from umlswitch.testing import SwitchProcess
+from umlswitch.testing import SwitchProcess, attach_sync
+from umlswitch.testing import guest_address as abstract_address
 
 NOBODY = 65534
 
@@ -74,7 +75,7 @@ def request_attach(ctl: str, request: bytes) -> bytes:
 
 def flood_and_count(switch: SwitchProcess, victim: subprocess.Popen[str]) -> int:
     """Broadcast frames on the switch; return how many reached the victim's socket."""
-    with Client(switch.control_path) as a, Client(switch.control_path):
+    with attach_sync(switch.control_path) as a, attach_sync(switch.control_path):
         for i in range(20):
             a.send(frame(b"\xff" * 6, mac(1), bytes([i]) * 46))
     out, _ = victim.communicate(timeout=10)
@@ -138,7 +139,7 @@ def test_v0_naming_another_processs_socket_is_refused(tmp_path: Path) -> None:
 
 def test_own_socket_is_accepted(switch: SwitchProcess) -> None:
     """The check does not get in the way of an honest client (UML's case is covered by e2e)."""
-    with Client(switch.control_path) as a, Client(switch.control_path) as b:
+    with attach_sync(switch.control_path) as a, attach_sync(switch.control_path) as b:
         a.send(frame(b"\xff" * 6, mac(1)))
-        assert b.recv() == frame(b"\xff" * 6, mac(1))
+        assert b.receive_bytes() == frame(b"\xff" * 6, mac(1))
     assert "refused" not in switch.log

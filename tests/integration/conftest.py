@@ -3,54 +3,36 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.process import READY, LoggedProcess
-
-
-class Daemon(LoggedProcess):
-    """A umlswitch subprocess with its log in a file."""
-
-    def __init__(self, tmp_path: Path, args: list[str], *, stdin: int | None = None) -> None:
-        self.log_path = tmp_path / f"umlswitch-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "umlswitch", *args],
-            stdin=subprocess.DEVNULL if stdin is None else stdin,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        try:
-            return super().stop(sig, timeout)
-        finally:
-            self._log.close()
+from umlswitch.testing import SwitchProcess
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[object]:
-    """Factory: start_daemon(*args) -> a ready Daemon; all are stopped at teardown."""
-    daemons: list[Daemon] = []
+def start_switch(tmp_path: Path) -> Iterator[Callable[..., SwitchProcess]]:
+    """Factory: start_switch(*args, **keywords) -> a ready ``SwitchProcess`` on ``ctl`` (the
+    fixture) with its log in tmp_path; every one is stopped at teardown."""
+    switches: list[SwitchProcess] = []
 
-    def start(*args: str, wait: bool = True, stdin: int | None = None) -> Daemon:
-        daemon = Daemon(tmp_path, list(args), stdin=stdin)
-        daemons.append(daemon)
-        if wait:
-            daemon.wait_for(READY)
-        return daemon
+    def start(*args: str, **keywords: Any) -> SwitchProcess:
+        switch = SwitchProcess(*args, directory=str(tmp_path), **keywords)
+        switches.append(switch)
+        return switch
 
     yield start
-    for daemon in daemons:
-        daemon.stop()  # also closes the log of one that already exited
+    failures = []
+    for switch in switches:
+        try:
+            switch.stop()
+        except RuntimeError as exc:  # one that ignored SIGTERM: stop the others all the same
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture
@@ -64,6 +46,7 @@ def sockets() -> Iterator[list[socket.socket]]:
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> str:
+    """The control socket of a switch from ``start_switch`` (unless it is given another)."""
     return str(tmp_path / "ctl")
 
 

@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.integration.client import Client, frame, mac
 from tests.integration.conftest import pid_alive
-from tests.integration.process import READY
+from tests.integration.frames import frame, mac
+from umlswitch.testing import READY, attach_sync, wait_until_sync
 
 pytestmark = pytest.mark.integration
 
@@ -29,49 +28,49 @@ def run_cli(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_exits_cleanly_and_removes_every_socket(start_daemon, tmp_path, sig):
+def test_signal_exits_cleanly_and_removes_every_socket(start_switch, tmp_path, sig):
     ctl, data, pidfile = tmp_path / "ctl", tmp_path / "data", tmp_path / "pid"
-    daemon = start_daemon("-unix", str(ctl), str(data), "--pidfile", str(pidfile))
+    switch = start_switch(str(data), "--pidfile", str(pidfile))
     assert ctl.is_socket() and data.is_socket()
-    assert int(pidfile.read_text()) == daemon.proc.pid
-    with Client(str(ctl)):
-        daemon.wait_for("port 1 attached")
-        assert daemon.stop(sig) == 0
+    assert int(pidfile.read_text()) == switch.process.pid
+    with attach_sync(str(ctl)):
+        switch.wait_for_log("port 1 attached")
+        assert switch.stop(sig=sig) == 0
     assert not ctl.exists() and not data.exists() and not pidfile.exists()
-    assert "cleaning up and exiting" in daemon.log
-    stopped = daemon.log.splitlines()[-1]
+    assert "cleaning up and exiting" in switch.log
+    stopped = switch.log.splitlines()[-1]
     assert f"removed {ctl}, {data}, {ctl}.mgmt, pidfile {pidfile}" in stopped, stopped
 
 
-def test_stale_socket_is_reclaimed(start_daemon, ctl):
+def test_stale_socket_is_reclaimed(start_switch, ctl):
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(ctl)  # bound, never listening: what a killed switch leaves behind
     stale.close()
-    daemon = start_daemon("-unix", ctl)
-    assert "reclaimed stale socket" in daemon.log
-    with Client(ctl):
-        daemon.wait_for("port 1 attached")
+    switch = start_switch()
+    assert "reclaimed stale socket" in switch.log
+    with attach_sync(ctl):
+        switch.wait_for_log("port 1 attached")
 
 
-def test_kill_9_then_restart_reclaims_the_socket(start_daemon, ctl):
-    first = start_daemon("-unix", ctl)
-    first.stop(signal.SIGKILL)
+def test_kill_9_then_restart_reclaims_the_socket(start_switch, ctl):
+    first = start_switch()
+    assert first.stop(sig=signal.SIGKILL) == -signal.SIGKILL
     assert os.path.exists(ctl)
-    second = start_daemon("-unix", ctl)
-    with Client(ctl):
-        second.wait_for("port 1 attached")
+    second = start_switch()
+    with attach_sync(ctl):
+        second.wait_for_log("port 1 attached")
 
 
-def test_live_socket_is_refused(start_daemon, ctl):
-    first = start_daemon("-unix", ctl)
+def test_live_socket_is_refused(start_switch, ctl):
+    first = start_switch()
     result = run_cli("-unix", ctl)
     assert result.returncode == 1
     assert "has another server attached" in result.stderr
-    assert f"(pid {first.proc.pid})" in result.stderr  # which switch to stop
+    assert f"(pid {first.process.pid})" in result.stderr  # which switch to stop
     assert result.stderr.count("\n") == 1
     # the first switch still serves
-    with Client(ctl):
-        first.wait_for("port 1 attached")
+    with attach_sync(ctl):
+        first.wait_for_log("port 1 attached")
 
 
 @pytest.mark.parametrize(
@@ -117,22 +116,32 @@ def test_help_documents_every_uml_switch_option():
         assert option in result.stdout
 
 
-def test_eof_on_stdin_pipe_exits_cleanly(start_daemon, ctl):
+def frames_pass(ctl: str) -> None:
+    """Two ports exchange a frame: the switch has served a while since it started."""
+    with attach_sync(ctl) as a, attach_sync(ctl) as b:
+        a.send(frame(mac(1), mac(2)))
+        assert b.receive_bytes() == frame(mac(1), mac(2))
+
+
+def test_eof_on_stdin_pipe_exits_cleanly(start_switch, ctl):
     read_end, write_end = os.pipe()
-    daemon = start_daemon("-unix", ctl, stdin=read_end)
+    switch = start_switch(stdin=read_end)
     os.close(read_end)
-    time.sleep(0.3)
-    assert daemon.proc.poll() is None  # an open pipe keeps it running
+    os.write(write_end, b"typed at the switch\n")  # read and ignored: not an EOF
+    frames_pass(ctl)
+    assert switch.process.poll() is None  # an open pipe keeps it running
+    assert "EOF on stdin" not in switch.log and "no longer watching it" not in switch.log
     os.close(write_end)
-    assert daemon.proc.wait(10) == 0
-    assert "EOF on stdin" in daemon.log
+    assert switch.process.wait(10) == 0
+    assert "EOF on stdin" in switch.log
     assert not os.path.exists(ctl)
 
 
-def test_stdin_dev_null_is_ignored(start_daemon, ctl):
-    daemon = start_daemon("-unix", ctl)  # stdin is /dev/null
-    time.sleep(0.5)
-    assert daemon.proc.poll() is None
+def test_stdin_dev_null_is_ignored(start_switch, ctl):
+    switch = start_switch()  # stdin is /dev/null: EOF at once, were it watched
+    frames_pass(ctl)
+    assert switch.process.poll() is None
+    assert "EOF on stdin" not in switch.log and "no longer watching it" not in switch.log
 
 
 def test_daemon_mode_detaches_writes_pidfile_and_logs_to_file(tmp_path):
@@ -148,15 +157,12 @@ def test_daemon_mode_detaches_writes_pidfile_and_logs_to_file(tmp_path):
             0
         )  # a session of its own: our terminal closing cannot kill it
         assert READY in logfile.read_text()
-        with Client(str(ctl)) as a, Client(str(ctl)) as b:
+        with attach_sync(str(ctl)) as a, attach_sync(str(ctl)) as b:
             b.send(frame(mac(1), mac(2)))
-            assert a.recv() == frame(mac(1), mac(2))
+            assert a.receive_bytes() == frame(mac(1), mac(2))
     finally:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert not pid_alive(pid)
+        wait_until_sync(lambda: not pid_alive(pid), 10, "the daemon exiting on SIGTERM")
     assert not ctl.exists() and not pidfile.exists()
     assert "port 1 attached" in logfile.read_text()
 
@@ -177,38 +183,35 @@ def test_relative_paths_survive_daemon_chdir(tmp_path):
     assert result.returncode == 0, result.stderr
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_sync(lambda: not pid_alive(pid), 10, "the daemon exiting on SIGTERM")
     assert not (tmp_path / "rel.ctl").exists()
     assert "removed" in (tmp_path / "log").read_text()
 
 
 def wait_for_text(path, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and text in path.read_text()):
-        assert time.monotonic() < deadline, f"no {text!r} in {path} within {timeout} s"
-        time.sleep(0.02)
+    wait_until_sync(
+        lambda: path.exists() and text in path.read_text(), timeout, f"{text!r} in {path}"
+    )
 
 
-def test_sighup_reopens_the_log_file_for_logrotate(start_daemon, tmp_path, ctl):
+def test_sighup_reopens_the_log_file_for_logrotate(start_switch, tmp_path, ctl):
     logfile, rotated = tmp_path / "switch.log", tmp_path / "switch.log.1"
-    daemon = start_daemon("-unix", ctl, "--log-file", str(logfile), wait=False)
+    switch = start_switch("--log-file", str(logfile), wait_ready=False)
     wait_for_text(logfile, READY)
     logfile.rename(rotated)  # what logrotate does, before its postrotate kill -HUP
-    daemon.proc.send_signal(signal.SIGHUP)
+    switch.process.send_signal(signal.SIGHUP)
     wait_for_text(logfile, f"reopened the log file '{logfile}'")
     assert f"caught SIGHUP, reopening the log file '{logfile}'" in rotated.read_text()
-    assert daemon.proc.poll() is None  # still serving
-    with Client(ctl):
+    assert switch.process.poll() is None  # still serving
+    with attach_sync(ctl):
         wait_for_text(logfile, "port 1 attached")
     assert "port 1 attached" not in rotated.read_text()
-    assert daemon.stop() == 0
+    assert switch.stop() == 0
     assert "umlswitch stopped" in logfile.read_text()
 
 
-def test_sighup_without_a_log_file_exits_cleanly(start_daemon, ctl):
-    daemon = start_daemon("-unix", ctl)
-    assert daemon.stop(signal.SIGHUP) == 0
-    assert "caught SIGHUP, cleaning up and exiting" in daemon.log
+def test_sighup_without_a_log_file_exits_cleanly(start_switch, ctl):
+    switch = start_switch()
+    assert switch.stop(sig=signal.SIGHUP) == 0
+    assert "caught SIGHUP, cleaning up and exiting" in switch.log
     assert not os.path.exists(ctl)

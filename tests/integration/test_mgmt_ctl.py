@@ -13,7 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,9 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from tests.integration.client import Client
 from umlswitch.__main__ import main
 from umlswitch.mgmt.client import MgmtClient
-from umlswitch.testing import SwitchProcess, SyncPort, attach_sync
+from umlswitch.testing import SwitchProcess, SyncPort, attach_sync, wait_until_sync
 
 pytestmark = pytest.mark.integration
 
@@ -142,9 +140,12 @@ def test_showinfo(ctl: Ctl, switch: SwitchProcess, lan):
 
 
 def test_port_print(ctl: Ctl, lan):
-    a, _ = lan
+    a, b = lan
     a.send(b"runt")
-    time.sleep(0.1)
+    wait_until_sync(
+        lambda: ok_json(ctl, "port/print", "1")["ports"][0]["drops"]["runt"] == 1,
+        what="the runt counted on port 1",
+    )
     ports = ok_json(ctl, "port/print")["ports"]
     assert [p["id"] for p in ports] == [1, 2]
     first = ports[0]
@@ -157,6 +158,7 @@ def test_port_print(ctl: Ctl, lan):
     assert failure(ctl, "port/print", "x")["code"] == 1022
     text = ctl("port/print").out
     assert "Port 0001 unix" in text and "drops: runt=1" in text
+    assert a.fence(b) == [[]]  # and the runt went nowhere
 
 
 def test_port_print_without_ports_says_so(ctl: Ctl):
@@ -167,7 +169,7 @@ def test_port_print_without_ports_says_so(ctl: Ctl):
 
 def test_port_print_shows_a_vde_clients_description(ctl: Ctl, switch: SwitchProcess):
     description = "qemu lab user=me pid=1"
-    with Client(switch.control_path, dialect="vde", requested_port=5, description=description):
+    with attach_sync(switch.control_path, dialect="vde", requested_port=5, description=description):
         (port,) = ok_json(ctl, "port/print")["ports"]
         assert (port["id"], port["description"]) == (5, description)
         assert f" description '{description}'" in ctl("port/print", "5").out
@@ -261,8 +263,10 @@ def test_at_most_16_sessions(switch: SwitchProcess):
             extra.settimeout(5)
             extra.connect(str(switch.mgmt_path))
             assert extra.recv(200) == b"1087 Too many users: at most 16 management sessions\n"
-        sessions.pop().close()
-        time.sleep(0.1)
+        with sessions.pop() as leaving:
+            leaving.sock.shutdown(socket.SHUT_WR)  # EOF, as close() gives the switch
+            while leaving.sock.recv(4096):  # the switch ends the session: EOF back
+                pass
         with MgmtClient(str(switch.mgmt_path)) as again:
             assert again.json("showinfo")["ports"] == 0
     finally:

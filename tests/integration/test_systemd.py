@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.client import Client, frame, mac
-from tests.integration.process import READY, LoggedProcess
+from tests.integration.frames import frame, mac
+from umlswitch.testing import READY, SwitchProcess, attach_sync, wait_until_sync
 
 pytestmark = pytest.mark.integration
 
-# Puts the given fds at 3, 4, ... and LISTEN_PID=its own pid, then becomes the switch (same pid).
+# Puts the given fds at 3, 4, ... and LISTEN_PID=its own pid, then execs the rest of its
+# command line (the switch): the same pid, as systemd's own fork does.
 LAUNCHER = """\
 import os, sys
 fds = [int(fd) for fd in sys.argv[1].split(",") if fd]
@@ -34,48 +35,43 @@ for i, fd in enumerate(copies):
     os.dup2(fd, 3 + i)
     os.set_inheritable(3 + i, True)  # dup2(3, 3) leaves os.dup's close-on-exec flag
 os.environ["LISTEN_PID"] = str(os.getpid())
-os.execv(sys.executable, [sys.executable, "-m", "umlswitch", *sys.argv[2:]])
+os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
-class Switch(LoggedProcess):
-    """A umlswitch subprocess started as systemd would: passed sockets and a NOTIFY_SOCKET."""
-
-    def __init__(
-        self,
-        tmp_path: Path,
-        args: list[str],
-        *,
-        passed: Sequence[socket.socket] = (),
-        env: dict[str, str] | None = None,
-        command: list[str] | None = None,
-    ) -> None:
-        self.log_path = tmp_path / f"switch-{time.monotonic_ns()}.log"
-        environ = {**os.environ, **(env or {})}
-        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
-            if name not in (env or {}):
-                environ.pop(name, None)
-        fds = [s.fileno() for s in passed]
-        if passed:
-            environ["LISTEN_FDS"] = str(len(passed))
-        argv = command or [
-            sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), *args,
-        ]  # fmt: skip
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=environ, pass_fds=fds,
-            )  # fmt: skip
+def start_like_systemd(
+    tmp_path: Path,
+    args: list[str],
+    *,
+    passed: Sequence[socket.socket] = (),
+    env: dict[str, str] | None = None,
+    launcher: list[str] | None = None,
+) -> SwitchProcess:
+    """A umlswitch subprocess started as systemd would: passed sockets and a NOTIFY_SOCKET.
+    ``args`` are the whole command line; ``launcher`` runs it instead of the LAUNCHER."""
+    environ = {**os.environ, **(env or {})}
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
+        if name not in (env or {}):
+            environ.pop(name, None)
+    fds = [s.fileno() for s in passed]
+    if passed:
+        environ["LISTEN_FDS"] = str(len(passed))
+    if launcher is None:
+        launcher = [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds))]
+    return SwitchProcess(
+        *args, directory=str(tmp_path), unix=False, launcher=launcher, wait_ready=False,
+        env=environ, pass_fds=fds,
+    )  # fmt: skip
 
 
 @pytest.fixture
-def switches() -> Iterator[list[Switch]]:
-    started: list[Switch] = []
+def switches() -> Iterator[list[SwitchProcess]]:
+    started: list[SwitchProcess] = []
     yield started
     for switch in started:
-        if switch.proc.poll() is None:
-            switch.proc.kill()
-            switch.proc.wait()
+        if switch.process.poll() is None:
+            switch.process.kill()
+            switch.process.wait()
 
 
 def listening(path: Path, mode: int = 0o666) -> socket.socket:
@@ -119,14 +115,17 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
 
 def test_ready_status_and_stopping_reach_notify_socket(tmp_path, notify_socket, switches):
     ctl = tmp_path / "ctl"
-    switch = Switch(tmp_path, ["-unix", str(ctl)], env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    switch = start_like_systemd(
+        tmp_path, ["-unix", str(ctl)], env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
+    )
     switches.append(switch)
     ready = notify_socket.wait_for("READY", "1")
-    assert ready["MAINPID"] == str(switch.proc.pid)
+    assert ready["MAINPID"] == str(switch.process.pid)
     assert ready["STATUS"] == f"switch on {ctl}: 0 port(s), 0 MAC(s)"
-    with Client(str(ctl)) as a, Client(str(ctl)) as b:  # READY=1 means serving: no waiting
+    # READY=1 means serving: no waiting
+    with attach_sync(str(ctl)) as a, attach_sync(str(ctl)) as b:
         a.send(frame(mac(2), mac(1)))
-        assert b.recv() == frame(mac(2), mac(1))
+        assert b.receive_bytes() == frame(mac(2), mac(1))
         status = notify_socket.wait_for("STATUS", f"switch on {ctl}: 2 port(s), 1 MAC(s)")
         assert "READY" not in status  # an update, only when it changed
     assert switch.stop() == 0
@@ -139,22 +138,22 @@ def test_an_abstract_notify_socket(tmp_path, switches):
     name = f"umlswitch-test-notify-{os.getpid()}"
     listener = NotifySocket("\0" + name)
     try:
-        switch = Switch(
+        switch = start_like_systemd(
             tmp_path, ["-unix", str(tmp_path / "ctl")], env={"NOTIFY_SOCKET": "@" + name}
         )
         switches.append(switch)
-        assert listener.wait_for("READY", "1")["MAINPID"] == str(switch.proc.pid)
+        assert listener.wait_for("READY", "1")["MAINPID"] == str(switch.process.pid)
         assert switch.stop() == 0
     finally:
         listener.sock.close()
 
 
 def test_a_notify_socket_nobody_serves_is_one_warning(tmp_path, switches):
-    switch = Switch(
+    switch = start_like_systemd(
         tmp_path, ["-unix", str(tmp_path / "ctl")], env={"NOTIFY_SOCKET": str(tmp_path / "gone")}
     )
     switches.append(switch)
-    switch.wait_for(READY)
+    switch.wait_for_log(READY)
     assert switch.stop() == 0
     assert switch.log.count(f"cannot notify systemd on NOTIFY_SOCKET '{tmp_path}/gone'") == 1
 
@@ -163,14 +162,15 @@ def test_socket_activation_serves_the_passed_control_and_mgmt_sockets(tmp_path, 
     ctl, mgmt = tmp_path / "uml_switch.ctl", tmp_path / "uml_switch.ctl.mgmt"
     passed = [listening(ctl, 0o660), listening(mgmt, 0o660)]
     try:
-        switch = Switch(tmp_path, [], passed=passed)  # no -unix: the passed socket's path
+        # no -unix: the passed socket's path
+        switch = start_like_systemd(tmp_path, [], passed=passed)
         switches.append(switch)
-        switch.wait_for(READY)
+        switch.wait_for_log(READY)
         assert f"socket activation: serving {ctl}, {mgmt}, passed by systemd" in switch.log
         assert f"attached to unix socket '{ctl}'" in switch.log
-        with Client(str(ctl)) as a, Client(str(ctl)) as b:
+        with attach_sync(str(ctl)) as a, attach_sync(str(ctl)) as b:
             a.send(frame(mac(2), mac(1)))
-            assert b.recv() == frame(mac(2), mac(1))
+            assert b.receive_bytes() == frame(mac(2), mac(1))
             shown = subprocess.run(
                 [sys.executable, "-m", "umlswitch", "ctl", "-unix", str(ctl), "port/print"],
                 capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
@@ -182,10 +182,10 @@ def test_socket_activation_serves_the_passed_control_and_mgmt_sockets(tmp_path, 
         # systemd's sockets stay, still listening for the next start
         assert ctl.is_socket() and mgmt.is_socket()
         assert "removed nothing" in switch.log
-        again = Switch(tmp_path, [], passed=passed)
+        again = start_like_systemd(tmp_path, [], passed=passed)
         switches.append(again)
-        with Client(str(ctl)):
-            again.wait_for("port 1 attached")
+        with attach_sync(str(ctl)):
+            again.wait_for_log("port 1 attached")
         assert again.stop() == 0
     finally:
         for sock in passed:
@@ -198,14 +198,17 @@ def test_socket_activation_with_a_data_socket_and_a_created_mgmt_socket(tmp_path
     datagram.bind(str(data))
     passed = [listening(ctl), datagram]
     try:
-        switch = Switch(tmp_path, ["-unix", str(ctl)], passed=passed)
+        switch = start_like_systemd(tmp_path, ["-unix", str(ctl)], passed=passed)
         switches.append(switch)
-        switch.wait_for(READY)
+        switch.wait_for_log(READY)
         assert f"data socket '{data}'" in switch.log
-        with Client(str(ctl), dialect="v0", data_path=str(data)) as a, Client(str(ctl)) as b:
-            switch.wait_for("port 2 attached")
+        with (
+            attach_sync(str(ctl), dialect="v0", data_path=str(data)) as a,
+            attach_sync(str(ctl)) as b,
+        ):
+            switch.wait_for_log("port 2 attached")
             a.send(frame(mac(2), mac(1)))
-            assert b.recv() == frame(mac(2), mac(1))
+            assert b.receive_bytes() == frame(mac(2), mac(1))
         mgmt = tmp_path / "ctl.mgmt"
         assert mgmt.is_socket()  # not passed: created, and removed on exit
         assert switch.stop() == 0
@@ -252,9 +255,9 @@ def test_socket_activation_errors_are_one_line(tmp_path, switches, case, message
         udp.bind(("127.0.0.1", 0))
         passed = [udp]
     try:
-        switch = Switch(tmp_path, args, passed=passed)
+        switch = start_like_systemd(tmp_path, args, passed=passed)
         switches.append(switch)
-        assert switch.proc.wait(10) == 1
+        assert switch.process.wait(10) == 1
         (line,) = switch.log.splitlines()
         assert line.startswith("umlswitch: socket activation: "), line
         assert message.format(tmp=tmp_path) in line
@@ -266,14 +269,14 @@ def test_socket_activation_errors_are_one_line(tmp_path, switches, case, message
 
 def test_listen_fds_for_another_pid_are_ignored(tmp_path, switches):
     ctl = tmp_path / "ctl"
-    switch = Switch(
+    switch = start_like_systemd(
         tmp_path,
         ["-unix", str(ctl)],
         env={"LISTEN_PID": "1", "LISTEN_FDS": "1"},
-        command=[sys.executable, "-m", "umlswitch", "-unix", str(ctl)],
+        launcher=[],
     )
     switches.append(switch)
-    switch.wait_for(READY)
+    switch.wait_for_log(READY)
     assert "socket activation" not in switch.log
     assert ctl.is_socket()
     assert switch.stop() == 0
@@ -286,22 +289,16 @@ def test_listen_fds_for_another_pid_are_ignored(tmp_path, switches):
 )
 def test_systemd_socket_activate_starts_the_switch_on_the_first_connection(tmp_path, switches):
     ctl = tmp_path / "ctl"
-    switch = Switch(
-        tmp_path,
-        [],
-        command=["systemd-socket-activate", "-l", str(ctl), "-l", f"{ctl}.mgmt",
-                 sys.executable, "-m", "umlswitch"],
-    )  # fmt: skip
+    switch = start_like_systemd(
+        tmp_path, [], launcher=["systemd-socket-activate", "-l", str(ctl), "-l", f"{ctl}.mgmt"]
+    )
     switches.append(switch)
-    deadline = time.monotonic() + 10
-    while not ctl.exists():
-        assert time.monotonic() < deadline, switch.log
-        time.sleep(0.02)
+    wait_until_sync(ctl.exists, 10, f"systemd-socket-activate listening on {ctl}")
     assert READY not in switch.log  # nothing runs until a guest connects
-    with Client(str(ctl)) as a, Client(str(ctl)) as b:  # the first connection starts it
-        switch.wait_for("port 2 attached")
+    with attach_sync(str(ctl)) as a, attach_sync(str(ctl)) as b:  # the first connection starts it
+        switch.wait_for_log("port 2 attached")
         a.send(frame(mac(2), mac(1)))
-        assert b.recv() == frame(mac(2), mac(1))
+        assert b.receive_bytes() == frame(mac(2), mac(1))
     assert "socket activation: serving" in switch.log
     assert switch.stop() == 0  # the same pid: systemd-socket-activate exec'd the switch
 
@@ -351,15 +348,15 @@ def test_the_units_socket_activated_start_is_ready_and_serves(tmp_path, notify_s
     passed = [listening(path, int(mode, 8)) for path in paths]
     ctl = paths[0]
     try:
-        switch = Switch(
+        switch = start_like_systemd(
             tmp_path, exec_start_args(tmp_path), passed=passed,
             env={"NOTIFY_SOCKET": str(tmp_path / "notify")},
         )  # fmt: skip
         switches.append(switch)
         assert notify_socket.wait_for("READY", "1")["STATUS"].startswith(f"switch on {ctl}:")
-        with Client(str(ctl)) as a, Client(str(ctl)) as b:
+        with attach_sync(str(ctl)) as a, attach_sync(str(ctl)) as b:
             a.send(frame(mac(2), mac(1)))
-            assert b.recv() == frame(mac(2), mac(1))
+            assert b.receive_bytes() == frame(mac(2), mac(1))
         assert switch.stop() == 0
         assert all(path.is_socket() for path in paths)  # the socket unit's, kept for the next start
     finally:
@@ -369,7 +366,7 @@ def test_the_units_socket_activated_start_is_ready_and_serves(tmp_path, notify_s
 
 def test_the_service_alone_creates_sockets_for_the_uml_net_group(tmp_path, notify_socket, switches):
     ctl = tmp_path / "uml_switch.ctl"
-    switch = Switch(
+    switch = start_like_systemd(
         tmp_path, exec_start_args(tmp_path), env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
     )
     switches.append(switch)

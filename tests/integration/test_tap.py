@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,12 +32,11 @@ import trio
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from tests.integration.client import Client, frame, mac
-from tests.integration.conftest import Daemon
-from tests.integration.process import READY
+from tests.integration.frames import frame, mac
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import PortClosed
 from umlswitch.tap.port import open_tap
+from umlswitch.testing import SwitchProcess, SyncPort, attach_sync
 
 pytestmark = pytest.mark.integration
 
@@ -206,32 +204,23 @@ def umlswitch(*args: str) -> list[str]:
     return [sys.executable, "-m", "umlswitch", *args]
 
 
-class NsDaemon(Daemon):
-    """The conftest's Daemon, started with an argv prefix (``ip netns exec NS``, ``as_nobody``)."""
-
-    def __init__(self, tmp_path: Path, argv: list[str]) -> None:
-        self.log_path = tmp_path / f"umlswitch-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-
-
 @pytest.fixture
-def start_in_netns(tmp_path: Path, netns: str) -> Iterator[Callable[..., NsDaemon]]:
-    """Factory: start_in_netns(*args, prefix=[]) -> a ready daemon in ``netns``."""
-    daemons: list[NsDaemon] = []
+def start_in_netns(tmp_path: Path, netns: str) -> Iterator[Callable[..., SwitchProcess]]:
+    """Factory: start_in_netns(*args, prefix=[]) -> a ready switch in ``netns``, run by
+    ``ip netns exec NS PREFIX python -m umlswitch ARGS`` (``args`` name the control socket)."""
+    switches: list[SwitchProcess] = []
 
-    def start(*args: str, prefix: list[str] | None = None) -> NsDaemon:
-        argv = ["ip", "netns", "exec", netns, *(prefix or []), *umlswitch(*args)]
-        daemon = NsDaemon(tmp_path, argv)
-        daemons.append(daemon)
-        daemon.wait_for(READY)
-        return daemon
+    def start(*args: str, prefix: list[str] | None = None) -> SwitchProcess:
+        launcher = ["ip", "netns", "exec", netns, *(prefix or [])]
+        switch = SwitchProcess(
+            *args, directory=str(tmp_path), unix=False, launcher=launcher, cwd=REPO
+        )
+        switches.append(switch)
+        return switch
 
     yield start
-    for daemon in daemons:
-        daemon.stop()
+    for switch in switches:
+        switch.stop()
 
 
 @pytest.fixture
@@ -269,24 +258,23 @@ def arp_request(src_mac: str, src_ip: str, target_ip: str) -> bytes:
 def host_answers_arp(ns: str, ctl: str, tap: str) -> None:
     """A client asks the switch's LAN who has the tap's address; the host's kernel answers."""
     host_mac = tap_mac(ns, tap)
-    with in_netns(ns, lambda: Client(ctl)) as client:
+    with in_netns(ns, lambda: attach_sync(ctl, mac=CLIENT_MAC)) as client:
         client.send(arp_request(CLIENT_MAC, CLIENT_IP, HOST_IP))
-        deadline = time.monotonic() + 5
-        reply = None
-        while reply is None and time.monotonic() < deadline:
-            packet = Ether(client.recv(timeout=5))  # the host also sends IPv6 noise: skip it
-            if ARP in packet and packet[ARP].op == 2:
-                reply = packet
-        assert reply is not None, "no ARP reply from the host"
+        # the host also sends IPv6 noise: skip it
+        reply = client.receive(timeout=5, match={"ARP.op": 2})
         assert reply.dst == CLIENT_MAC
         assert reply[ARP].hwsrc == host_mac and reply[ARP].psrc == HOST_IP
         assert reply[ARP].pdst == CLIENT_IP
 
 
-def recv_from(client: Client, src: bytes) -> bytes:
+def is_udp_to_client(packet: Ether) -> bool:
+    return UDP in packet and packet[IP].dst == CLIENT_IP
+
+
+def recv_from(client: SyncPort, src: bytes) -> bytes:
     """The next frame from ``src``, skipping what the host sent before (IPv6 chatter)."""
     while True:
-        received = client.recv()
+        received = client.receive_bytes()
         if received[6:12] == src:
             return received
 
@@ -294,11 +282,11 @@ def recv_from(client: Client, src: bytes) -> bytes:
 def test_client_and_host_exchange_frames_through_the_tap(netns, tmp_path, start_in_netns):
     tap = add_tap(netns, "tap0")
     ctl = str(tmp_path / "ctl")
-    daemon = start_in_netns("-unix", ctl, "-tap", tap)
-    assert "port 1 attached: tap:tap0" in daemon.log
-    assert "tap device 'tap0'" in daemon.log  # in the ready line, as uml_switch says it
+    switch = start_in_netns("-unix", ctl, "-tap", tap)
+    assert "port 1 attached: tap:tap0" in switch.log
+    assert "tap device 'tap0'" in switch.log  # in the ready line, as uml_switch says it
     host_answers_arp(netns, ctl, tap)
-    daemon.wait_for(f"port 1 (tap:tap0): learned {tap_mac(netns, tap)}")
+    switch.wait_for_log(f"port 1 (tap:tap0): learned {tap_mac(netns, tap)}")
 
 
 def test_giant_frames_from_the_host_are_dropped_and_measured(netns, tmp_path, start_in_netns):
@@ -306,33 +294,40 @@ def test_giant_frames_from_the_host_are_dropped_and_measured(netns, tmp_path, st
     ip(netns, "link", "set", tap, "mtu", "9000")
     ip(netns, "neigh", "add", CLIENT_IP, "lladdr", CLIENT_MAC, "dev", tap)
     ctl = str(tmp_path / "ctl")
-    daemon = start_in_netns("-unix", ctl, "-tap", tap)
-    with in_netns(netns, lambda: Client(ctl)) as client:
+    switch = start_in_netns("-unix", ctl, "-tap", tap)
+    with in_netns(netns, lambda: attach_sync(ctl)) as client:
         sender = in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         with sender:
             sender.sendto(b"x" * 3000, (CLIENT_IP, 9))
             sender.sendto(b"y" * 100, (CLIENT_IP, 9))
-        frames = [Ether(f) for f in client.recv_all()]
-    udp = [f for f in frames if UDP in f and f[IP].dst == CLIENT_IP]
-    assert [len(f[UDP].payload) for f in udp] == [100]  # the small one only
-    daemon.wait_for("port 1 (tap:tap0): dropped giant frame of 3042 bytes (max 1518)")
+        # The small one comes through the tap after the giant: what came before it is all that
+        # will ever come of the giant.
+        before = []
+        while not is_udp_to_client(packet := Ether(client.receive_bytes())):
+            before.append(packet)
+    assert len(packet[UDP].payload) == 100
+    assert [f for f in before if is_udp_to_client(f)] == []  # the giant never came
+    switch.wait_for_log("port 1 (tap:tap0): dropped giant frame of 3042 bytes (max 1518)")
 
 
 def test_tap_deleted_at_run_time_detaches_only_that_port(netns, tmp_path, start_in_netns):
     tap = add_tap(netns, "tap0")
     ctl = str(tmp_path / "ctl")
-    daemon = start_in_netns("-unix", ctl, "-tap", tap)
-    with in_netns(netns, lambda: Client(ctl)) as a, in_netns(netns, lambda: Client(ctl)) as b:
-        daemon.wait_for("port 3 attached")
+    switch = start_in_netns("-unix", ctl, "-tap", tap)
+    with (
+        in_netns(netns, lambda: attach_sync(ctl)) as a,
+        in_netns(netns, lambda: attach_sync(ctl)) as b,
+    ):
+        switch.wait_for_log("port 3 attached")
         ip(netns, "link", "del", tap)
-        daemon.wait_for("port 1 (tap:tap0) detached: tap device 'tap0' is gone")
-        assert daemon.proc.poll() is None
+        switch.wait_for_log("port 1 (tap:tap0) detached: tap device 'tap0' is gone")
+        assert switch.process.poll() is None
         a.send(frame(mac(2), mac(1)))
         assert recv_from(b, mac(1)) == frame(mac(2), mac(1))
         b.send(frame(mac(1), mac(2)))
         assert recv_from(a, mac(2)) == frame(mac(1), mac(2))
-    assert daemon.stop() == 0
-    assert "the switch keeps running" in daemon.log
+    assert switch.stop() == 0
+    assert "the switch keeps running" in switch.log
 
 
 async def test_frames_to_a_down_tap_are_counted_and_failing_writes_detach_it(netns, caplog):
@@ -359,23 +354,23 @@ async def test_frames_to_a_down_tap_are_counted_and_failing_writes_detach_it(net
 
 
 def test_missing_tap_is_created_down_when_permitted(netns, tmp_path, start_in_netns):
-    daemon = start_in_netns("-unix", str(tmp_path / "ctl"), "-tap", "newtap")
-    assert "created tap device 'newtap'" in daemon.log
-    assert "must bring it up and address it" in daemon.log
+    switch = start_in_netns("-unix", str(tmp_path / "ctl"), "-tap", "newtap")
+    assert "created tap device 'newtap'" in switch.log
+    assert "must bring it up and address it" in switch.log
     created = link(netns, "newtap")
     assert created is not None and "UP" not in created["flags"]
-    assert daemon.stop() == 0
+    assert switch.stop() == 0
     assert link(netns, "newtap") is None  # not persistent: gone with the switch
 
 
 def test_owner_attaches_without_root(netns, tmp_path, nobody_dir, start_in_netns):
     tap = add_tap(netns, "tapn", user=NOBODY)
     ctl = str(nobody_dir / "ctl")
-    daemon = start_in_netns("-unix", ctl, "-tap", tap, prefix=as_nobody(tmp_path, "open"))
-    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    switch = start_in_netns("-unix", ctl, "-tap", tap, prefix=as_nobody(tmp_path, "open"))
+    status = Path(f"/proc/{switch.process.pid}/status").read_text()
     assert re.search(r"^Uid:\s+65534\s+65534\s+65534\s+65534$", status, re.M), status
     assert re.search(r"^CapEff:\s+0+$", status, re.M), status
-    assert "port 1 attached: tap:tapn" in daemon.log
+    assert "port 1 attached: tap:tapn" in switch.log
     host_answers_arp(netns, ctl, tap)
 
 

@@ -19,15 +19,20 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.integration.client import Client, frame, mac
+from tests.integration.frames import BROADCAST, frame, mac
 from tests.netns import ip, netns_unavailable, private_netns
 from umlswitch import counters
 from umlswitch.config import parse_args
 from umlswitch.daemon import Switch, serve
+from umlswitch.testing import (
+    attach_sync,
+    fence_frame,
+    frames_before_fence_sync,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
-BROADCAST = b"\xff" * 6
 GROUP = "239.192.168.1"
 
 
@@ -46,20 +51,23 @@ class McastGuest:
         self.sock.bind(self.group)
         mreq = socket.inet_aton(group) + socket.inet_aton("0.0.0.0")
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        self.senders: list[tuple[str, int]] = []
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, self.group)
 
-    def recv_all(self, quiet: float = 0.3) -> list[tuple[bytes, tuple[str, int]]]:
-        """Every datagram (and its sender) until nothing has come for ``quiet`` seconds."""
-        got = []
-        self.sock.settimeout(quiet)
-        while len(got) < 100:
-            try:
-                got.append(self.sock.recvfrom(65536))
-            except TimeoutError:
-                break
-        return got
+    def receive_bytes(self, timeout: float = 2.0) -> bytes:
+        """The next datagram; its sender goes to ``senders``."""
+        self.sock.settimeout(timeout)
+        data, sender = self.sock.recvfrom(65536)
+        self.senders.append(sender)
+        return data
+
+    def before_fence(self, fence: bytes) -> list[tuple[bytes, tuple[str, int]]]:
+        """The datagrams (and their senders) that came before ``fence``."""
+        self.senders = []
+        frames = frames_before_fence_sync(self.receive_bytes, fence)
+        return list(zip(frames, self.senders, strict=False))  # senders has the fence's too
 
 
 @pytest.fixture
@@ -122,104 +130,113 @@ def mcast_netns(netns: str) -> str:
 
 
 def test_mcast_guests_and_daemon_clients_share_one_segment(
-    mcast_netns, start_daemon, ctl, uml_mcast
+    mcast_netns, start_switch, ctl, uml_mcast
 ):
-    daemon = start_daemon("-unix", ctl, "-mcast", f"{GROUP}:41102")
-    assert f"port 1 attached: mcast:{GROUP}:41102" in daemon.log
+    switch = start_switch("-mcast", f"{GROUP}:41102")
+    assert f"port 1 attached: mcast:{GROUP}:41102" in switch.log
     uml1, uml2 = uml_mcast(41102), uml_mcast(41102)
-    with Client(ctl) as a, Client(ctl) as b:
-        daemon.wait_for("port 3 attached")
+    with attach_sync(ctl, mac=mac(2)) as a, attach_sync(ctl, mac=mac(3)) as b:
+        switch.wait_for_log("port 3 attached")
         # a guest on the group reaches every daemon client, byte for byte
         hello = frame(BROADCAST, mac(1), b"from uml1".ljust(46, b"."))
         uml1.send(hello)
-        assert a.recv() == hello
-        assert b.recv() == hello
+        assert a.receive_bytes() == hello
+        assert b.receive_bytes() == hello
         # a daemon client reaches every guest on the group, once, from the switch's own port
         reply = frame(mac(1), mac(2), b"to uml1".ljust(46, b"."))
         a.send(reply)
+        fence = a.send_fence()
         for uml in (uml1, uml2):
-            got = [data for data, _ in uml.recv_all()]
+            got = [data for data, _ in uml.before_fence(fence)]
             assert got.count(reply) == 1, got
-        assert b.recv_all() == []  # unicast to mac(1), learned on the mcast port
+        # unicast to mac(1), learned on the mcast port
+        assert frames_before_fence_sync(b.receive_bytes, fence) == []
 
 
 @pytest.mark.parametrize("options", ["", ",if=127.0.0.1,ttl=2"], ids=["defaults", "if-and-ttl"])
-def test_mcast_echoes_are_not_forwarded_again(mcast_netns, start_daemon, ctl, uml_mcast, options):
-    daemon = start_daemon("-unix", ctl, "-mcast", f"{GROUP}:41104{options}")
+def test_mcast_echoes_are_not_forwarded_again(mcast_netns, start_switch, ctl, uml_mcast, options):
+    switch = start_switch("-mcast", f"{GROUP}:41104{options}")
     uml = uml_mcast(41104)
-    with Client(ctl) as a, Client(ctl) as b:
-        daemon.wait_for("port 3 attached")
+    with attach_sync(ctl, mac=mac(2)) as a, attach_sync(ctl, mac=mac(3)) as b:
+        switch.wait_for_log("port 3 attached")
         # The switch's own frame loops back from the group: it must not come back to the clients.
         flood = frame(BROADCAST, mac(2), b"flood".ljust(46, b"."))
         a.send(flood)
-        assert b.recv_all() == [flood]
-        assert a.recv_all() == []
-        assert [data for data, _ in uml.recv_all()] == [flood]
+        assert uml.receive_bytes() == flood  # sent to the group: its echo is back at the switch
+        # the guest's fence reaches the switch's group socket after that echo
+        fence = fence_frame(mac(1))
+        uml.send(fence)
+        assert frames_before_fence_sync(b.receive_bytes, fence) == [flood]
+        assert frames_before_fence_sync(a.receive_bytes, fence) == []
+        assert uml.before_fence(fence) == []  # (the guest's own fence, looped back at once)
         # A guest's frame is not sent back to the group: the guest hears only its own loopback.
         own = frame(BROADCAST, mac(1), b"uml".ljust(46, b"."))
         uml.send(own)
-        assert a.recv() == own
-        assert [sender[1] for data, sender in uml.recv_all() if data == own] == [41104]
+        assert a.receive_bytes() == own  # the switch is done with it: a fence can follow
+        fence = a.send_fence()
+        assert [sender[1] for data, sender in uml.before_fence(fence) if data == own] == [41104]
 
 
 # --- ucast ---------------------------------------------------------------------------------------
 
 
-def test_ucast_peer_exchanges_frames_both_ways(start_daemon, ctl, udp):
+def test_ucast_peer_exchanges_frames_both_ways(start_switch, ctl, udp):
     peer = udp()
     peer_port = peer.getsockname()[1]
     local = free_udp_port()
-    daemon = start_daemon("-unix", ctl, "-ucast", f"{local}:127.0.0.1:{peer_port}")
-    assert f"port 1 attached: ucast:{local}->127.0.0.1:{peer_port}" in daemon.log
-    with Client(ctl) as client:
-        daemon.wait_for("port 2 attached")
+    switch = start_switch("-ucast", f"{local}:127.0.0.1:{peer_port}")
+    assert f"port 1 attached: ucast:{local}->127.0.0.1:{peer_port}" in switch.log
+    with attach_sync(ctl) as client:
+        switch.wait_for_log("port 2 attached")
         hello = frame(BROADCAST, mac(1))
         peer.sendto(hello, ("127.0.0.1", local))
-        assert client.recv() == hello
+        assert client.receive_bytes() == hello
         reply = frame(mac(1), mac(2))
         client.send(reply)
         assert peer.recvfrom(65536) == (reply, ("127.0.0.1", local))
 
 
-def test_ucast_drops_and_logs_datagrams_from_anyone_else(start_daemon, ctl, udp):
+def test_ucast_drops_and_logs_datagrams_from_anyone_else(start_switch, ctl, udp):
     peer, intruder = udp(), udp()
     peer_port, intruder_port = peer.getsockname()[1], intruder.getsockname()[1]
     local = free_udp_port()
-    daemon = start_daemon("-unix", ctl, "-ucast", f"{local}:127.0.0.1:{peer_port}")
-    with Client(ctl) as client:
-        daemon.wait_for("port 2 attached")
+    switch = start_switch("-ucast", f"{local}:127.0.0.1:{peer_port}")
+    with attach_sync(ctl) as client:
+        switch.wait_for_log("port 2 attached")
         intruder.sendto(frame(BROADCAST, mac(66)), ("127.0.0.1", local))
-        daemon.wait_for("wrong_source")
-        assert client.recv_all() == []
-        assert f"from 127.0.0.1:{intruder_port}, not the peer 127.0.0.1:{peer_port}" in daemon.log
-        # the real peer still gets through
+        switch.wait_for_log("wrong_source")
+        assert f"from 127.0.0.1:{intruder_port}, not the peer 127.0.0.1:{peer_port}" in switch.log
+        # the real peer still gets through, and its frame is the first the client gets
         peer.sendto(frame(BROADCAST, mac(1)), ("127.0.0.1", local))
-        assert client.recv() == frame(BROADCAST, mac(1))
+        assert frames_before_fence_sync(client.receive_bytes, frame(BROADCAST, mac(1))) == []
 
 
-def test_ucast_any_takes_the_first_sender_as_the_peer(start_daemon, ctl, udp):
+def test_ucast_any_takes_the_first_sender_as_the_peer(start_switch, ctl, udp):
     peer, other = udp(), udp()
     peer_port = peer.getsockname()[1]
     local = free_udp_port()
-    daemon = start_daemon("-unix", ctl, "-ucast", f"{local}:any:{peer_port}")
-    assert f"port 1 attached: ucast:{local}->any:{peer_port}" in daemon.log
-    with Client(ctl) as client:
-        daemon.wait_for("port 2 attached")
+    switch = start_switch("-ucast", f"{local}:any:{peer_port}")
+    assert f"port 1 attached: ucast:{local}->any:{peer_port}" in switch.log
+    with attach_sync(ctl) as client:
+        switch.wait_for_log("port 2 attached")
         peer.sendto(frame(BROADCAST, mac(1)), ("127.0.0.1", local))
-        assert client.recv() == frame(BROADCAST, mac(1))
-        assert f"the peer is 127.0.0.1:{peer_port}" in daemon.log
+        assert client.receive_bytes() == frame(BROADCAST, mac(1))
+        assert f"the peer is 127.0.0.1:{peer_port}" in switch.log
         client.send(frame(mac(1), mac(2)))
         assert peer.recv(65536) == frame(mac(1), mac(2))
         other.sendto(frame(BROADCAST, mac(3)), ("127.0.0.1", local))
-        daemon.wait_for("wrong_source")
-        assert client.recv_all() == []
+        switch.wait_for_log("wrong_source")
+        # the peer's fence comes through the switch's socket after the other's frame
+        fence = fence_frame(mac(1))
+        peer.sendto(fence, ("127.0.0.1", local))
+        assert frames_before_fence_sync(client.receive_bytes, fence) == []
 
 
-def test_ucast_runts_giants_and_an_absent_peer_are_not_fatal(start_daemon, ctl, udp):
+def test_ucast_runts_giants_and_an_absent_peer_are_not_fatal(start_switch, ctl, udp):
     local, peer_port = free_udp_port(), free_udp_port()
-    daemon = start_daemon("-unix", ctl, "-ucast", f"{local}:127.0.0.1:{peer_port}")
-    with Client(ctl) as client:
-        daemon.wait_for("port 2 attached")
+    switch = start_switch("-ucast", f"{local}:127.0.0.1:{peer_port}")
+    with attach_sync(ctl) as client:
+        switch.wait_for_log("port 2 attached")
         for _ in range(5):  # nobody listens on the peer's port yet
             client.send(frame(BROADCAST, mac(2)))
         peer = udp(peer_port)
@@ -228,17 +245,18 @@ def test_ucast_runts_giants_and_an_absent_peer_are_not_fatal(start_daemon, ctl, 
         peer.sendto(b"", ("127.0.0.1", local))
         hello = frame(BROADCAST, mac(1))
         peer.sendto(hello, ("127.0.0.1", local))
-        assert client.recv_all() == [hello]
+        # hello is the first frame the client gets: the runts and the giant before it are gone
+        assert frames_before_fence_sync(client.receive_bytes, hello) == []
         client.send(frame(mac(1), mac(2)))
         received = []
         with contextlib.suppress(TimeoutError):
             while frame(mac(1), mac(2)) not in received:
                 received.append(peer.recv(65536))
         assert frame(mac(1), mac(2)) in received
-    assert "dropped runt frame of 5 bytes" in daemon.log
-    assert "dropped runt frame of 0 bytes" in daemon.log
-    assert "dropped giant frame of 3014 bytes" in daemon.log
-    assert daemon.proc.poll() is None
+    assert "dropped runt frame of 5 bytes" in switch.log
+    assert "dropped runt frame of 0 bytes" in switch.log
+    assert "dropped giant frame of 3014 bytes" in switch.log
+    assert switch.process.poll() is None
 
 
 async def test_ucast_drops_are_counted(tmp_path: Path, udp):
@@ -264,11 +282,13 @@ async def test_ucast_drops_are_counted(tmp_path: Path, udp):
             intruder.sendto(frame(BROADCAST, mac(66)), ("127.0.0.1", local))
             peer.sendto(b"runt", ("127.0.0.1", local))
             peer.sendto(frame(BROADCAST, mac(1)), ("127.0.0.1", local))
-            while (
-                fixed.stats.rx_frames < 2
-                or learning.stats.tx_frames + sum(learning.stats.drops.values()) < 1
-            ):
-                await trio.sleep(0.01)
+            await wait_until(
+                lambda: (
+                    fixed.stats.rx_frames >= 2
+                    and learning.stats.tx_frames + sum(learning.stats.drops.values()) >= 1
+                ),
+                what="the three datagrams read and the broadcast sent on",
+            )
             assert fixed.stats.drops == {counters.WRONG_SOURCE: 1, counters.RUNT: 1}
             # the flooded broadcast found no peer yet on the "any" port
             assert learning.stats.drops == {counters.NO_PEER: 1}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -11,83 +10,69 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.client import Client, frame, mac
-from umlswitch.ports.unix import control
+from tests.integration.frames import BROADCAST, frame, mac
+from umlswitch.testing import SyncPort, attach_sync
 
 pytestmark = pytest.mark.integration
 
-BROADCAST = b"\xff" * 6
+
+def vde_client(ctl: str, own_path: Path, *, port: int = 0, descr: str = "test") -> SyncPort:
+    """What libvdeplug does: a pathname data socket, a packed v3 request with a description,
+    and the socket file removed right after the handshake."""
+    try:
+        return attach_sync(
+            ctl, dialect="vde", address=str(own_path), requested_port=port,
+            description=f"{descr} pid=1", timeout=3,
+        )  # fmt: skip
+    finally:
+        os.unlink(own_path)
 
 
-class VdeClient:
-    """What libvdeplug does: a pathname data socket, a packed v3 request, connect to the reply."""
-
-    def __init__(self, ctl: str, own_path: Path, *, port: int = 0, descr: str = "test") -> None:
-        self.data = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.data.bind(str(own_path))
-        self.data.settimeout(3)
-        self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.ctl.settimeout(3)
-        self.ctl.connect(ctl)
-        self.ctl.sendall(
-            control.encode_v3(os.fsencode(own_path), port=port, description=f"{descr} pid=1")
-        )
-        reply = self.ctl.recv(control.SOCKADDR_UN_LEN)
-        if not reply:
-            self.close()
-            raise ConnectionError("refused")
-        self.switch_path = reply[2:].split(b"\0", 1)[0].decode()
-        self.data.connect(self.switch_path)
-        os.unlink(own_path)  # libvdeplug removes its own socket file right after the handshake
-
-    def close(self) -> None:
-        self.ctl.close()
-        self.data.close()
-
-
-def test_vde_client_and_uml_client_share_the_switch(start_daemon, tmp_path):
+def test_vde_client_and_uml_client_share_the_switch(start_switch, tmp_path):
     vde_dir = tmp_path / "vde"
-    daemon = start_daemon("--vde", str(vde_dir))
     ctl = str(vde_dir / "ctl")
+    switch = start_switch("--vde", str(vde_dir), unix=False, control_path=ctl)
     assert stat.S_IMODE(vde_dir.stat().st_mode) == 0o2700
-    vde = VdeClient(ctl, tmp_path / "client.sock", port=7, descr="qemu")
-    with Client(ctl) as uml:
-        daemon.wait_for("port 1 attached")
-        assert os.path.dirname(vde.switch_path) == str(vde_dir)
-        assert os.path.basename(vde.switch_path).startswith("007.")
-        vde.data.send(frame(BROADCAST, mac(7)))
-        assert uml.recv() == frame(BROADCAST, mac(7))
+    vde = vde_client(ctl, tmp_path / "client.sock", port=7, descr="qemu")
+    with attach_sync(ctl) as uml:
+        switch.wait_for_log("port 1 attached")
+        assert isinstance(vde.switch_address, str)
+        assert os.path.dirname(vde.switch_address) == str(vde_dir)
+        assert os.path.basename(vde.switch_address).startswith("007.")
+        vde.send(frame(BROADCAST, mac(7)))
+        assert uml.receive_bytes() == frame(BROADCAST, mac(7))
         uml.send(frame(mac(7), mac(1)))
-        assert vde.data.recv(2000) == frame(mac(7), mac(1))
-    log = daemon.log
+        assert vde.receive_bytes() == frame(mac(7), mac(1))
+    log = switch.log
     assert "port 7 attached: v3-vde client" in log
     assert "user=root description='qemu pid=1'" in log
     vde.close()
-    daemon.wait_for("port 7 detached")
-    assert not os.path.exists(vde.switch_path)  # our data socket file is gone with the port
-    daemon.stop()
+    switch.wait_for_log("port 7 detached")
+    assert not os.path.exists(vde.switch_address)  # our data socket file is gone with the port
+    switch.stop()
     assert not vde_dir.exists()  # created by the switch, removed by it
 
 
-def test_a_taken_port_number_is_refused(start_daemon, tmp_path):
+def test_a_taken_port_number_is_refused(start_switch, tmp_path):
     vde_dir = tmp_path / "vde"
-    daemon = start_daemon("--vde", str(vde_dir))
-    first = VdeClient(str(vde_dir / "ctl"), tmp_path / "a.sock", port=3)
+    ctl = str(vde_dir / "ctl")
+    switch = start_switch("--vde", str(vde_dir), unix=False, control_path=ctl)
+    first = vde_client(ctl, tmp_path / "a.sock", port=3)
     with pytest.raises(ConnectionError):
-        VdeClient(str(vde_dir / "ctl"), tmp_path / "b.sock", port=3)
-    daemon.wait_for("port 3 is already in use")
-    second = VdeClient(str(vde_dir / "ctl"), tmp_path / "c.sock")  # any free number is fine
-    assert os.path.basename(second.switch_path).startswith("001.")
+        vde_client(ctl, tmp_path / "b.sock", port=3)
+    switch.wait_for_log("port 3 is already in use")
+    second = vde_client(ctl, tmp_path / "c.sock")  # any free number is fine
+    assert os.path.basename(str(second.switch_address)).startswith("001.")
     first.close()
     second.close()
 
 
-def test_control_socket_named_ctl_serves_vde_clients_without_the_flag(start_daemon, tmp_path):
+def test_control_socket_named_ctl_serves_vde_clients_without_the_flag(start_switch, tmp_path):
     directory = tmp_path / "sw"
     directory.mkdir()
-    start_daemon("-unix", str(directory / "ctl"))
-    client = VdeClient(str(directory / "ctl"), tmp_path / "x.sock")
-    assert os.path.dirname(client.switch_path) == str(directory)
+    start_switch(control_path=str(directory / "ctl"))
+    client = vde_client(str(directory / "ctl"), tmp_path / "x.sock")
+    assert os.path.dirname(str(client.switch_address)) == str(directory)
     client.close()
 
 
@@ -104,24 +89,24 @@ def test_vde_and_unix_together_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/vde_plug"), reason="needs vde_plug (vdeplug)")
-def test_real_vde_plug_exchanges_frames(start_daemon, tmp_path):
+def test_real_vde_plug_exchanges_frames(start_switch, tmp_path):
     vde_dir = tmp_path / "vde"
-    daemon = start_daemon("--vde", str(vde_dir))
+    switch = start_switch("--vde", str(vde_dir), unix=False, control_path=str(vde_dir / "ctl"))
     plug = subprocess.Popen(
         ["vde_plug", "-D", "plugtest", f"vde://{vde_dir}[4]"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
     try:
-        daemon.wait_for("port 4 attached")
-        assert "description='plugtest user=root pid=" in daemon.log
+        switch.wait_for_log("port 4 attached")
+        assert "description='plugtest user=root pid=" in switch.log
         assert plug.stdin is not None and plug.stdout is not None
-        with Client(str(vde_dir / "ctl")) as uml:
+        with attach_sync(str(vde_dir / "ctl")) as uml:
             # vde_plug's stdio speaks a 2-byte big-endian length before each frame
             sent = frame(BROADCAST, mac(4))
             plug.stdin.write(len(sent).to_bytes(2, "big") + sent)
             plug.stdin.flush()
-            assert uml.recv() == sent
+            assert uml.receive_bytes() == sent
             uml.send(frame(mac(4), mac(1)))
             size = int.from_bytes(plug.stdout.read(2), "big")
             assert plug.stdout.read(size) == frame(mac(4), mac(1))

@@ -6,10 +6,10 @@ Works with any switch that speaks the uml_switch daemon protocol: umlswitch or t
 * trio: ``async with attach(ctl) as port: await port.send(pkt); reply = await port.receive()``
 * synchronous: ``with attach_sync(ctl) as port: port.send(pkt); reply = port.receive()``
 
-(``dialect=`` attaches as an older UML or a vde client does instead), fence frames that prove
-at once that a frame did not arrive (``port.fence(receiver)``, ``umlswitch.testing.fence``),
-and two ways to run a switch for a test: ``run_switch()`` (in-process, inside a trio test) and
-``SwitchProcess`` (a subprocess, for synchronous suites). The pytest plugin
+(``dialect=`` attaches as an older UML or a vde client does instead). Fence frames prove at
+once that a frame did not arrive (``port.fence(receiver)``, ``umlswitch.testing.fence``).
+Two ways to run a switch for a test: ``run_switch()`` (in-process, inside a trio test) and
+``SwitchProcess`` (a subprocess, for synchronous suites, with any command line). The pytest plugin
 (``umlswitch.testing.plugin``, registered through the ``pytest11`` entry point) turns them into
 fixtures. scapy is imported here, never by the daemon.
 """

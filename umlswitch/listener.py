@@ -17,6 +17,8 @@ import trio
 
 from umlswitch.ratelog import RateLimitedLog
 
+LISTEN_BACKLOG = 128  # connections the kernel queues for every listening socket of the switch
+
 log = logging.getLogger("umlswitch.listener")
 ratelog = RateLimitedLog(log)
 

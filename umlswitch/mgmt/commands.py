@@ -33,9 +33,11 @@ from umlswitch.mgmt.protocol import Invocation, Reply
 from umlswitch.mgmt.views import Doc
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import Switch
+    from umlswitch.mgmt.managed import ManagedSwitch
 
 log = logging.getLogger("umlswitch.mgmt")
+
+REMOVE_TIMEOUT = 1.0  # how long port/remove waits for the port to be gone before it answers
 
 
 class CommandError(Exception):
@@ -51,7 +53,7 @@ class CommandError(Exception):
 class Session:
     """One management connection: the switch, who is connected, and how the session ends."""
 
-    switch: Switch
+    switch: ManagedSwitch
     peer: PeerCred
     ended: bool = False  # logout or shutdown: answer 9999 END OF SESSION and close
     shutdown: bool = False  # stop the switch once the answer is sent
@@ -201,12 +203,12 @@ async def _port_print(session: Session, args: Sequence[str]) -> Doc:
 async def _port_remove(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 1, 1, "port/remove N")
     port = _port(session, args[0])
-    if not session.switch.remove_port(port):
+    detached = session.switch.remove_port(port)
+    if detached is None:
         raise CommandError(errno.EBUSY, f"port {port} cannot be removed")
     # The port's own task detaches it; wait for that so the next command sees it gone.
-    with trio.move_on_after(1.0):
-        while port in session.switch.fabric.ports:
-            await trio.sleep(0.005)
+    with trio.move_on_after(REMOVE_TIMEOUT):
+        await detached.wait()
     return {"removed": port}
 
 
@@ -443,10 +445,7 @@ async def _pcap_showinfo(session: Session, args: Sequence[str]) -> Doc:
 
 
 def _guard(session: Session) -> Guard:
-    guard = session.switch.guard
-    if guard is None:
-        raise CommandError(errno.EOPNOTSUPP, "this switch has no loop protection")
-    return guard
+    return session.switch.guard
 
 
 def _bridge(session: Session) -> Bridge:

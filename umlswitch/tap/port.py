@@ -48,6 +48,8 @@ _GONE = frozenset({errno.EBADFD, errno.EBADF, errno.ENODEV, errno.ENXIO})
 class TapPort(Port):
     """One tap device, attached as port ``tap:DEV``."""
 
+    kind = "tap"
+
     def __init__(self, port_id: int, device: str, fd: int, *, created: bool = False) -> None:
         super().__init__(port_id, f"tap:{device}")
         self.device = device

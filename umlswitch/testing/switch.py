@@ -32,7 +32,7 @@ from typing import Any, Self
 import trio
 
 from umlswitch.config import SwitchConfig, mgmt_path_for
-from umlswitch.daemon import Switch, serve
+from umlswitch.daemon import READY, Switch, serve
 from umlswitch.fabric.impair import (
     DIRECTIONS,
     Impairment,
@@ -41,8 +41,6 @@ from umlswitch.fabric.impair import (
     parse_impairment,
 )
 from umlswitch.ports.unix.clients import describe_address
-
-READY = "attached to unix socket"
 
 # A port of the switch: its number, or a harness port (AsyncPort, SyncPort) attached to it.
 PortRef = Any

@@ -19,6 +19,7 @@ import logging
 import os
 import pwd
 import socket
+from dataclasses import replace
 
 import trio
 
@@ -27,6 +28,7 @@ from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import (
     Frame,
     Port,
+    PortInfo,
     count_receive_error,
     drain_from,
     ratelog,
@@ -73,6 +75,7 @@ def abstract_name(tag: str) -> bytes:
 class ClientPort(Port):
     """A client with its own data socket, connected to the client's address."""
 
+    kind = "unix"
     stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
 
     def __init__(
@@ -165,6 +168,9 @@ class ClientPort(Port):
 
         await drain_from(self.sock, fabric.max_frame + 1, handle, on_error, self.pause_point)
 
+    def describe(self) -> PortInfo:
+        return replace(super().describe(), data_socket=describe_address(self.local_address))
+
     def close(self) -> None:
         self.sock.close()
         if self.path is not None:
@@ -180,6 +186,7 @@ class SharedPort(Port):
     again: the backlog is retried every ``RETRY_INTERVAL`` instead.
     """
 
+    kind = "unix"
     stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
 
     def __init__(self, port_id: int, name: str, shared: SharedDataSocket, address: bytes | str):

@@ -8,6 +8,7 @@ accept connections with ``serve_listener`` and learn who connected with ``peer_c
 from __future__ import annotations
 
 import logging
+import pwd
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -61,3 +62,11 @@ async def serve_listener(
                 await trio.sleep(0.1)
                 continue
             nursery.start_soon(handler, conn)
+
+
+def user_name(uid: int) -> str:
+    """The name of user ``uid`` for log lines; the number itself if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)

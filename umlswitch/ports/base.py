@@ -53,6 +53,9 @@ ratelog = RateLimitedLog(log)
 # Frames read per wakeup before the ingress task goes back to the scheduler, so that one busy port
 # cannot starve the others.
 BATCH = 64
+# The receive buffer of every socket the switch reads frames from: a burst from a fast guest or
+# peer must not be lost while the switch is busy elsewhere.
+RCVBUF = 1 << 20
 # How often a port whose egress cannot be polled for writability (a socket shared by several
 # ports) retries its backlog.
 RETRY_INTERVAL = 0.001

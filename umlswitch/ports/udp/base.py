@@ -18,12 +18,9 @@ from collections.abc import Callable
 
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports.base import Port, count_receive_error, drain_from
+from umlswitch.ports.base import RCVBUF, Port, count_receive_error, drain_from
 
 Address = tuple[str, int]
-
-# A burst from a fast guest must not be lost while the switch is busy elsewhere.
-RCVBUF = 1 << 20
 
 
 class UdpPort(Port):

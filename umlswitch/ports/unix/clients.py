@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import logging
 import os
-import pwd
 import socket
 from dataclasses import replace
 
@@ -38,9 +37,6 @@ from umlswitch.ports.unix.dataplane import DataPlane
 
 log = logging.getLogger("umlswitch.unix")
 
-# A burst from a guest must not be lost while the switch is busy elsewhere: a large receive buffer.
-RCVBUF = 1 << 20
-
 
 def describe_address(address: bytes | str | None) -> str:
     """A readable form of a unix address: ``@name`` for abstract ones (garbage shown as hex)."""
@@ -57,13 +53,6 @@ def describe_address(address: bytes | str | None) -> str:
 
 
 NAME_NUMBERS = itertools.count(1)
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return str(uid)
 
 
 def abstract_name(tag: str) -> bytes:

@@ -28,20 +28,18 @@ import trio
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
-from umlswitch.listener import PeerCred, peer_cred, serve_listener
+from umlswitch.listener import PeerCred, peer_cred, serve_listener, user_name
 from umlswitch.ports import vectorio
 from umlswitch.ports.attachments import Attachments
-from umlswitch.ports.base import ratelog
+from umlswitch.ports.base import RCVBUF, ratelog
 from umlswitch.ports.unix import control, peercheck
 from umlswitch.ports.unix.clients import (
     NAME_NUMBERS,
-    RCVBUF,
     ClientPort,
     SharedDataSocket,
     SharedPort,
     abstract_name,
     describe_address,
-    user_name,
 )
 from umlswitch.ports.unix.control import NeedMore, Request, RequestDecoder, RequestError
 from umlswitch.ports.unix.dataplane import DataPlane

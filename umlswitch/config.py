@@ -630,10 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str]) -> SwitchConfig:
-    """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+SocketPaths = tuple[str, str | None, list[tuple[str, Membership]]]
+
+
+def _socket_paths(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> SocketPaths:
+    """The control socket, the shared data socket (if any) and the VLANs' control sockets, from
+    -unix, --vde and -compat-v0; a usage error where they contradict each other."""
     unix: list[str] | None = None
     vlan_controls: list[tuple[str, Membership]] = []
     for given in ns.unix or ():
@@ -664,6 +666,20 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
+    controls = [control_path, *(path for path, _ in vlan_controls)]
+    if data_path is not None:
+        controls.append(data_path)
+    absolute = [os.path.abspath(path) for path in controls]
+    if len(set(absolute)) != len(absolute):
+        parser.error("every control socket (and the data socket) needs a path of its own")
+    return control_path, data_path, vlan_controls
+
+
+def parse_args(argv: list[str]) -> SwitchConfig:
+    """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    control_path, data_path, vlan_controls = _socket_paths(parser, ns)
     taps = [device for device, *_ in ns.tap]
     mcast = [spec for spec, *_ in ns.mcast]
     ucast = [spec for spec, *_ in ns.ucast]
@@ -674,12 +690,6 @@ def parse_args(argv: list[str]) -> SwitchConfig:
     )
     if conflict is not None:
         parser.error(conflict)
-    controls = [control_path, *(path for path, _ in vlan_controls)]
-    if data_path is not None:
-        controls.append(data_path)
-    absolute = [os.path.abspath(path) for path in controls]
-    if len(set(absolute)) != len(absolute):
-        parser.error("every control socket (and the data socket) needs a path of its own")
     vlans = [(f"tap:{device}", member) for device, member, _ in ns.tap]
     impaired = [(f"tap:{device}", impair) for device, _, impair in ns.tap]
     for given in (ns.mcast, ns.ucast, ns.vxlan, ns.vxvde):

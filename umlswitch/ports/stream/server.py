@@ -14,7 +14,6 @@ with ``--mode``/``--group`` and never wider, removed on exit); the TCP one here
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import socket
@@ -23,7 +22,7 @@ from collections import Counter
 import trio
 
 from umlswitch import counters
-from umlswitch.errors import StartupError
+from umlswitch.errors import StartupError, bind_hint
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.listener import LISTEN_BACKLOG, PeerCred, peer_cred, serve_listener
@@ -44,14 +43,7 @@ def bind_tcp_listener(spec: StreamSpec) -> socket.socket:
         sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            hint = f"TCP port {spec.port} is in use; choose another"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            hint = f"{spec.host} is not an address of this host; give one that is (see: ip addr)"
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            hint = "run as a user who may bind it, or choose a port above 1023"
-        else:
-            hint = "check the address and port"
+        hint = bind_hint(exc, "TCP", spec.host, spec.port)
         raise StartupError(
             f"--stream {spec}: cannot listen on {spec.host}:{spec.port}: {exc.strerror}; {hint}"
         ) from None

@@ -472,7 +472,7 @@ async def test_full_backlog_drops_the_newest_frames(
         port_b = port_of(switch, b)
         assert port_b.stats.queued == port_b.stats.queue_high == 20
         dropped = port_b.stats.drops["egress_full"]
-        received = []
+        received: list[bytes] = []
         with trio.move_on_after(0.5):
             while len(received) < len(burst) - dropped:
                 received.append(await b.recv(timeout=2))

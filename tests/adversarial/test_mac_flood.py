@@ -60,8 +60,8 @@ async def test_mac_flood_is_contained() -> None:
             )
             table = switch.mac_table()
             assert len(table) <= MAX_MACS
-            for mac, port in ((A, 1), (B, 2), (C, 3), (SINK, 4)):
-                assert table.get(mac) == port, f"{mac} was pushed out of the table by the flood"
+            for mac, number in ((A, 1), (B, 2), (C, 3), (SINK, 4)):
+                assert table.get(mac) == number, f"{mac} was pushed out of the table by the flood"
             # Known unicast between the others still goes to one port only.
             await a.send(a.ether(dst=B) / IP() / ICMP(seq=42))
             to_b, to_c = await a.fence(b, c)

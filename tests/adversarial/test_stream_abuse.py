@@ -30,7 +30,8 @@ MAX_FRAME = 1518
 
 def reference_records(data: bytes, max_frame: int) -> tuple[list[bytes], bool]:
     """What a correct reader hands out for ``data`` at once, and whether it must give up."""
-    out, offset = [], 0
+    out: list[bytes] = []
+    offset = 0
     while len(data) - offset >= 4:
         (length,) = struct.unpack_from(">I", data, offset)
         if length > max_frame:

@@ -117,11 +117,12 @@ def read_to_fence(sender: Guest, receiver: Guest) -> list[bytes]:
 def flood_and_count(switch: SwitchProcess, victim: subprocess.Popen[str]) -> int:
     """Broadcast frames on the switch; return how many reached the victim's socket.
 
-    Nothing is waited out. The switch sends a frame to every egress port before it reads the
-    next one, and keeps the order of one port's frames: so once B has a fence sent after the
-    flood, and then a second fence sent after B had the first, the switch has sent the flood to
-    every port it has. A port aimed at the victim would have put the first broadcast in the
-    victim's empty queue there and then; only now does the victim count.
+    Nothing is waited out. The switch keeps the order of one port's frames, and sends what it
+    has read (a frame, or a batch) to every egress port before it reads more: so once B has a
+    fence sent after the flood, and then a second fence sent only after B had the first (so
+    read in a later batch), the switch has sent the flood to every port it has. A port aimed
+    at the victim would have put the first broadcast in the victim's empty queue there and
+    then; only now does the victim count.
     """
     with Client(switch.control_path) as a, Client(switch.control_path) as b:
         assert switch.counters()["info"]["ports"] == 2  # the refused request left no port

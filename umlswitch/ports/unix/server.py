@@ -190,7 +190,7 @@ class ControlServer:
             self.events[counters.HANDSHAKE_TIMEOUT] += 1
             ratelog.warning(
                 "handshake-timeout",
-                "control connection from %s: no complete request within %.0f s; closed",
+                "control connection from %s: no complete request within %g s; closed",
                 cred,
                 self.handshake_timeout,
             )

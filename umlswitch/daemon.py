@@ -30,6 +30,7 @@ import trio
 from umlswitch import __version__, stpd
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
+from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
@@ -191,7 +192,7 @@ def _group_id(name: str | None) -> int:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        if name.isdigit():
+        if is_decimal(name):
             return int(name)
         raise StartupError(f"--group {name}: no such group") from None
 
@@ -368,6 +369,10 @@ class Switch:
 
     def unknown_senders(self) -> int:
         return 0 if self.shared is None else self.shared.unknown_senders
+
+    def reset_counters(self) -> None:
+        if self.shared is not None:
+            self.shared.unknown_senders = 0
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()

@@ -152,6 +152,9 @@ class FakeSwitch:
     def unknown_senders(self) -> int:
         return self.unknown
 
+    def reset_counters(self) -> None:
+        self.unknown = 0
+
     def remove_port(self, port_id: int) -> trio.Event | None:
         return self.attachments.remove(port_id)
 

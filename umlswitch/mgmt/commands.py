@@ -96,7 +96,14 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
         if cmd is None:
             raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
         doc = await cmd.handler(session, invocation.args)
-    except CommandError as exc:
+    except Exception as exc:
+        if not isinstance(exc, CommandError):  # a bug: it must not end the switch
+            log.exception("management client %s: %s: internal error", session.peer, invocation)
+            exc = CommandError(
+                errno.EIO,
+                f"internal error ({type(exc).__name__}: {exc}); the switch keeps running, "
+                "its log has the details",
+            )
         if cmd is not None and cmd.changes:
             log.info("management client %s: %s: failed: %s", session.peer, invocation, exc)
         if not invocation.json:
@@ -223,6 +230,7 @@ async def _port_resetcounter(session: Session, args: Sequence[str]) -> Doc:
     for port_obj in fabric.ports.values():
         port_obj.stats.reset()
     fabric.departed.reset()
+    session.switch.reset_counters()
     return {"reset": sorted(fabric.ports)}
 
 

@@ -62,6 +62,9 @@ class ManagedSwitch(Protocol):
     def unknown_senders(self) -> int:
         """Datagrams dropped on the shared data socket because no port owns their sender."""
 
+    def reset_counters(self) -> None:
+        """Zero the switch-wide counters kept outside the ports (the unknown senders)."""
+
     def remove_port(self, port_id: int) -> trio.Event | None:
         """Detach a port: an event set once it is gone, or None if there is no such port."""
 

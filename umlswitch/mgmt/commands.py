@@ -216,6 +216,12 @@ async def _port_remove(session: Session, args: Sequence[str]) -> Doc:
     # The port's own task detaches it; wait for that so the next command sees it gone.
     with trio.move_on_after(REMOVE_TIMEOUT):
         await detached.wait()
+    if not detached.is_set():
+        raise CommandError(
+            errno.ETIMEDOUT,
+            f"port {port} is leaving but has not left within {REMOVE_TIMEOUT:g} s "
+            "(port/print shows it until it has)",
+        )
     return {"removed": port}
 
 

@@ -204,6 +204,8 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
             lines.append(f" peer pid={peer['pid']} uid={peer['uid']} gid={peer['gid']}")
         if port["description"]:
             lines.append(f" description {port['description']!r}")
+        if port.get("socket"):
+            lines.append(f" data socket {port['socket']}")
         lines.append(f" MACs {port['macs']}")
         vlans = port.get("vlans")
         if vlans is not None and (vlans["untagged"] != DEFAULT_VLAN or vlans["tagged"]):

@@ -12,6 +12,7 @@ A value without any of these options parses exactly as before.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -45,6 +46,10 @@ DEFAULT_COMPAT_DATA = "/tmp/uml.data"
 DEBIAN_UML_CONTROL = "/var/run/uml-utilities/uml_switch.ctl"
 MGMT_SUFFIX = ".mgmt"  # the management socket's default path: the control socket's plus this
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0  # seconds a control connection has for its request
+DEFAULT_MODE = 0o600  # of the sockets the switch creates: only its own user may attach
+DEFAULT_MAX_PORTS = 4096
+DEFAULT_MAX_PENDING = 128  # control connections still in their handshake
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,11 @@ class SwitchConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     port_queue: int = DEFAULT_PORT_QUEUE  # --port-queue FRAMES: each port's egress backlog
     queue_memory: int = DEFAULT_QUEUE_MEMORY  # --queue-memory MIB, in bytes: all backlogs
-    handshake_timeout: float = 5.0
-    mode: int = 0o600
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    mode: int = DEFAULT_MODE
     group: str | None = None
-    max_ports: int = 4096
-    max_pending: int = 128
+    max_ports: int = DEFAULT_MAX_PORTS
+    max_pending: int = DEFAULT_MAX_PENDING
     log_level: str = "info"
     log_file: str | None = None
     mgmt_path: str | None = None  # --mgmt PATH; None: CTL.mgmt (see mgmt_socket)
@@ -189,56 +194,77 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"umlswitch: error: {message} (see 'umlswitch --help')\n")
 
 
+T = TypeVar("T")
+
+
+def _option_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=``: ``parse``, whose ValueError message becomes the usage error."""
+
+    @functools.wraps(parse)
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+
+
+@_option_type
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise ValueError(f"not a number of seconds: {text!r}") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+        raise ValueError(f"must be more than 0: {text!r}")
     return value
 
 
+@_option_type
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _whole_number(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+        raise ValueError(f"must be at least 1: {text!r}")
     return value
 
 
+@_option_type
 def _octal_mode(text: str) -> int:
     try:
         value = int(text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 0660)") from None
+        raise ValueError(f"not an octal mode: {text!r} (e.g. 0660)") from None
     if not 0 <= value <= 0o777:
-        raise argparse.ArgumentTypeError(f"mode out of range: {text!r} (0000 to 0777)")
+        raise ValueError(f"mode out of range: {text!r} (0000 to 0777)")
     return value
 
 
+@_option_type
 def _frame_size(text: str) -> int:
-    value = _count(text)
+    value = _whole_number(text)
     if not 64 <= value <= MAX_MAX_FRAME:
-        raise argparse.ArgumentTypeError(f"must be from 64 to {MAX_MAX_FRAME} bytes: {text!r}")
+        raise ValueError(f"must be from 64 to {MAX_MAX_FRAME} bytes: {text!r}")
     assert value > ETH_HEADER_LEN
     return value
 
 
 def _ranged(low: int, high: int, step: int = 1) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        value = _whole_number(text)
         if not low <= value <= high or value % step:
             steps = f" in steps of {step}" if step > 1 else ""
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high}{steps}: {text!r}")
+            raise ValueError(f"must be from {low} to {high}{steps}: {text!r}")
         return value
 
-    return parse
+    return _option_type(parse)
 
 
 Vlans = Membership | None
@@ -246,33 +272,25 @@ Impaired = PortImpairment | None
 Spec = TypeVar("Spec")
 
 
-def _vlan_options(text: str) -> tuple[str, Vlans]:
-    """Take the VLAN options (``vlan=10``, ``trunk=10,20``) out of an option's value."""
-    try:
-        return split_vlan_options(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _port_options(text: str) -> tuple[str, Vlans, Impaired]:
-    """Take the VLAN options and the impairment options (``loss=1``, ``out-delay=40ms``) out of
-    a static port's option value; the rest is the port's own."""
-    rest, vlans = _vlan_options(text)
-    try:
-        rest, impaired = split_port_options(rest)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    """Take the VLAN options (``vlan=10``, ``trunk=10,20``) and the impairment options
+    (``loss=1``, ``out-delay=40ms``) out of a static port's option value; the rest is the
+    port's own."""
+    rest, vlans = split_vlan_options(text)
+    rest, impaired = split_port_options(rest)
     return rest, vlans, impaired
 
 
+@_option_type
 def _unix(text: str) -> tuple[str, Vlans]:
     """A socket path, with VLAN options if it is a control socket for a VLAN."""
-    path, vlans = _vlan_options(text)
+    path, vlans = split_vlan_options(text)
     if vlans is not None and not path:
-        raise argparse.ArgumentTypeError(f"{text!r}: give the control socket's path first")
+        raise ValueError(f"{text!r}: give the control socket's path first")
     return path, vlans
 
 
+@_option_type
 def _tap(text: str) -> tuple[str, Vlans, Impaired]:
     """``DEV`` as uml_switch takes it, or ``DEV,KEY=VALUE...`` with VLAN (``vlan=N``,
     ``trunk=N,M``) and impairment options."""
@@ -281,7 +299,7 @@ def _tap(text: str) -> tuple[str, Vlans, Impaired]:
         return text, None, None
     rest, vlans, impaired = _port_options(text)
     if rest != device or not device:
-        raise argparse.ArgumentTypeError(
+        raise ValueError(
             f"{text!r}: after the device, only VLAN and impairment options "
             f"(e.g. {device or 'tap0'},vlan=10,loss=1)"
         )
@@ -290,16 +308,13 @@ def _tap(text: str) -> tuple[str, Vlans, Impaired]:
 
 def _static_port(parse: Callable[[str], Spec]) -> Callable[[str], tuple[Spec, Vlans, Impaired]]:
     """An option type for a static port kind: its VLAN and impairment options taken out, the
-    rest parsed by ``parse`` (a ValueError is a usage error)."""
+    rest parsed by ``parse``."""
 
     def parse_option(text: str) -> tuple[Spec, Vlans, Impaired]:
         rest, vlans, impaired = _port_options(text)
-        try:
-            return parse(rest), vlans, impaired
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        return parse(rest), vlans, impaired
 
-    return parse_option
+    return _option_type(parse_option)
 
 
 _mcast = _static_port(parse_mcast)
@@ -308,24 +323,15 @@ _vxlan = _static_port(parse_vxlan)
 _vxvde = _static_port(parse_vxvde)
 
 
+@_option_type
 def _stream(text: str) -> StreamSpec:
-    rest, vlans = _vlan_options(text)
-    try:
-        spec = parse_stream(rest)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    rest, vlans = split_vlan_options(text)
+    spec = parse_stream(rest)
     return spec if vlans is None else replace(spec, vlans=vlans)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="umlswitch",
-        usage=USAGE,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
-    )
+def _add_port_options(p: argparse.ArgumentParser) -> None:
+    """The ports: control sockets, taps, UDP peers, overlays, stream listeners."""
     p.add_argument(
         "-unix",
         "--unix",
@@ -410,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ADDR (0.0.0.0: every address; anyone who reaches it joins the LAN); repeatable; "
         ",vlan=N and ,trunk=N,M put every connection in those VLANs",
     )
+
+
+def _add_process_options(p: argparse.ArgumentParser) -> None:
+    """How the process runs: in the background, v0 compatibility, its pidfile."""
     p.add_argument(
         "-daemon",
         "--daemon",
@@ -423,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve v0 clients on a shared data socket (default {DEFAULT_COMPAT_DATA})",
     )
     p.add_argument("--pidfile", metavar="FILE", help="write the switch's pid to FILE")
+
+
+def _add_forwarding_options(p: argparse.ArgumentParser) -> None:
+    """The MAC table, the largest frame, the queues."""
     p.add_argument(
         "--aging",
         type=_positive_float,
@@ -469,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory all ports' queues may hold together, in MiB; beyond it frames are dropped "
         f"(default {DEFAULT_QUEUE_MEMORY >> 20})",
     )
+
+
+def _add_access_options(p: argparse.ArgumentParser) -> None:
+    """Who may attach and how many; management, capture, start-up commands."""
     p.add_argument(
         "--vde",
         metavar="DIR",
@@ -479,14 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--handshake-timeout",
         type=_positive_float,
-        default=5.0,
+        default=DEFAULT_HANDSHAKE_TIMEOUT,
         metavar="SECONDS",
-        help="close a control connection that sends no complete request in time (default 5)",
+        help="close a control connection that sends no complete request in time "
+        f"(default {DEFAULT_HANDSHAKE_TIMEOUT:g})",
     )
     p.add_argument(
         "--mode",
         type=_octal_mode,
-        default=0o600,
+        default=DEFAULT_MODE,
         metavar="OCTAL",
         help="permissions of the control socket (and management socket, --stream unix sockets, "
         "and --vde directory); "
@@ -498,17 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-ports",
         type=_count,
-        default=4096,
+        default=DEFAULT_MAX_PORTS,
         metavar="N",
-        help="refuse new clients while N ports are attached (default 4096)",
+        help=f"refuse new clients while N ports are attached (default {DEFAULT_MAX_PORTS})",
     )
     p.add_argument(
         "--max-pending",
         type=_count,
-        default=128,
+        default=DEFAULT_MAX_PENDING,
         metavar="N",
         help="at most N control connections waiting for their handshake; a new one closes the "
-        "one that has waited longest (default 128)",
+        f"one that has waited longest (default {DEFAULT_MAX_PENDING})",
     )
     mgmt = p.add_mutually_exclusive_group()
     mgmt.add_argument(
@@ -532,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
         "itself (one per line, # comments; e.g. vlan/create 10); a failing line stops the start "
         "with its line number and the error",
     )
+
+
+def _add_loop_options(p: argparse.ArgumentParser) -> None:
+    """Loop protection: the spanning tree and storm control."""
     p.add_argument(
         "--stp",
         action="store_true",
@@ -573,6 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
         "frames per second, the rest are dropped and counted (default 0: no limit; per port "
         "with port/setstormlimit)",
     )
+
+
+def _add_logging_options(p: argparse.ArgumentParser) -> None:
+    """Logging and the version."""
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default info)"
     )
@@ -580,13 +607,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file", metavar="FILE", help="append log lines to FILE; SIGHUP reopens it (logrotate)"
     )
     p.add_argument("--version", action="version", version=f"umlswitch {__version__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="umlswitch",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    for add_options in (
+        _add_port_options,
+        _add_process_options,
+        _add_forwarding_options,
+        _add_access_options,
+        _add_loop_options,
+        _add_logging_options,
+    ):
+        add_options(p)
     return p
 
 
-def parse_args(argv: list[str]) -> SwitchConfig:
-    """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+SocketPaths = tuple[str, str | None, list[tuple[str, Membership]]]
+
+
+def _socket_paths(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> SocketPaths:
+    """The control socket, the shared data socket (if any) and the VLANs' control sockets, from
+    -unix, --vde and -compat-v0; a usage error where they contradict each other."""
     unix: list[str] | None = None
     vlan_controls: list[tuple[str, Membership]] = []
     for given in ns.unix or ():
@@ -617,6 +666,20 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         data_path = DEFAULT_COMPAT_DATA
     if data_path is not None and os.path.abspath(data_path) == os.path.abspath(control_path):
         parser.error("the data socket path must differ from the control socket path")
+    controls = [control_path, *(path for path, _ in vlan_controls)]
+    if data_path is not None:
+        controls.append(data_path)
+    absolute = [os.path.abspath(path) for path in controls]
+    if len(set(absolute)) != len(absolute):
+        parser.error("every control socket (and the data socket) needs a path of its own")
+    return control_path, data_path, vlan_controls
+
+
+def parse_args(argv: list[str]) -> SwitchConfig:
+    """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    control_path, data_path, vlan_controls = _socket_paths(parser, ns)
     taps = [device for device, *_ in ns.tap]
     mcast = [spec for spec, *_ in ns.mcast]
     ucast = [spec for spec, *_ in ns.ucast]
@@ -627,12 +690,6 @@ def parse_args(argv: list[str]) -> SwitchConfig:
     )
     if conflict is not None:
         parser.error(conflict)
-    controls = [control_path, *(path for path, _ in vlan_controls)]
-    if data_path is not None:
-        controls.append(data_path)
-    absolute = [os.path.abspath(path) for path in controls]
-    if len(set(absolute)) != len(absolute):
-        parser.error("every control socket (and the data socket) needs a path of its own")
     vlans = [(f"tap:{device}", member) for device, member, _ in ns.tap]
     impaired = [(f"tap:{device}", impair) for device, _, impair in ns.tap]
     for given in (ns.mcast, ns.ucast, ns.vxlan, ns.vxvde):

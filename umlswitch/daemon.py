@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import grp
 import logging
 import os
@@ -20,6 +21,7 @@ import socket
 import stat
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -28,6 +30,7 @@ import trio
 from umlswitch import __version__, stpd
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
+from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
@@ -35,8 +38,10 @@ from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.impair import ImpairControl
+from umlswitch.listener import LISTEN_BACKLOG
 from umlswitch.mgmt.rcfile import read_rc_file, run_rc_file
 from umlswitch.mgmt.server import MgmtServer
+from umlswitch.ports.attachments import Attachments
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
 from umlswitch.ports.overlay.vxvde import open_vxvde_port
@@ -45,13 +50,15 @@ from umlswitch.ports.udp.mcast import open_mcast_port
 from umlswitch.ports.udp.ucast import open_ucast_port
 from umlswitch.ports.unix import peercheck
 from umlswitch.ports.unix.clients import SharedDataSocket
+from umlswitch.ports.unix.control import SUN_PATH_LEN
 from umlswitch.ports.unix.server import ControlServer
 from umlswitch.systemd import NONE_INHERITED, STATUS_INTERVAL, Inherited, Notifier
 from umlswitch.tap.port import open_tap
 
 log = logging.getLogger("umlswitch")
 
-LISTEN_BACKLOG = 128
+# What the start-up log line says once the switch serves (scripts and the harness wait for it).
+READY = "attached to unix socket"
 TICK = 0.25  # seconds between updates of the fabric's coarse clock (and MAC aging)
 
 
@@ -152,8 +159,10 @@ def _bind(path: str, kind: int, what: str) -> tuple[socket.socket, int]:
             f"cannot create {what} '{path}': directory '{directory}' does not exist "
             f"(create it with: mkdir -p {directory})"
         )
-    if len(os.fsencode(path)) >= 108:
-        raise StartupError(f"{what} path '{path}' is too long for a unix socket (max 107 bytes)")
+    if len(os.fsencode(path)) >= SUN_PATH_LEN:
+        raise StartupError(
+            f"{what} path '{path}' is too long for a unix socket (max {SUN_PATH_LEN - 1} bytes)"
+        )
     _reclaim_if_stale(path, kind)
     sock = socket.socket(socket.AF_UNIX, kind)
     old_umask = os.umask(0o177)  # nobody else may connect before the mode is applied
@@ -183,7 +192,7 @@ def _group_id(name: str | None) -> int:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        if name.isdigit():
+        if is_decimal(name):
             return int(name)
         raise StartupError(f"--group {name}: no such group") from None
 
@@ -223,7 +232,7 @@ def _bind_mgmt(config: SwitchConfig, bound: BoundSockets, gid: int) -> None:
     path = config.mgmt_socket
     if path is None:
         return
-    if config.mgmt_path is None and len(os.fsencode(path)) >= 108:
+    if config.mgmt_path is None and len(os.fsencode(path)) >= SUN_PATH_LEN:
         log.warning(
             "no management socket: '%s' is too long for a unix socket; name one with --mgmt PATH",
             path,
@@ -328,12 +337,15 @@ def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) ->
 
 @dataclass
 class Switch:
-    """The running switch, as reported to ``task_status.started``: live objects for tests."""
+    """The running switch, as reported to ``task_status.started``: live objects for tests, and
+    what the management console needs (``mgmt.managed.ManagedSwitch``)."""
 
     config: SwitchConfig
     fabric: Fabric
+    guard: Guard  # STP and storm control (stpd.install)
     control: ControlServer
     shared: SharedDataSocket | None
+    attachments: Attachments  # every attached port, whichever way it came
     control_path: str
     data_path: str | None
     started_at: float
@@ -341,24 +353,34 @@ class Switch:
     capture: CaptureControl
     impair: ImpairControl
     mgmt_path: str | None = None
-    # start-up ports (UDP peers, taps): port id -> the scope that runs it, for remove_port
-    static_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
-    guard: Guard | None = None  # STP and storm control (stpd.install)
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [stream.name for stream in self.streams]
+
+    def events(self) -> Counter[str]:
+        events = Counter(self.fabric.events)
+        events.update(self.control.events)
+        for stream in self.streams:
+            events.update(stream.events)
+        return events
+
+    def unknown_senders(self) -> int:
+        return 0 if self.shared is None else self.shared.unknown_senders
+
+    def reset_counters(self) -> None:
+        if self.shared is not None:
+            self.shared.unknown_senders = 0
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
 
-    def remove_port(self, port_id: int) -> bool:
-        """Detach a port as if its peer had left (management's port/remove); False if unknown."""
-        scope = self.static_scopes.get(port_id)
-        if scope is not None:
-            scope.cancel()
-            return True
-        if any(stream.remove(port_id) for stream in self.streams):
-            return True
-        return self.control.remove(port_id)
+    def remove_port(self, port_id: int) -> trio.Event | None:
+        """Detach a port as if its peer had left (management's port/remove): the event set once
+        it is gone; None if there is no such port."""
+        return self.attachments.remove(port_id)
 
 
 def _stdin_is_watched() -> bool:
@@ -426,23 +448,14 @@ def reopen_log_file(path: str) -> None:
     log.info("reopened the log file '%s' (SIGHUP)", path)
 
 
-async def _run_static_port(fabric: Fabric, port: Port, scopes: dict[int, trio.CancelScope]) -> None:
-    """Run a start-up port until shutdown; if its peer or device vanishes, detach it alone."""
-    with trio.CancelScope() as scope:
-        scopes[port.id] = scope
-        try:
-            await port.run(fabric)
-        except PortClosed as exc:
-            log.warning(
-                "port %d (%s) detached: %s; the switch keeps running", port.id, port.name, exc
-            )
-        finally:
-            del scopes[port.id]
-            forgotten = fabric.detach(port.id)
-            log.debug("port %d (%s) stopped; forgot %d MAC(s)", port.id, port.name, forgotten)
-    if scope.cancelled_caught:
-        port.close()
-        log.info("port %d (%s) removed by the management console", port.id, port.name)
+async def _static_port_life(port: Port, fabric: Fabric) -> str:
+    """A start-up port runs until shutdown; if its peer or device vanishes, it leaves alone."""
+    try:
+        await port.run(fabric)
+    except PortClosed as exc:
+        log.warning("port %d (%s) detached: %s; the switch keeps running", port.id, port.name, exc)
+        return str(exc)
+    return "shutdown"
 
 
 async def _ticker(fabric: Fabric) -> None:
@@ -479,6 +492,124 @@ def _status_line(fabric: Fabric, control_path: str) -> str:
     return f"{mode} on {control_path}: {len(fabric.ports)} port(s), {len(fabric.table)} MAC(s)"
 
 
+def _build_fabric(config: SwitchConfig) -> Fabric:
+    """The forwarding core with the MAC table, frame and queue limits of the command line."""
+    table = MacTable(
+        aging=config.aging,
+        max_entries=config.max_macs,
+        max_per_port=config.max_macs_per_port,
+    )
+    return Fabric(
+        hub=config.hub,
+        table=table,
+        max_frame=config.max_frame,
+        now=trio.current_time(),
+        port_queue=config.port_queue,
+        queue_budget=QueueBudget(config.queue_memory),
+    )
+
+
+def _control_server(
+    config: SwitchConfig,
+    sockets: BoundSockets,
+    fabric: Fabric,
+    shared: SharedDataSocket | None,
+    attachments: Attachments,
+) -> ControlServer:
+    """The control socket's server, with a listener more for each control socket of VLANs."""
+    unverifiable = peercheck.self_test()
+    if unverifiable is not None:
+        log.warning(
+            "cannot verify that clients name their own data sockets: %s; trusting clients",
+            unverifiable,
+        )
+    server = ControlServer(
+        trio.socket.from_stdlib_socket(sockets.control),
+        fabric,
+        shared=shared,
+        handshake_timeout=config.handshake_timeout,
+        verify_peers=unverifiable is None,
+        max_ports=config.max_ports,
+        max_pending=config.max_pending,
+        data_path_prefix=data_path_prefix(sockets.control_path),
+        attachments=attachments,
+    )
+    for sock, path, vlans in sockets.vlan_controls:
+        fabric.vlans.bind(path, vlans)
+        server.add_listener(
+            trio.socket.from_stdlib_socket(sock), data_path_prefix(path), vlans, path
+        )
+    return server
+
+
+def _stream_servers(
+    config: SwitchConfig, sockets: BoundSockets, fabric: Fabric, attachments: Attachments
+) -> list[StreamServer]:
+    streams = [
+        StreamServer(
+            sock, name, fabric, max_ports=config.max_ports, vlans=vlans, attachments=attachments
+        )
+        for name, sock, vlans in sockets.streams
+    ]
+    for stream in streams:
+        if not stream.vlans.is_default:
+            fabric.vlans.bind(stream.name, stream.vlans)
+    return streams
+
+
+def _attach_static_ports(
+    config: SwitchConfig, ports: list[Port], attachments: Attachments, impair: ImpairControl
+) -> None:
+    """Attach the command line's ports (UDP peers, overlays, taps) in their VLANs, impaired
+    as the command line says; they run once the --rc file has run."""
+    port_vlans = dict(config.vlans)
+    impairments = dict(config.impair)
+    for port in ports:
+        port.id = attachments.fabric.allocate_id()
+        vlans = port_vlans.get(port.name, DEFAULT_MEMBERSHIP)
+        attachments.attach(port, vlans)
+        in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
+        log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
+        if port.name in impairments:
+            impair.apply(port, impairments[port.name])
+
+
+def _announce(config: SwitchConfig, sockets: BoundSockets, streams: list[StreamServer]) -> None:
+    """The log line that says the switch serves (tests and scripts wait for it)."""
+    data = f", data socket '{sockets.data_path}'" if sockets.data_path else ""
+    data += "".join(f", tap device '{name}'" for name in config.taps)
+    data += "".join(f", stream listener '{s.name}'" for s in streams)
+    data += "".join(
+        f", control socket '{path}' for VLAN {vlans.describe()}"
+        for _, path, vlans in sockets.vlan_controls
+    )
+    if sockets.mgmt_path is not None:
+        data += f", management socket '{sockets.mgmt_path}'"
+    log.info(
+        "umlswitch %s %s '%s'%s (%s mode, pid %d)",
+        __version__,
+        READY,
+        sockets.control_path,
+        data,
+        "hub" if config.hub else "switch",
+        os.getpid(),
+    )
+
+
+def _clean_up(config: SwitchConfig, sockets: BoundSockets, pidfile_written: bool) -> None:
+    """Close every socket and remove every file the switch created; say what went."""
+    sockets.close()
+    sockets.unlink_created()
+    removed = list(sockets.created)
+    if pidfile_written and config.pidfile:
+        with contextlib.suppress(OSError):
+            os.unlink(config.pidfile)
+            removed.append(f"pidfile {config.pidfile}")
+    log.info("umlswitch stopped; removed %s", ", ".join(removed) or "nothing")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 async def serve(
     config: SwitchConfig,
     *,
@@ -502,47 +633,14 @@ async def serve(
         if config.pidfile:
             _write_pidfile(config.pidfile)
             pidfile_written = True
-        table = MacTable(
-            aging=config.aging,
-            max_entries=config.max_macs,
-            max_per_port=config.max_macs_per_port,
-        )
-        fabric = Fabric(
-            hub=config.hub,
-            table=table,
-            max_frame=config.max_frame,
-            now=trio.current_time(),
-            port_queue=config.port_queue,
-            queue_budget=QueueBudget(config.queue_memory),
-        )
+        fabric = _build_fabric(config)
         guard = stpd.install(fabric, config)
+        attachments = Attachments(fabric)
         shared = None
-        if sockets.data is not None:
-            assert sockets.data_path is not None
+        if sockets.data is not None and sockets.data_path is not None:
             shared = SharedDataSocket(sockets.data, sockets.data_path, fabric)
-        listener = trio.socket.from_stdlib_socket(sockets.control)
-        ctl = sockets.control_path
-        unverifiable = peercheck.self_test()
-        if unverifiable is not None:
-            log.warning(
-                "cannot verify that clients name their own data sockets: %s; trusting clients",
-                unverifiable,
-            )
-        server = ControlServer(
-            listener,
-            fabric,
-            shared=shared,
-            handshake_timeout=config.handshake_timeout,
-            verify_peers=unverifiable is None,
-            max_ports=config.max_ports,
-            max_pending=config.max_pending,
-            data_path_prefix=data_path_prefix(ctl),
-        )
-        for sock, path, vlans in sockets.vlan_controls:
-            fabric.vlans.bind(path, vlans)
-            server.add_listener(
-                trio.socket.from_stdlib_socket(sock), data_path_prefix(path), vlans, path
-            )
+        server = _control_server(config, sockets, fabric, shared, attachments)
+        streams = _stream_servers(config, sockets, fabric, attachments)
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
@@ -559,29 +657,14 @@ async def serve(
                     capture.start(sockets.capture_file, config.pcap)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
-                impairments = dict(config.impair)
-                static_scopes: dict[int, trio.CancelScope] = {}
-                port_vlans = dict(config.vlans)
-                for port in sockets.static_ports:
-                    port.id = fabric.allocate_id()
-                    vlans = port_vlans.get(port.name, DEFAULT_MEMBERSHIP)
-                    fabric.attach(port, vlans)
-                    in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
-                    log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
-                    if port.name in impairments:
-                        impair.apply(port, impairments[port.name])
-                streams = [
-                    StreamServer(sock, name, fabric, max_ports=config.max_ports, vlans=vlans)
-                    for name, sock, vlans in sockets.streams
-                ]
-                for stream in streams:
-                    if not stream.vlans.is_default:
-                        fabric.vlans.bind(stream.name, stream.vlans)
+                _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
+                    guard=guard,
                     control=server,
                     shared=shared,
+                    attachments=attachments,
                     control_path=sockets.control_path,
                     data_path=sockets.data_path,
                     started_at=time.time(),
@@ -589,40 +672,23 @@ async def serve(
                     capture=capture,
                     impair=impair,
                     mgmt_path=sockets.mgmt_path,
-                    static_scopes=static_scopes,
                     streams=streams,
-                    guard=guard,
                 )
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
                 if sockets.rc_text is not None and config.rc is not None:
                     rc = await run_rc_file(switch, config.rc, sockets.rc_text)
                 for port in sockets.static_ports:
-                    if port.id in fabric.ports:
-                        nursery.start_soon(_run_static_port, fabric, port, static_scopes)
+                    if port.id in attachments:  # not removed by the --rc file
+                        life = functools.partial(_static_port_life, port, fabric)
+                        nursery.start_soon(attachments.run, port, life)
                 await nursery.start(server.serve)
                 for stream in streams:
                     await nursery.start(stream.serve)
                 if sockets.mgmt is not None:
                     mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
                     await nursery.start(mgmt.serve)
-                data = f", data socket '{sockets.data_path}'" if sockets.data_path else ""
-                data += "".join(f", tap device '{name}'" for name in config.taps)
-                data += "".join(f", stream listener '{s.name}'" for s in streams)
-                data += "".join(
-                    f", control socket '{path}' for VLAN {vlans.describe()}"
-                    for _, path, vlans in sockets.vlan_controls
-                )
-                if sockets.mgmt_path is not None:
-                    data += f", management socket '{sockets.mgmt_path}'"
-                log.info(
-                    "umlswitch %s attached to unix socket '%s'%s (%s mode, pid %d)",
-                    __version__,
-                    sockets.control_path,
-                    data,
-                    "hub" if config.hub else "switch",
-                    os.getpid(),
-                )
+                _announce(config, sockets, streams)
                 if notify is not None:
                     notify.ready(_status_line(fabric, sockets.control_path))
                     nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
@@ -634,13 +700,4 @@ async def serve(
         if notify is not None:
             notify.stopping()
         with trio.CancelScope(shield=True):
-            sockets.close()
-            sockets.unlink_created()
-            removed = list(sockets.created)
-            if pidfile_written and config.pidfile:
-                with contextlib.suppress(OSError):
-                    os.unlink(config.pidfile)
-                    removed.append(f"pidfile {config.pidfile}")
-        log.info("umlswitch stopped; removed %s", ", ".join(removed) or "nothing")
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+            _clean_up(config, sockets, pidfile_written)

@@ -8,6 +8,7 @@ accept connections with ``serve_listener`` and learn who connected with ``peer_c
 from __future__ import annotations
 
 import logging
+import pwd
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import trio
 
 from umlswitch.ratelog import RateLimitedLog
+
+LISTEN_BACKLOG = 128  # connections the kernel queues for every listening socket of the switch
 
 log = logging.getLogger("umlswitch.listener")
 ratelog = RateLimitedLog(log)
@@ -59,3 +62,11 @@ async def serve_listener(
                 await trio.sleep(0.1)
                 continue
             nursery.start_soon(handler, conn)
+
+
+def user_name(uid: int) -> str:
+    """The name of user ``uid`` for log lines; the number itself if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)

@@ -31,6 +31,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from umlswitch.config import DEFAULT_CONTROL, MGMT_SUFFIX, SwitchConfig
+from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError
 
 log = logging.getLogger("umlswitch")
@@ -105,9 +106,9 @@ def listen_sockets(environ: MutableMapping[str, str] | None = None) -> list[sock
         env.pop(name, None)
     if not pid or not count:
         return []
-    if not (pid.isdigit() and int(pid) == os.getpid()):
+    if not (is_decimal(pid) and int(pid) == os.getpid()):
         return []  # meant for another process (a parent that exec'd us without clearing them)
-    if not count.isdigit():
+    if not is_decimal(count):
         raise StartupError(f"socket activation: LISTEN_FDS={count!r} is not a number of sockets")
     sockets = []
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)):

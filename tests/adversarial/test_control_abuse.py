@@ -13,7 +13,7 @@ from scapy.layers.l2 import ARP
 
 from umlswitch import counters
 from umlswitch.ports.unix import control
-from umlswitch.testing import attach, run_switch
+from umlswitch.testing import RunningSwitch, attach, run_switch, wait_until
 
 MAGIC = control.MAGIC_BYTES
 ADDRESS = b"\0nobody-home".ljust(108, b"\0")
@@ -58,6 +58,12 @@ async def exchange(ctl: str) -> None:
             assert (await b.receive(match=ARP)).src == a.mac
 
 
+def pending_closed(switch: RunningSwitch) -> int:
+    """Pending control connections the switch closed to make room (--max-pending)."""
+    closed: int = switch.counters()["control_events"].get(counters.PENDING_LIMIT, 0)
+    return closed
+
+
 async def test_ten_thousand_malformed_requests() -> None:
     rng = random.Random(1234)
     async with run_switch(handshake_timeout=1.0) as switch:
@@ -67,13 +73,18 @@ async def test_ten_thousand_malformed_requests() -> None:
             for i in range(500):
                 await send_raw(ctl, malformed(worker * 500 + i, rng))
 
+        served_during_attack = 0
         with trio.fail_after(120):
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as attack:
                 for worker in range(20):
-                    nursery.start_soon(attacker, worker)
-                for _ in range(10):  # good clients keep being served during the attack
+                    attack.start_soon(attacker, worker)
+                served = 0
+                while served < 10 or attack.child_tasks:  # good clients keep being served
                     await exchange(ctl)
-                    await trio.sleep(0.2)
+                    served += 1
+                    if attack.child_tasks:
+                        served_during_attack = served
+        assert served_during_attack >= 1, "the attack was over before a good client came"
         await exchange(ctl)
         events = switch.counters()["control_events"]
         refused = sum(events.values())
@@ -83,7 +94,7 @@ async def test_ten_thousand_malformed_requests() -> None:
 
 
 async def test_a_request_split_slowly_still_attaches_and_a_stalled_one_times_out() -> None:
-    async with run_switch(handshake_timeout=1.0) as switch:
+    async with run_switch(handshake_timeout=0.5) as switch:
         ctl = switch.control_path
         own = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         await own.bind(b"\0slow-but-honest".ljust(108, b"\0"))
@@ -94,9 +105,9 @@ async def test_a_request_split_slowly_still_attaches_and_a_stalled_one_times_out
             await stalled.connect(ctl)
             request = control.encode_v3(own.getsockname())
             await stalled.send(request[:50])  # ...and never the rest
-            for i in range(0, len(request), 8):  # 16 pieces over ~0.5 s
+            for i in range(0, len(request), 8):  # 16 pieces over ~0.16 s
                 await slow.send(request[i : i + 8])
-                await trio.sleep(0.03)
+                await trio.sleep(0.01)
             with trio.fail_after(3):
                 reply = await slow.recv(200)
                 assert len(reply) == control.SOCKADDR_UN_LEN
@@ -113,7 +124,10 @@ async def test_a_thousand_idle_connections_do_not_lock_out_a_client() -> None:
                 sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 idle.append(sock)
                 await sock.connect(ctl)
-            await trio.sleep(0.5)
+            await wait_until(
+                lambda: pending_closed(switch) >= 1000 - 128,
+                what="the switch accepting every idle connection and closing the oldest",
+            )
             await exchange(ctl)  # the oldest idle connections make room for it
             events = switch.counters()["control_events"]
             assert events[counters.PENDING_LIMIT] >= 1000 - 128

@@ -29,7 +29,9 @@ from typing import Any
 
 import umlswitch
 from umlswitch.counters import PortStats
+from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import MacTable
 
 MAX_MACS = 8192  # the switch's default --max-macs
@@ -48,11 +50,14 @@ class CountingPort:
         self.id = port_id
         self.name = f"counting:{port_id}"
         self.stats = PortStats()
-        self.impair_in = None  # no impairment: the fabric asks
+        self.impair_in: IngressHook | None = None  # no impairment: the fabric asks
         self.sent = 0
 
     def send_nowait(self, frame: bytes | memoryview) -> None:
         self.sent += 1
+
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+        self.sent += len(indices)
 
 
 def host(port_id: int) -> bytes:

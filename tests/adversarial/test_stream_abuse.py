@@ -19,7 +19,7 @@ from scapy.packet import Raw
 from umlswitch import counters
 from umlswitch.ports.stream.framing import HEADER, OversizedRecord, RecordReader
 from umlswitch.ports.stream.spec import parse_stream
-from umlswitch.testing import attach, run_switch
+from umlswitch.testing import attach, run_switch, wait_until
 from umlswitch.testing.stream import stream_address
 from umlswitch.testing.switch import RunningSwitch
 
@@ -30,7 +30,8 @@ MAX_FRAME = 1518
 
 def reference_records(data: bytes, max_frame: int) -> tuple[list[bytes], bool]:
     """What a correct reader hands out for ``data`` at once, and whether it must give up."""
-    out, offset = [], 0
+    out: list[bytes] = []
+    offset = 0
     while len(data) - offset >= 4:
         (length,) = struct.unpack_from(">I", data, offset)
         if length > max_frame:
@@ -101,12 +102,6 @@ async def connect(address: str) -> trio.socket.SocketType:
     return sock
 
 
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
-            await trio.sleep(0.005)
-
-
 async def honest_exchange(switch: RunningSwitch, tag: bytes) -> None:
     """A stream client and a daemon client still reach each other."""
     async with (
@@ -153,7 +148,7 @@ async def test_random_byte_streams_never_hurt_the_switch(tmp_path) -> None:
                         offset += await sock.send(data[offset : offset + step])
                 except OSError:
                     pass  # the switch dropped us: a bad length
-        await wait_until(lambda: not switch.switch.fabric.ports)
+        await wait_until(lambda: not switch.switch.fabric.ports, what="every port detached")
         await honest_exchange(switch, b"after the fuzz")
         drops = stream_drops(switch)
         assert drops.get(counters.STREAM_OVERSIZE, 0) > 0
@@ -179,8 +174,10 @@ async def test_a_peer_vanishing_mid_frame_is_detached_and_its_macs_forgotten(tmp
         frame = bytes(Ether(src="02:00:00:00:5b:99", dst="ff:ff:ff:ff:ff:ff") / IP() / ICMP())
         with await connect(switch.stream_addresses[0]) as sock:
             await sock.send(record(frame) + record(frame)[:30])
-            await wait_until(lambda: "02:00:00:00:5b:99" in switch.mac_table())
-        await wait_until(lambda: not switch.switch.fabric.ports)
+            await wait_until(
+                lambda: "02:00:00:00:5b:99" in switch.mac_table(), what="the MAC learned"
+            )
+        await wait_until(lambda: not switch.switch.fabric.ports, what="every port detached")
         assert switch.mac_table() == {}
         assert stream_drops(switch)[counters.STREAM_TRUNCATED] == 1
         await honest_exchange(switch, b"after a vanished peer")
@@ -211,7 +208,7 @@ async def test_a_stream_peer_that_never_reads_costs_only_its_own_frames(tmp_path
         deaf = await connect(switch.stream_addresses[0])
         deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with deaf:
-            await wait_until(lambda: len(switch.switch.fabric.ports) == 3)
+            await wait_until(lambda: len(switch.switch.fabric.ports) == 3, what="three ports")
             flood = bytes(Ether(src=A, type=0x88B5) / Raw(b"\xee" * 1400))  # broadcast
             count = 3000
             received = 0
@@ -240,12 +237,12 @@ async def test_a_stream_peer_that_never_reads_costs_only_its_own_frames(tmp_path
 async def test_connections_beyond_max_ports_are_refused_and_counted(tmp_path) -> None:
     async with run_switch(tmp_path, streams=(parse_stream("tcp:0"),), max_ports=3) as switch:
         socks = [await connect(switch.stream_addresses[0]) for _ in range(3)]
-        await wait_until(lambda: len(switch.switch.fabric.ports) == 3)
+        await wait_until(lambda: len(switch.switch.fabric.ports) == 3, what="three ports")
         extra = await connect(switch.stream_addresses[0])
         with extra, trio.fail_after(5):
             assert await extra.recv(10) == b""
         assert switch.switch.streams[0].events[counters.PORT_LIMIT] == 1
         for sock in socks:
             sock.close()
-        await wait_until(lambda: not switch.switch.fabric.ports)
+        await wait_until(lambda: not switch.switch.fabric.ports, what="every port detached")
         await honest_exchange(switch, b"after the limit")

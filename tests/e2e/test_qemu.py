@@ -132,8 +132,8 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
             switch.start()
             uml = [InteractiveUmlGuest(i, workdir, pool.uml_dir, switch.ctl) for i in (1, 2)]
             pool.guests += uml
-            for guest in uml:
-                guest.start()
+            for uml_guest in uml:
+                uml_guest.start()
             for number, (name, netdev) in enumerate(qemu_netdevs(vde_dir, stream_path).items(), 11):
                 guest = QemuGuest(
                     name, ip_for(number), f"{QEMU_MAC_PREFIX}{number:02x}", netdev, workdir

@@ -143,9 +143,9 @@ def test_umlswitch_and_the_linux_bridge_with_stp_block_one_tap_end_and_fail_over
     def converged() -> bool:
         ours = our_states(sw)
         kernel = kernel_states(ns)
-        blocking = [s for s in ours.values() if s[1] == "discarding"]
+        blocking = [s[1] for s in ours.values() if s[1] == "discarding"]
         blocking += [s for s in kernel.values() if s == "blocking"]
-        forwarding = [s for s in ours.values() if s[1] == "forwarding"]
+        forwarding = [s[1] for s in ours.values() if s[1] == "forwarding"]
         forwarding += [s for s in kernel.values() if s == "forwarding"]
         return len(blocking) == 1 and len(forwarding) == 3
 

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -120,7 +121,7 @@ def frames_from(capture: str, mac: str) -> list[str]:
     return [line for line in capture.splitlines() if line.split()[1:2] == [mac]]
 
 
-def mgmt_json(sw: Switch, command: str) -> dict[str, object]:
+def mgmt_json(sw: Switch, command: str) -> dict[str, Any]:
     result = subprocess.run(
         [
             sys.executable,
@@ -200,9 +201,9 @@ def test_access_guests_reach_the_trunk_guest_on_their_vlan_and_never_each_other(
     # from the trunk guest came untagged.
     assert frames_from(g2_capture, mac_for(3)) == [], g2_capture
     assert frames_from(g3_capture, mac_for(2)) == [], g3_capture
-    for capture in (g2_capture, g3_capture):
-        from_trunk = frames_from(capture, mac_for(1))
-        assert from_trunk and not any("802.1Q" in line for line in from_trunk), capture
+    for seen_by_access in (g2_capture, g3_capture):
+        from_trunk = frames_from(seen_by_access, mac_for(1))
+        assert from_trunk and not any("802.1Q" in line for line in from_trunk), seen_by_access
     # The trunk's eth0 saw each access guest's frames tagged with its VLAN, broadcasts too.
     assert trunk_capture.returncode == 0, trunk_capture.describe()
     seen = trunk_capture.stdout
@@ -303,9 +304,9 @@ def test_the_tap_as_a_trunk_seen_from_the_host(
 
         (tmp_path / "host.listening").touch()
         hellos = arp_frames(reader, 3.0)
-        for guest, vlan in ((g10, 10), (g20, 20)):
-            said = [v for f, v in hellos if f.src == guest.mac and f[ARP].pdst == HOST_IP]
-            assert said and set(said) == {vlan}, (guest.name, hellos)
+        for member, its_vlan in ((g10, 10), (g20, 20)):
+            said = [v for f, v in hellos if f.src == member.mac and f[ARP].pdst == HOST_IP]
+            assert said and set(said) == {its_vlan}, (member.name, hellos)
 
         cases: list[tuple[str, int | None, list[int | None]]] = [
             (ip10, 10, [10]),  # its VLAN: answered, tagged

@@ -48,7 +48,7 @@ def switch_port(switch: RunningSwitch, port: AsyncPort) -> FabricPort:
 
 async def drain(port: AsyncPort, timeout: float = 1.0) -> list[tuple[float, bytes]]:
     """(trio time, frame) of everything ``port`` receives until nothing comes for ``timeout``."""
-    got = []
+    got: list[tuple[float, bytes]] = []
     while True:
         try:
             data = await port.receive_bytes(timeout=timeout)

@@ -154,8 +154,10 @@ async def test_port_remove_closes_a_stream_connection(tmp_path: Path) -> None:
             await peer.connect(target)
             await wait_until(lambda: len(switch.switch.fabric.ports) == 1)
             (port_id,) = switch.switch.fabric.ports
-            assert switch.switch.remove_port(port_id)
+            detached = switch.switch.remove_port(port_id)
+            assert detached is not None
             with trio.fail_after(5):
+                await detached.wait()
                 assert await peer.recv(10) == b""
             assert not switch.switch.fabric.ports
-            assert not switch.switch.remove_port(port_id)
+            assert switch.switch.remove_port(port_id) is None

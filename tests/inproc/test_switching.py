@@ -22,7 +22,6 @@ from scapy.packet import Raw
 
 from umlswitch.config import SwitchConfig
 from umlswitch.daemon import Switch, serve
-from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE
 from umlswitch.ports import vectorio
 from umlswitch.ports.unix.clients import ClientPort, SharedPort
@@ -77,7 +76,7 @@ async def wait_attached(switch: Switch, count: int) -> None:
     await wait_until(lambda: len(switch.fabric.ports) == count)
 
 
-def port_of(switch: Switch, client: SwitchClient) -> FabricPort:
+def port_of(switch: Switch, client: SwitchClient) -> ClientPort | SharedPort:
     """The switch's port for ``client``, found by the client's full address."""
     for port in switch.fabric.ports.values():
         if isinstance(port, ClientPort):
@@ -315,11 +314,13 @@ async def test_detach_forgets_the_ports_macs(nursery: trio.Nursery, tmp_path: Pa
         port_b = port_of(switch, b)
 
         b.close()  # EOF on the control connection
-        await wait_until(lambda: port_b.id not in switch.fabric.ports)
+        with trio.fail_after(5):
+            await port_b.detached.wait()
+        assert port_b.id not in switch.fabric.ports
         assert switch.fabric.table.lookup(raw_mac(MAC_B)) is None
         assert switch.fabric.table.lookup(raw_mac(MAC_D)) is None
         assert len(switch.fabric.table) == 0
-        assert port_b.id not in switch.control.clients
+        assert port_b.id not in switch.attachments
 
         to_b = frame(MAC_A, MAC_B, "to-b")
         await a.send(to_b)
@@ -471,7 +472,7 @@ async def test_full_backlog_drops_the_newest_frames(
         port_b = port_of(switch, b)
         assert port_b.stats.queued == port_b.stats.queue_high == 20
         dropped = port_b.stats.drops["egress_full"]
-        received = []
+        received: list[bytes] = []
         with trio.move_on_after(0.5):
             while len(received) < len(burst) - dropped:
                 received.append(await b.recv(timeout=2))

@@ -11,6 +11,7 @@ import itertools
 import math
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -382,7 +383,7 @@ def test_the_queue_is_bounded_by_the_switchs_queue_memory_too() -> None:
 
 # --- replay ---------------------------------------------------------------------------------
 
-EVERYTHING = {
+EVERYTHING: dict[str, Any] = {
     "loss": 5,
     "correlation": 20,
     "delay": 0.020,

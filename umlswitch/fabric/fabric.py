@@ -13,7 +13,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
@@ -38,9 +38,6 @@ from umlswitch.fabric.vlan import (
     untagged_form,
 )
 from umlswitch.ratelog import Deferred, RateLimitedLog
-
-if TYPE_CHECKING:
-    from umlswitch.fabric.guard import Guard, LoopWatch
 
 log = logging.getLogger("umlswitch.fabric")
 
@@ -70,6 +67,36 @@ class FabricPort(Protocol):
 
     # Impairment of the frames the port receives (``umlswitch/impair.py``); None when off.
     impair_in: IngressHook | None
+
+
+class FrameGuard(Protocol):
+    """What the fabric asks of its guard (``guard.Guard``: spanning tree and storm control)."""
+
+    @property
+    def stp(self) -> object | None:
+        """The spanning tree; None while it is off."""
+
+    def attached(self, port: FabricPort) -> None: ...
+
+    def detached(self, port_id: int) -> None: ...
+
+    def admit(
+        self,
+        ingress: FabricPort,
+        dst: bytes,
+        src: bytes,
+        data: bytes | bytearray | memoryview,
+        offset: int,
+        size: int,
+    ) -> bool:
+        """Whether the fabric may go on with this frame (False: consumed or dropped, counted)."""
+
+
+class LoopWatcher(Protocol):
+    """Told of a source address that came back on another port a moment after it was learned
+    (``guard.LoopWatch``: logs the loop while the spanning tree is off)."""
+
+    def held(self, mac: bytes, learned_on: int | None, ingress: FabricPort) -> None: ...
 
 
 class CaptureSink(Protocol):
@@ -111,8 +138,8 @@ class Fabric:
         # port id -> (port,), built on attach; () for a port the spanning tree blocks
         self._unicast: dict[int, tuple[FabricPort, ...]] = {}
         self._blocked: frozenset[int] = frozenset()  # ports the spanning tree does not forward
-        self.guard: Guard | None = None  # STP and storm control; None while both are off
-        self.loop_watch: LoopWatch | None = None  # logs loops seen while STP is off
+        self.guard: FrameGuard | None = None  # STP and storm control; None while both are off
+        self.loop_watch: LoopWatcher | None = None  # logs loops seen while STP is off
         self._ratelog = RateLimitedLog(log)
         self.capture: CaptureSink | None = None  # packet capture, off unless set
         self.departed = PortStats()  # the counters of detached ports, for switch-wide totals

@@ -49,6 +49,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from umlswitch import counters
+from umlswitch.digits import is_decimal
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import ETH_HEADER_LEN
 from umlswitch.fabric.queues import QueueBudget
@@ -272,7 +273,7 @@ def format_rate(bits: int) -> str:
 
 
 def _whole(text: str, key: str, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not is_decimal(text) or not low <= int(text) <= high:
         raise ValueError(f"{key}= must be a whole number from {low} to {high}, not {text!r}")
     return int(text)
 

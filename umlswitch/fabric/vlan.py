@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from umlswitch.digits import is_decimal
+
 TPID = b"\x81\x00"  # 802.1Q
 TAG_LEN = 4
 TAGGED_HEADER_LEN = 18  # addresses, the tag, the inner EtherType
@@ -62,7 +64,7 @@ class VlanError(ValueError):
 def parse_vid(text: str, what: str = "VLAN") -> int:
     """A VLAN id from 1 to 4094; ValueError (VlanError) with a readable message otherwise."""
     text = text.strip()
-    if not text.isdigit():
+    if not is_decimal(text):
         raise VlanError(
             errno.EINVAL, f"{what} must be a VLAN number from 1 to {MAX_VLAN}: {text!r}"
         )
@@ -143,7 +145,7 @@ def split_vlan_options(text: str) -> tuple[str, Membership | None]:
         elif sep and key == "trunk":
             tagged.append(parse_vid(value, "trunk="))
             found, in_trunk = True, True
-        elif in_trunk and not sep and item.strip().isdigit():
+        elif in_trunk and not sep and is_decimal(item.strip()):
             tagged.append(parse_vid(item, "trunk="))
         else:
             in_trunk = False

@@ -33,9 +33,11 @@ from umlswitch.mgmt.protocol import Invocation, Reply
 from umlswitch.mgmt.views import Doc
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import Switch
+    from umlswitch.mgmt.managed import ManagedSwitch
 
 log = logging.getLogger("umlswitch.mgmt")
+
+REMOVE_TIMEOUT = 1.0  # how long port/remove waits for the port to be gone before it answers
 
 
 class CommandError(Exception):
@@ -51,7 +53,7 @@ class CommandError(Exception):
 class Session:
     """One management connection: the switch, who is connected, and how the session ends."""
 
-    switch: Switch
+    switch: ManagedSwitch
     peer: PeerCred
     ended: bool = False  # logout or shutdown: answer 9999 END OF SESSION and close
     shutdown: bool = False  # stop the switch once the answer is sent
@@ -94,7 +96,14 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
         if cmd is None:
             raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
         doc = await cmd.handler(session, invocation.args)
-    except CommandError as exc:
+    except Exception as exc:
+        if not isinstance(exc, CommandError):  # a bug: it must not end the switch
+            log.exception("management client %s: %s: internal error", session.peer, invocation)
+            exc = CommandError(
+                errno.EIO,
+                f"internal error ({type(exc).__name__}: {exc}); the switch keeps running, "
+                "its log has the details",
+            )
         if cmd is not None and cmd.changes:
             log.info("management client %s: %s: failed: %s", session.peer, invocation, exc)
         if not invocation.json:
@@ -201,12 +210,18 @@ async def _port_print(session: Session, args: Sequence[str]) -> Doc:
 async def _port_remove(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 1, 1, "port/remove N")
     port = _port(session, args[0])
-    if not session.switch.remove_port(port):
+    detached = session.switch.remove_port(port)
+    if detached is None:
         raise CommandError(errno.EBUSY, f"port {port} cannot be removed")
     # The port's own task detaches it; wait for that so the next command sees it gone.
-    with trio.move_on_after(1.0):
-        while port in session.switch.fabric.ports:
-            await trio.sleep(0.005)
+    with trio.move_on_after(REMOVE_TIMEOUT):
+        await detached.wait()
+    if not detached.is_set():
+        raise CommandError(
+            errno.ETIMEDOUT,
+            f"port {port} is leaving but has not left within {REMOVE_TIMEOUT:g} s "
+            "(port/print shows it until it has)",
+        )
     return {"removed": port}
 
 
@@ -221,6 +236,7 @@ async def _port_resetcounter(session: Session, args: Sequence[str]) -> Doc:
     for port_obj in fabric.ports.values():
         port_obj.stats.reset()
     fabric.departed.reset()
+    session.switch.reset_counters()
     return {"reset": sorted(fabric.ports)}
 
 
@@ -443,10 +459,7 @@ async def _pcap_showinfo(session: Session, args: Sequence[str]) -> Doc:
 
 
 def _guard(session: Session) -> Guard:
-    guard = session.switch.guard
-    if guard is None:
-        raise CommandError(errno.EOPNOTSUPP, "this switch has no loop protection")
-    return guard
+    return session.switch.guard
 
 
 def _bridge(session: Session) -> Bridge:

@@ -21,7 +21,7 @@ from umlswitch.mgmt import commands
 from umlswitch.mgmt.protocol import parse_line
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import Switch
+    from umlswitch.mgmt.managed import ManagedSwitch
 
 log = logging.getLogger("umlswitch.mgmt")
 
@@ -46,7 +46,7 @@ def read_rc_file(path: str) -> str:
         raise StartupError(f"--rc {path}: cannot read the file: {reason}") from None
 
 
-async def run_rc_file(switch: Switch, path: str, text: str) -> commands.Session:
+async def run_rc_file(switch: ManagedSwitch, path: str, text: str) -> commands.Session:
     """Run every command of ``text`` (the file ``path``) on ``switch``; StartupError on the
     first that fails. Returns the session (``shutdown`` set if the file asked for it)."""
     peer = RcFile(os.getpid(), os.geteuid(), os.getegid(), path)

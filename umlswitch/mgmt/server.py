@@ -24,7 +24,7 @@ from umlswitch.mgmt.protocol import LineReader, LineTooLong, Reply
 from umlswitch.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import Switch
+    from umlswitch.mgmt.managed import ManagedSwitch
 
 log = logging.getLogger("umlswitch.mgmt")
 ratelog = RateLimitedLog(log)
@@ -45,7 +45,11 @@ class MgmtServer:
     """Serves the management protocol on a listening unix socket."""
 
     def __init__(
-        self, listener: trio.socket.SocketType, switch: Switch, *, max_sessions: int = MAX_SESSIONS
+        self,
+        listener: trio.socket.SocketType,
+        switch: ManagedSwitch,
+        *,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.listener = listener
         self.switch = switch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from umlswitch import __version__, counters
@@ -19,21 +19,15 @@ from umlswitch.fabric.fabric import FabricPort
 from umlswitch.fabric.frame import format_mac
 from umlswitch.fabric.stp import format_bridge_id
 from umlswitch.fabric.vlan import DEFAULT_VLAN, split_key
-from umlswitch.ports.unix.clients import describe_address
+from umlswitch.ports.base import Port, PortInfo
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import Switch
+    from umlswitch.mgmt.managed import ManagedSwitch
 
 Doc = dict[str, Any]
 
 
 # --- small formatting helpers ---------------------------------------------------------------
-
-
-def port_kind(name: str) -> str:
-    """A port's kind from its name: ``unix:3 pid=1`` -> ``unix``, ``mcast:239...`` -> ``mcast``."""
-    kind, sep, _ = name.partition(":")
-    return kind if sep else "other"
 
 
 def format_duration(seconds: float) -> str:
@@ -95,19 +89,19 @@ def _traffic_lines(doc: Mapping[str, Any]) -> list[str]:
 # --- ports --------------------------------------------------------------------------------
 
 
-def port_doc(switch: Switch, port: FabricPort) -> Doc:
-    cred = switch.control.clients.get(port.id) or getattr(port, "peer_cred", None)
-    description = switch.control.descriptions.get(port.id)
+def port_doc(switch: ManagedSwitch, port: FabricPort) -> Doc:
+    info = port.describe() if isinstance(port, Port) else PortInfo("other")
+    cred = info.peer
     return {
         "id": port.id,
-        "kind": port_kind(port.name),
+        "kind": info.kind,
         "name": port.name,
         "peer": None if cred is None else {"pid": cred.pid, "uid": cred.uid, "gid": cred.gid},
-        "description": description or None,
-        "socket": _data_socket(port),
+        "description": info.description or None,
+        "socket": info.data_socket,
         "macs": switch.fabric.table.count(port.id),
         "vlans": switch.fabric.vlans.membership(port.id).doc(),
-        "vteps": _vteps(port),
+        "vteps": info.vteps,
         "queue": {
             "depth": port.stats.queued,
             "high": port.stats.queue_high,
@@ -116,15 +110,15 @@ def port_doc(switch: Switch, port: FabricPort) -> Doc:
         "paused": port.stats.paused,
         "stalls": port.stats.stalls,
         "stp": stp_port_doc(switch, port.id),
-        "storm_limit": switch.guard.storm_limit(port.id) if switch.guard is not None else 0,
+        "storm_limit": switch.guard.storm_limit(port.id),
         "impair": switch.impair.doc(port),
         **_traffic(port.stats),
     }
 
 
-def stp_port_doc(switch: Switch, port_id: int) -> Doc | None:
+def stp_port_doc(switch: ManagedSwitch, port_id: int) -> Doc | None:
     """A port's part in the spanning tree; None while STP is off."""
-    bridge = switch.guard.stp if switch.guard is not None else None
+    bridge = switch.guard.stp
     port = bridge.ports.get(port_id) if bridge is not None else None
     if port is None:
         return None
@@ -143,9 +137,9 @@ def stp_port_doc(switch: Switch, port_id: int) -> Doc | None:
     }
 
 
-def stp_doc(switch: Switch) -> Doc:
+def stp_doc(switch: ManagedSwitch) -> Doc:
     """The spanning tree: bridge, root, timers, topology changes, ports (``fstp/print``)."""
-    bridge = switch.guard.stp if switch.guard is not None else None
+    bridge = switch.guard.stp
     if bridge is None:
         return {"stp": False}
     last = bridge.last_topology_change
@@ -193,20 +187,7 @@ def stp_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _data_socket(port: FabricPort) -> str | None:
-    """The switch's data socket of a unix client's port (``@umlswitch-PID-c-N``, a pathname
-    for VDE clients), by which a client finds its port; None for other kinds."""
-    address: bytes | str | None = getattr(port, "local_address", None)
-    return None if address is None else describe_address(address)
-
-
-def _vteps(port: FabricPort) -> dict[str, list[str]] | None:
-    """An overlay port's remote VTEPs (``IP:PORT``) and the MACs behind each; None for others."""
-    remote_macs: Callable[[], dict[str, list[str]]] | None = getattr(port, "remote_macs", None)
-    return None if remote_macs is None else remote_macs()
-
-
-def ports_doc(switch: Switch, only: int | None = None) -> Doc:
+def ports_doc(switch: ManagedSwitch, only: int | None = None) -> Doc:
     ports = switch.fabric.ports
     ids = sorted(ports) if only is None else [only]
     return {"ports": [port_doc(switch, ports[pid]) for pid in ids]}
@@ -223,6 +204,8 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
             lines.append(f" peer pid={peer['pid']} uid={peer['uid']} gid={peer['gid']}")
         if port["description"]:
             lines.append(f" description {port['description']!r}")
+        if port.get("socket"):
+            lines.append(f" data socket {port['socket']}")
         lines.append(f" MACs {port['macs']}")
         vlans = port.get("vlans")
         if vlans is not None and (vlans["untagged"] != DEFAULT_VLAN or vlans["tagged"]):
@@ -254,7 +237,7 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def impair_doc(switch: Switch, port: FabricPort) -> Doc:
+def impair_doc(switch: ManagedSwitch, port: FabricPort) -> Doc:
     """``port/impair N``: the port's impairment per direction (None where there is none)."""
     doc = switch.impair.doc(port) or {"in": None, "out": None}
     return {"id": port.id, "name": port.name, **doc}
@@ -286,7 +269,7 @@ def mac_entry_doc(key: bytes, port: int, age: float) -> Doc:
     return {"mac": format_mac(mac), "vlan": vlan, "port": port, "age": round(max(age, 0.0), 1)}
 
 
-def hash_doc(switch: Switch) -> Doc:
+def hash_doc(switch: ManagedSwitch) -> Doc:
     fabric = switch.fabric
     entries = sorted(fabric.table.entries(fabric.now), key=lambda e: (e.port, e.mac))
     return {"entries": [mac_entry_doc(e.mac, e.port, e.age) for e in entries]}
@@ -316,12 +299,12 @@ def describe_vlans(vlans: Mapping[str, Any]) -> str:
     return text
 
 
-def port_vlans_doc(switch: Switch, port_id: int) -> Doc:
+def port_vlans_doc(switch: ManagedSwitch, port_id: int) -> Doc:
     """A port's VLANs, the answer of the commands that change them."""
     return {"id": port_id, **switch.fabric.vlans.membership(port_id).doc()}
 
 
-def vlans_doc(switch: Switch, only: int | None = None) -> Doc:
+def vlans_doc(switch: ManagedSwitch, only: int | None = None) -> Doc:
     """``vlan/print [VLAN]``: whether VLANs are on, and each VLAN's ports and control sockets."""
     table = switch.fabric.vlans
     names = {pid: port.name for pid, port in switch.fabric.ports.items()}
@@ -362,7 +345,7 @@ def vlan_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def hash_info_doc(switch: Switch) -> Doc:
+def hash_info_doc(switch: ManagedSwitch) -> Doc:
     fabric = switch.fabric
     table = fabric.table
     return {
@@ -397,18 +380,19 @@ def hash_info_lines(doc: Mapping[str, Any]) -> list[str]:
 # --- the switch -----------------------------------------------------------------------------
 
 
-def totals_doc(switch: Switch) -> Doc:
+def totals_doc(switch: ManagedSwitch) -> Doc:
     """Switch-wide traffic and drops: every port, those that have left, and the shared socket."""
     total = PortStats()
     total.add(switch.fabric.departed)
     for port in switch.fabric.ports.values():
         total.add(port.stats)
-    if switch.shared is not None and switch.shared.unknown_senders:
-        total.drops[counters.UNKNOWN_SENDER] += switch.shared.unknown_senders
+    unknown_senders = switch.unknown_senders()
+    if unknown_senders:
+        total.drops[counters.UNKNOWN_SENDER] += unknown_senders
     return _traffic(total)
 
 
-def capture_doc(switch: Switch) -> Doc:
+def capture_doc(switch: ManagedSwitch) -> Doc:
     control = switch.capture
     last = control.last
     return {
@@ -432,13 +416,9 @@ def capture_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def info_doc(switch: Switch) -> Doc:
+def info_doc(switch: ManagedSwitch) -> Doc:
     fabric = switch.fabric
-    events: dict[str, int] = dict(fabric.events)
-    events.update(switch.control.events)
-    for stream in switch.streams:
-        for name, count in stream.events.items():
-            events[name] = events.get(name, 0) + count
+    events = switch.events()
     sockets = {
         "control": switch.control_path,
         "data": switch.data_path,
@@ -452,8 +432,8 @@ def info_doc(switch: Switch) -> Doc:
         "sockets": sockets,
         "perm": {what: _perm(path) for what, path in sockets.items() if path is not None},
         "streams": [
-            {"name": s.name, "perm": _perm(s.name[5:]) if s.name.startswith("unix:") else None}
-            for s in switch.streams
+            {"name": name, "perm": _perm(name[5:]) if name.startswith("unix:") else None}
+            for name in switch.stream_names
         ],
         "ports": len(fabric.ports),
         "macs": len(fabric.table),
@@ -471,8 +451,8 @@ def info_doc(switch: Switch) -> Doc:
     }
 
 
-def _stp_summary(switch: Switch) -> Doc | None:
-    bridge = switch.guard.stp if switch.guard is not None else None
+def _stp_summary(switch: ManagedSwitch) -> Doc | None:
+    bridge = switch.guard.stp
     if bridge is None:
         return None
     return {

@@ -33,7 +33,8 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import trio
 
@@ -43,6 +44,7 @@ from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
+from umlswitch.listener import PeerCred
 from umlswitch.ratelog import RateLimitedLog
 
 log = logging.getLogger("umlswitch.ports")
@@ -51,6 +53,9 @@ ratelog = RateLimitedLog(log)
 # Frames read per wakeup before the ingress task goes back to the scheduler, so that one busy port
 # cannot starve the others.
 BATCH = 64
+# The receive buffer of every socket the switch reads frames from: a burst from a fast guest or
+# peer must not be lost while the switch is busy elsewhere.
+RCVBUF = 1 << 20
 # How often a port whose egress cannot be polled for writability (a socket shared by several
 # ports) retries its backlog.
 RETRY_INTERVAL = 0.001
@@ -68,6 +73,17 @@ class Unsent(Exception):
     """Raised by a kind's ``_send``: the frame went nowhere, and the kind has counted why."""
 
 
+@dataclass(frozen=True)
+class PortInfo:
+    """What a port says of itself to the management console (``port/print``)."""
+
+    kind: str  # unix, stream, tap, mcast, ucast, vxlan, vxvde
+    peer: PeerCred | None = None  # who is on the other end of a unix socket, if known
+    description: str = ""  # what a vde client said it is
+    data_socket: str | None = None  # the switch's socket of a client port, by which it finds it
+    vteps: dict[str, list[str]] | None = None  # an overlay's remote VTEPs and the MACs behind
+
+
 class Port:
     """Base of every port kind: the egress path with its backlog, and the task that drains it.
 
@@ -82,10 +98,15 @@ class Port:
     not keep a port's bound send methods from one call to the next.
     """
 
+    kind: ClassVar[str] = "other"  # the family, as the management console shows it
+
     def __init__(self, port_id: int, name: str) -> None:
         self.id = port_id
         self.name = name
         self.stats = PortStats()
+        self.peer: PeerCred | None = None  # the peer's credentials, where a socket tells them
+        self.description = ""  # what the client said it is (a vde client's description)
+        self.detached = trio.Event()  # set once the port has left the switch (attachments.py)
         self.impair_in: IngressHook | None = None  # see umlswitch/impair.py; None when off
         # Frames waiting for the kernel, oldest first; bounded by queue_limit and the budget.
         self.backlog: deque[bytes] = deque()
@@ -134,6 +155,10 @@ class Port:
 
     def close(self) -> None:
         """Release the port's OS resources (idempotent)."""
+
+    def describe(self) -> PortInfo:
+        """What the management console shows of this port besides its counters."""
+        return PortInfo(self.kind, self.peer, self.description)
 
     # --- running ----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, MAX_MAX_FRAME
+from umlswitch.listener import user_name
 from umlswitch.ports.base import BATCH, Frame, Port, PortClosed
 from umlswitch.tap import ifreq
 
@@ -47,6 +48,8 @@ _GONE = frozenset({errno.EBADFD, errno.EBADF, errno.ENODEV, errno.ENXIO})
 
 class TapPort(Port):
     """One tap device, attached as port ``tap:DEV``."""
+
+    kind = "tap"
 
     def __init__(self, port_id: int, device: str, fd: int, *, created: bool = False) -> None:
         super().__init__(port_id, f"tap:{device}")
@@ -126,14 +129,6 @@ class TapPort(Port):
         os.close(fd)
 
 
-def _user() -> str:
-    uid = os.geteuid()
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
 def _exists(device: str) -> bool:
     try:
         socket.if_nametoindex(device)
@@ -179,15 +174,16 @@ def _open_error(device: str, path: str, exc: OSError) -> str:
             f"-tap {device}: cannot open {path}: {exc.strerror}; load the tun driver: modprobe tun"
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
+        user = user_name(os.geteuid())
         return (
-            f"-tap {device}: cannot open {path}: permission denied for user {_user()}; it must be "
+            f"-tap {device}: cannot open {path}: permission denied for user {user}; it must be "
             f"readable and writable by this user (it usually is mode 0666: chmod 0666 {path})"
         )
     return f"-tap {device}: cannot open {path}: {exc.strerror}"
 
 
 def _attach_error(device: str, existed: bool, exc: OSError) -> str:
-    user = _user()
+    user = user_name(os.geteuid())
     if exc.errno == errno.EPERM and not existed:
         return (
             f"-tap {device}: tap device '{device}' does not exist and user {user} may not create "

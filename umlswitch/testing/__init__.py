@@ -14,6 +14,7 @@ Two ways to run a switch for a test: ``run_switch()`` (in-process, inside a trio
 fixtures. scapy is imported here, never by the daemon.
 """
 
+from umlswitch.daemon import READY
 from umlswitch.testing.fence import (
     FenceNotDelivered,
     fence_frame,
@@ -24,7 +25,7 @@ from umlswitch.testing.fence import (
 )
 from umlswitch.testing.match import Match, matches
 from umlswitch.testing.port import AsyncPort, SyncPort, attach, attach_sync, guest_address
-from umlswitch.testing.switch import READY, RunningSwitch, SwitchProcess, run_switch
+from umlswitch.testing.switch import RunningSwitch, SwitchProcess, run_switch
 
 __all__ = [
     "READY",

@@ -34,7 +34,7 @@ from typing import IO, Any, Self
 import trio
 
 from umlswitch.config import SwitchConfig, mgmt_path_for
-from umlswitch.daemon import Switch, serve
+from umlswitch.daemon import READY, Switch, serve
 from umlswitch.fabric.impair import (
     DIRECTIONS,
     Impairment,
@@ -43,9 +43,6 @@ from umlswitch.fabric.impair import (
     parse_impairment,
 )
 from umlswitch.ports.unix.clients import describe_address
-
-# What the switch logs once it serves (``umlswitch VERSION attached to unix socket 'CTL' ...``).
-READY = "attached to unix socket"
 
 # A port of the switch: its number, or a harness port (AsyncPort, SyncPort) attached to it.
 PortRef = Any

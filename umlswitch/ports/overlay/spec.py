@@ -25,6 +25,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from umlswitch.digits import is_decimal
 from umlswitch.ports.overlay.wire import MAX_VNI
 from umlswitch.ports.udp.spec import ipv4_address, parse_options, ttl_value, udp_port_number
 
@@ -87,7 +88,7 @@ class VxvdeSpec:
 
 
 def vni_value(text: str) -> int:
-    if not text.isdigit() or int(text) > MAX_VNI:
+    if not is_decimal(text) or int(text) > MAX_VNI:
         raise ValueError(f"the VNI must be a number from 0 to {MAX_VNI}, not {text!r}")
     return int(text)
 

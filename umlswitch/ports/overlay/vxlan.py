@@ -30,6 +30,7 @@ import logging
 import socket
 import struct
 from collections.abc import Sequence
+from dataclasses import replace
 
 import trio
 
@@ -37,7 +38,7 @@ from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, format_mac
-from umlswitch.ports.base import Frame, Port, Unsent, ratelog
+from umlswitch.ports.base import Frame, Port, PortInfo, Unsent, ratelog
 from umlswitch.ports.overlay.spec import VxlanSpec
 from umlswitch.ports.overlay.vtepmap import Vtep, VtepMap
 from umlswitch.ports.overlay.wire import HEADER_LEN, BadHeader, pack_header, parse_header
@@ -163,6 +164,9 @@ class OverlayPort(Port):
 
     # --- management -----------------------------------------------------------------------
 
+    def describe(self) -> PortInfo:
+        return replace(super().describe(), vteps=self.remote_macs())
+
     def remote_macs(self) -> dict[str, list[str]]:
         """Each remote VTEP (``IP:PORT``) and the MAC addresses learned behind it."""
         behind = self.vteps.remote_macs()
@@ -178,6 +182,8 @@ def _vtep_order(vtep: Vtep) -> tuple[bytes, int]:
 
 class VxlanPort(OverlayPort):
     """One ``--vxlan`` segment: a VNI, a group or a list of peers, on a shared UDP socket."""
+
+    kind = "vxlan"
 
     def __init__(self, spec: VxlanSpec, shared: VxlanSocket) -> None:
         if spec.group is not None:

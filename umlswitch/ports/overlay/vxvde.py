@@ -42,6 +42,8 @@ log = logging.getLogger("umlswitch.vxvde")
 class VxvdePort(OverlayPort):
     """A vxvde network as one port: hear the group and the endpoints, send from our own port."""
 
+    kind = "vxvde"
+
     def __init__(
         self, spec: VxvdeSpec, group_sock: socket.socket, peer_sock: socket.socket
     ) -> None:

@@ -41,7 +41,7 @@ def pack_header(vni: int) -> bytes:
     return _WORDS.pack(_FLAGS_WORD, vni << 8)
 
 
-def parse_header(data: bytes | memoryview, size: int) -> int | BadHeader:
+def parse_header(data: bytes | bytearray | memoryview, size: int) -> int | BadHeader:
     """The VNI of the datagram ``data[:size]``, or why its header is bad.
 
     ``size`` is the datagram's real length (``data`` may be a larger, reused buffer).

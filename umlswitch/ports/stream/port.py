@@ -48,6 +48,7 @@ NOSIGNAL = socket.MSG_NOSIGNAL
 class StreamPort(Port):
     """One stream connection (QEMU ``-netdev stream`` or ``socket,connect=``)."""
 
+    kind = "stream"
     stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
 
     def __init__(
@@ -61,7 +62,7 @@ class StreamPort(Port):
         super().__init__(port_id, name)
         sock.setblocking(False)
         self.sock = sock
-        self.peer_cred = peer_cred  # SO_PEERCRED of a unix client, shown by port/print
+        self.peer = peer_cred  # SO_PEERCRED of a unix client, shown by port/print
         self._unsent: memoryview | None = None  # the rest of a record sent only in part
         self._sendmsg = sock.sendmsg
 

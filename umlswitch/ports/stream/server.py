@@ -14,7 +14,7 @@ with ``--mode``/``--group`` and never wider, removed on exit); the TCP one here
 
 from __future__ import annotations
 
-import errno
+import functools
 import logging
 import socket
 from collections import Counter
@@ -22,17 +22,16 @@ from collections import Counter
 import trio
 
 from umlswitch import counters
-from umlswitch.errors import StartupError
+from umlswitch.errors import StartupError, bind_hint
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
-from umlswitch.listener import PeerCred, peer_cred, serve_listener
-from umlswitch.ports.base import PortClosed, ratelog
+from umlswitch.listener import LISTEN_BACKLOG, PeerCred, peer_cred, serve_listener
+from umlswitch.ports.attachments import Attachments
+from umlswitch.ports.base import ratelog
 from umlswitch.ports.stream.port import StreamPort
 from umlswitch.ports.stream.spec import StreamSpec
 
 log = logging.getLogger("umlswitch.stream")
-
-LISTEN_BACKLOG = 128
 
 
 def bind_tcp_listener(spec: StreamSpec) -> socket.socket:
@@ -44,14 +43,7 @@ def bind_tcp_listener(spec: StreamSpec) -> socket.socket:
         sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            hint = f"TCP port {spec.port} is in use; choose another"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            hint = f"{spec.host} is not an address of this host; give one that is (see: ip addr)"
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            hint = "run as a user who may bind it, or choose a port above 1023"
-        else:
-            hint = "check the address and port"
+        hint = bind_hint(exc, "TCP", spec.host, spec.port)
         raise StartupError(
             f"--stream {spec}: cannot listen on {spec.host}:{spec.port}: {exc.strerror}; {hint}"
         ) from None
@@ -67,6 +59,11 @@ def listener_name(spec: StreamSpec, sock: socket.socket) -> str:
     return f"tcp:{host}:{port}"
 
 
+async def _run_until_closed(port: StreamPort, fabric: Fabric) -> str:
+    await port.run(fabric)
+    return "shutdown"
+
+
 class StreamServer:
     """Accepts connections on one ``--stream`` listener and runs each as a port."""
 
@@ -76,8 +73,9 @@ class StreamServer:
         name: str,
         fabric: Fabric,
         *,
-        max_ports: int = 4096,
+        max_ports: int,
         vlans: Membership = DEFAULT_MEMBERSHIP,
+        attachments: Attachments | None = None,
     ) -> None:
         self.listener = trio.socket.from_stdlib_socket(listener)
         self.name = name  # unix:PATH or tcp:HOST:PORT
@@ -85,15 +83,8 @@ class StreamServer:
         self.vlans = vlans  # every connection's port joins these
         self.max_ports = max_ports
         self.events: Counter[str] = Counter()
-        self._running: dict[int, trio.CancelScope] = {}  # port id -> its scope (remove)
-
-    def remove(self, port_id: int) -> bool:
-        """Detach a port of this listener and close its connection; False if not ours."""
-        scope = self._running.pop(port_id, None)
-        if scope is None:
-            return False
-        scope.cancel()
-        return True
+        # the switch's attached ports (shared with its other families), for remove and detach
+        self.attachments = attachments if attachments is not None else Attachments(fabric)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await serve_listener(
@@ -130,21 +121,9 @@ class StreamServer:
                 return
             port_id = fabric.allocate_id()
             port = StreamPort(port_id, f"stream:{port_id} {peer}", sock, peer_cred=cred)
-            fabric.attach(port, self.vlans)
+            self.attachments.attach(port, self.vlans)
             in_vlans = "" if self.vlans.is_default else f" (VLAN {self.vlans.describe()})"
             log.info(
                 "port %d attached: stream client %s on %s%s", port_id, peer, self.name, in_vlans
             )
-            reason = "shutdown"
-            try:
-                with trio.CancelScope() as scope:
-                    self._running[port_id] = scope
-                    await port.run(fabric)
-                if scope.cancelled_caught:
-                    reason = "removed by the management console"
-            except PortClosed as exc:
-                reason = str(exc)
-            finally:
-                self._running.pop(port_id, None)
-                forgotten = fabric.detach(port_id)
-                log.info("port %d detached (%s); forgot %d MAC(s)", port_id, reason, forgotten)
+            await self.attachments.run(port, functools.partial(_run_until_closed, port, fabric))

@@ -21,7 +21,9 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from umlswitch.digits import is_decimal
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
+from umlswitch.ports.unix.control import SUN_PATH_LEN
 
 LOOPBACK = "127.0.0.1"
 
@@ -48,8 +50,10 @@ def parse_stream(text: str) -> StreamSpec:
     if kind == "unix" and sep:
         if not rest:
             raise ValueError("unix: needs a socket path, e.g. unix:/run/umlswitch/qemu.sock")
-        if len(rest.encode()) >= 108:
-            raise ValueError(f"{rest!r} is too long for a unix socket (max 107 bytes)")
+        if len(rest.encode()) >= SUN_PATH_LEN:
+            raise ValueError(
+                f"{rest!r} is too long for a unix socket (max {SUN_PATH_LEN - 1} bytes)"
+            )
         return StreamSpec("unix", path=rest)
     if kind == "tcp" and sep:
         host, sep, port_text = rest.rpartition(":")
@@ -62,7 +66,7 @@ def parse_stream(text: str) -> StreamSpec:
                 f"{text!r}: the address must be an IPv4 address (e.g. tcp:127.0.0.1:5555), "
                 f"not {host!r}"
             ) from None
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        if not is_decimal(port_text) or not 0 <= int(port_text) <= 65535:
             raise ValueError(f"{text!r}: the TCP port must be a number from 0 to 65535")
         return StreamSpec("tcp", host=host, port=int(port_text))
     raise ValueError(f"expected unix:PATH or tcp:[ADDR:]PORT, not {text!r}")

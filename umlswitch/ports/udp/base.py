@@ -12,18 +12,14 @@ it and exits 1.
 
 from __future__ import annotations
 
-import errno
 import socket
 from collections.abc import Callable
 
-from umlswitch.errors import StartupError
+from umlswitch.errors import StartupError, bind_hint
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports.base import Port, count_receive_error, drain_from
+from umlswitch.ports.base import RCVBUF, Port, count_receive_error, drain_from
 
 Address = tuple[str, int]
-
-# A burst from a fast guest must not be lost while the switch is busy elsewhere.
-RCVBUF = 1 << 20
 
 
 class UdpPort(Port):
@@ -99,12 +95,5 @@ def bind(
     except OSError as exc:
         sock.close()
         host, port = address
-        if exc.errno == errno.EADDRINUSE:
-            hint = f"UDP port {port} is in use (by {users}?); choose another"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            hint = f"{host} is not an address of this host; give one that is (see: ip addr)"
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            hint = "run as a user who may bind it, or choose a port above 1023"
-        else:
-            hint = "check the address and port"
+        hint = bind_hint(exc, "UDP", host, port, users)
         raise StartupError(f"{option}: cannot bind {host}:{port}: {exc.strerror}; {hint}") from None

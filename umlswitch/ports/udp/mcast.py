@@ -61,6 +61,8 @@ def _can_bind(host: str) -> bool:
 class McastPort(UdpPort):
     """A multicast group as one port: receive on the group, send from our own ephemeral port."""
 
+    kind = "mcast"
+
     def __init__(self, spec: McastSpec, recv_sock: socket.socket, send_sock: socket.socket):
         super().__init__(spec.name, recv_sock)
         self.spec = spec

@@ -19,6 +19,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from umlswitch.digits import is_decimal
+
 DEFAULT_MCAST_GROUP = "239.192.168.1"
 DEFAULT_MCAST_PORT = 1102
 DEFAULT_MCAST_TTL = 1
@@ -69,7 +71,7 @@ class UcastSpec:
 
 
 def udp_port_number(text: str, what: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not is_decimal(text) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{what} must be a UDP port number from 1 to 65535, not {text!r}")
     return int(text)
 
@@ -83,7 +85,7 @@ def ipv4_address(text: str, what: str) -> ipaddress.IPv4Address:
 
 def ttl_value(text: str, low: int) -> int:
     """An IP TTL (hop limit) from ``low`` to 255."""
-    if not text.isdigit() or not low <= int(text) <= 255:
+    if not is_decimal(text) or not low <= int(text) <= 255:
         raise ValueError(f"ttl must be a number from {low} to 255, not {text!r}")
     return int(text)
 
@@ -158,16 +160,13 @@ def parse_ucast(text: str) -> UcastSpec:
 
 def _is_host_name(text: str) -> bool:
     labels = text.rstrip(".").split(".")
-    return (
-        all(
-            0 < len(label) <= 63
-            and label.replace("-", "").isalnum()
-            and label.isascii()
-            and not label.startswith("-")
-            for label in labels
-        )
-        and not text.replace(".", "").isdigit()
-    )
+    return all(
+        0 < len(label) <= 63
+        and label.replace("-", "").isalnum()
+        and label.isascii()
+        and not label.startswith("-")
+        for label in labels
+    ) and not is_decimal(text.replace(".", ""))
 
 
 def conflicts(mcast: Iterable[McastSpec], ucast: Iterable[UcastSpec]) -> str | None:

@@ -25,6 +25,8 @@ log = logging.getLogger("umlswitch.ucast")
 class UcastPort(UdpPort):
     """A single UDP peer: frames from its address only, frames to it only."""
 
+    kind = "ucast"
+
     def __init__(self, spec: UcastSpec, sock: socket.socket, remote: Address | None) -> None:
         super().__init__(spec.name, sock)
         self.spec = spec

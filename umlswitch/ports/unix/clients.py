@@ -17,8 +17,8 @@ import contextlib
 import itertools
 import logging
 import os
-import pwd
 import socket
+from dataclasses import replace
 
 import trio
 
@@ -27,6 +27,7 @@ from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import (
     Frame,
     Port,
+    PortInfo,
     count_receive_error,
     drain_from,
     ratelog,
@@ -35,9 +36,6 @@ from umlswitch.ports.unix import control
 from umlswitch.ports.unix.dataplane import DataPlane
 
 log = logging.getLogger("umlswitch.unix")
-
-# A burst from a guest must not be lost while the switch is busy elsewhere: a large receive buffer.
-RCVBUF = 1 << 20
 
 
 def describe_address(address: bytes | str | None) -> str:
@@ -57,13 +55,6 @@ def describe_address(address: bytes | str | None) -> str:
 NAME_NUMBERS = itertools.count(1)
 
 
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return str(uid)
-
-
 def abstract_name(tag: str) -> bytes:
     """A fresh 108-byte abstract socket name (leading NUL, zero padding to the full length)."""
     name = f"\0umlswitch-{os.getpid()}-{tag}-{next(NAME_NUMBERS)}".encode()
@@ -73,6 +64,7 @@ def abstract_name(tag: str) -> bytes:
 class ClientPort(Port):
     """A client with its own data socket, connected to the client's address."""
 
+    kind = "unix"
     stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
 
     def __init__(
@@ -165,6 +157,9 @@ class ClientPort(Port):
 
         await drain_from(self.sock, fabric.max_frame + 1, handle, on_error, self.pause_point)
 
+    def describe(self) -> PortInfo:
+        return replace(super().describe(), data_socket=describe_address(self.local_address))
+
     def close(self) -> None:
         self.sock.close()
         if self.path is not None:
@@ -180,6 +175,7 @@ class SharedPort(Port):
     again: the backlog is retried every ``RETRY_INTERVAL`` instead.
     """
 
+    kind = "unix"
     stp_edge = True  # a guest: an edge port of the spanning tree (forwards at once)
 
     def __init__(self, port_id: int, name: str, shared: SharedDataSocket, address: bytes | str):

@@ -17,6 +17,7 @@ The netlink message packing and parsing are pure functions; ``query`` does the I
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -56,27 +57,45 @@ def encode_query(inode: int, show: int, seq: int = 1) -> bytes:
 
 
 def decode_reply(data: bytes) -> UnixSocketInfo:
-    """Parse the answer to ``encode_query``; raise OSError for a netlink error."""
+    """Parse the answer to ``encode_query``; raise OSError for a netlink error, and for a reply
+    that is cut short or whose lengths do not add up (EPROTO: the kernel cannot tell)."""
+    if len(data) < _NLMSGHDR.size:
+        raise _malformed(f"{len(data)} bytes, shorter than a netlink header")
     length, msg_type, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data)
+    if not _NLMSGHDR.size <= length <= len(data):
+        raise _malformed(f"its header claims {length} bytes, {len(data)} came")
     if msg_type == NLMSG_ERROR:
+        if length < _NLMSGHDR.size + 4:
+            raise _malformed("an error message without its error code")
         (error,) = struct.unpack_from("=i", data, _NLMSGHDR.size)
+        if error >= 0:
+            raise _malformed(f"an error message with error code {error} instead of an answer")
         raise OSError(-error, f"sock_diag: {os.strerror(-error)}")
     if msg_type != SOCK_DIAG_BY_FAMILY:
-        raise OSError(0, f"sock_diag: unexpected netlink message type {msg_type}")
+        raise _malformed(f"unexpected netlink message type {msg_type}")
+    if length < _NLMSGHDR.size + _MSG.size:
+        raise _malformed(f"{length} bytes, too short for unix_diag_msg")
     _family, sock_type, _state, _pad, inode, _c0, _c1 = _MSG.unpack_from(data, _NLMSGHDR.size)
     uid = peer = None
     offset = _NLMSGHDR.size + _MSG.size
-    end = min(length, len(data))
-    while offset + _ATTR.size <= end:
+    while offset + _ATTR.size <= length:
         attr_len, attr_type = _ATTR.unpack_from(data, offset)
-        if attr_len < _ATTR.size:
-            break
-        if attr_type == UNIX_DIAG_UID:
-            (uid,) = struct.unpack_from("=I", data, offset + _ATTR.size)
-        elif attr_type == UNIX_DIAG_PEER:
-            (peer,) = struct.unpack_from("=I", data, offset + _ATTR.size)
+        if not _ATTR.size <= attr_len <= length - offset:
+            raise _malformed(f"the attribute at byte {offset} claims {attr_len} bytes")
+        if attr_type in (UNIX_DIAG_UID, UNIX_DIAG_PEER):
+            if attr_len < _ATTR.size + 4:
+                raise _malformed(f"attribute {attr_type} at byte {offset} has no 4-byte value")
+            (value,) = struct.unpack_from("=I", data, offset + _ATTR.size)
+            if attr_type == UNIX_DIAG_UID:
+                uid = value
+            else:
+                peer = value
         offset += (attr_len + 3) & ~3
     return UnixSocketInfo(inode, sock_type, uid, peer)
+
+
+def _malformed(what: str) -> OSError:
+    return OSError(errno.EPROTO, f"sock_diag: malformed reply: {what}")
 
 
 def query(inode: int, show: int) -> UnixSocketInfo:

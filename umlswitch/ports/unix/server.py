@@ -20,7 +20,7 @@ import itertools
 import logging
 import os
 import socket
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import trio
@@ -28,19 +28,18 @@ import trio
 from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
-from umlswitch.listener import PeerCred, peer_cred, serve_listener
+from umlswitch.listener import PeerCred, peer_cred, serve_listener, user_name
 from umlswitch.ports import vectorio
-from umlswitch.ports.base import ratelog
+from umlswitch.ports.attachments import Attachments
+from umlswitch.ports.base import RCVBUF, ratelog
 from umlswitch.ports.unix import control, peercheck
 from umlswitch.ports.unix.clients import (
     NAME_NUMBERS,
-    RCVBUF,
     ClientPort,
     SharedDataSocket,
     SharedPort,
     abstract_name,
     describe_address,
-    user_name,
 )
 from umlswitch.ports.unix.control import NeedMore, Request, RequestDecoder, RequestError
 from umlswitch.ports.unix.dataplane import DataPlane
@@ -49,7 +48,6 @@ log = logging.getLogger("umlswitch.unix")
 
 # After a request that may still be growing (a vde description), wait this long for more bytes.
 QUIET_PERIOD = 0.05
-DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 
 
 class PeerRefused(OSError):
@@ -75,12 +73,13 @@ class ControlServer:
         listener: trio.socket.SocketType,
         fabric: Fabric,
         *,
+        handshake_timeout: float,
+        max_ports: int,
+        max_pending: int,
+        data_path_prefix: str,
         shared: SharedDataSocket | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        data_path_prefix: str = "/tmp/umlswitch-",
         verify_peers: bool = True,
-        max_ports: int = 4096,
-        max_pending: int = 128,
+        attachments: Attachments | None = None,
     ) -> None:
         self.max_ports = max_ports
         self.max_pending = max_pending
@@ -96,10 +95,9 @@ class ControlServer:
         self.dataplane = DataPlane(fabric) if vectorio.available() else None
         self.shared = shared
         self.handshake_timeout = handshake_timeout
-        self.events: dict[str, int] = {}
-        self.clients: dict[int, PeerCred] = {}
-        self.descriptions: dict[int, str] = {}  # port id -> the description a vde client sent
-        self._running: dict[int, trio.CancelScope] = {}  # port id -> its task's scope (remove)
+        self.events: Counter[str] = Counter()
+        # the switch's attached ports (shared with its other families), for remove and detach
+        self.attachments = attachments if attachments is not None else Attachments(fabric)
 
     def add_listener(
         self, listener: trio.socket.SocketType, data_path_prefix: str, vlans: Membership, path: str
@@ -107,18 +105,6 @@ class ControlServer:
         """Serve one more control socket, whose clients' ports join ``vlans`` (before serve)."""
         label = f"control socket {path} ({vlans.describe()})"
         self.entrances.append(Entrance(listener, data_path_prefix, vlans, label))
-
-    def _count(self, name: str) -> None:
-        self.events[name] = self.events.get(name, 0) + 1
-
-    def remove(self, port_id: int) -> bool:
-        """Detach a client's port and close its control connection (the management console's
-        ``port/remove``); False if no client has that port."""
-        scope = self._running.pop(port_id, None)
-        if scope is None:
-            return False
-        scope.cancel()
-        return True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -149,7 +135,7 @@ class ControlServer:
                 # really means to attach completes its handshake in milliseconds.
                 _, (oldest_cred, oldest_scope) = self._pending.popitem(last=False)
                 oldest_scope.cancel()
-                self._count(counters.PENDING_LIMIT)
+                self.events[counters.PENDING_LIMIT] += 1
                 ratelog.warning(
                     "pending-limit",
                     "closed the oldest pending control connection (from %s): %d connections "
@@ -168,7 +154,7 @@ class ControlServer:
             if request is None:
                 return
             if len(self.fabric.ports) >= self.max_ports:
-                self._count(counters.PORT_LIMIT)
+                self.events[counters.PORT_LIMIT] += 1
                 ratelog.warning(
                     "port-limit",
                     "refused %s: the switch has %d ports already (--max-ports)",
@@ -201,16 +187,16 @@ class ControlServer:
                         break
                 result = decoder.feed(data)
         if timeout.cancelled_caught:
-            self._count(counters.HANDSHAKE_TIMEOUT)
+            self.events[counters.HANDSHAKE_TIMEOUT] += 1
             ratelog.warning(
                 "handshake-timeout",
-                "control connection from %s: no complete request within %.0f s; closed",
+                "control connection from %s: no complete request within %g s; closed",
                 cred,
                 self.handshake_timeout,
             )
             return None
         if isinstance(result, RequestError):
-            self._count(result.counter)
+            self.events[result.counter] += 1
             ratelog.warning(f"request:{result.counter}", "refused %s: %s", cred, result.message)
             return None
         assert isinstance(result, Request)
@@ -223,75 +209,95 @@ class ControlServer:
         request: Request,
         entrance: Entrance,
     ) -> None:
-        fabric = self.fabric
-        try:
-            port_id = fabric.allocate_id(request.requested_port)
-        except PortNumberTaken as exc:
-            self._count(counters.ATTACH_FAILED)
-            log.warning("refused %s (%s): %s", cred, request.dialect, exc)
+        port = self._open_port(cred, request, entrance)
+        if port is None:
             return
-        peer = request.peer_address
-        name = f"unix:{port_id} pid={cred.pid}"
-        port: ClientPort | SharedPort
-        if request.dialect == "v0":
-            if self.shared is None:
-                self._count(counters.ATTACH_FAILED)
-                log.warning(
-                    "refused v0 request from %s: v0 clients need a shared data socket; "
-                    "start umlswitch with -compat-v0 or -unix CTL DATA",
-                    cred,
-                )
-                return
-            if self.shared.is_registered(peer):
-                self._count(counters.ATTACH_FAILED)
-                log.warning(
-                    "refused v0 request from %s: address %s is already attached",
-                    cred,
-                    describe_address(peer),
-                )
-                return
-            refusal = self._check_v0_address(peer, cred)
-            if refusal is not None:
-                self._count(counters.PEER_REFUSED)
-                log.warning("refused v0 request from %s: %s", cred, refusal)
-                return
-            port = SharedPort(port_id, name, self.shared, peer)
-            self.shared.register(port)
-            reply = b""
-        else:
-            try:
-                port = self._open_client_port(port_id, name, peer, cred, entrance.data_path_prefix)
-            except PeerRefused as exc:
-                self._count(counters.PEER_REFUSED)
-                log.warning("refused %s (%s): %s", cred, request.dialect, exc)
-                return
-            except OSError as exc:
-                self._count(counters.ATTACH_FAILED)
-                log.warning(
-                    "refused %s (%s): cannot connect to its data socket %s: %s",
-                    cred,
-                    request.dialect,
-                    describe_address(peer),
-                    exc.strerror or exc,
-                )
-                return
-            reply = control.encode_sockaddr(port.local_address)
+        port.peer = cred
+        port.description = request.description or ""
         # Attach before replying: a client may send (and expect to receive) as soon as it has
         # the reply, so the port must already be part of the fabric by then.
-        fabric.attach(port, entrance.vlans)
-        self.clients[port_id] = cred
-        if request.description:
-            self.descriptions[port_id] = request.description
+        self.attachments.attach(port, entrance.vlans)
         try:
-            if reply:
-                await conn.send(reply)
+            if isinstance(port, ClientPort):
+                await conn.send(control.encode_sockaddr(port.local_address))
         except OSError as exc:
-            fabric.detach(port_id)
-            self.clients.pop(port_id, None)
-            self.descriptions.pop(port_id, None)
-            port.close()
-            log.warning("port %d: client %s vanished during the handshake: %s", port_id, cred, exc)
+            self.attachments.detach(port, f"client {cred} vanished during the handshake: {exc}")
             return
+        self._log_attached(port, cred, request, entrance)
+
+        async def life() -> str:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(port.run, self.fabric)
+                reason = await self._watch_control(conn)
+                nursery.cancel_scope.cancel()
+            return reason
+
+        await self.attachments.run(port, life)
+
+    def _open_port(
+        self, cred: PeerCred, request: Request, entrance: Entrance
+    ) -> ClientPort | SharedPort | None:
+        """The port for a client's request, or None (counted, logged) if it is refused."""
+        try:
+            port_id = self.fabric.allocate_id(request.requested_port)
+        except PortNumberTaken as exc:
+            self._refuse(counters.ATTACH_FAILED, "refused %s (%s): %s", cred, request.dialect, exc)
+            return None
+        name = f"unix:{port_id} pid={cred.pid}"
+        peer = request.peer_address
+        if request.dialect == "v0":
+            return self._open_shared_port(port_id, name, peer, cred)
+        try:
+            return self._open_client_port(port_id, name, peer, cred, entrance.data_path_prefix)
+        except PeerRefused as exc:
+            self._refuse(counters.PEER_REFUSED, "refused %s (%s): %s", cred, request.dialect, exc)
+            return None
+        except OSError as exc:
+            self._refuse(
+                counters.ATTACH_FAILED,
+                "refused %s (%s): cannot connect to its data socket %s: %s",
+                cred,
+                request.dialect,
+                describe_address(peer),
+                exc.strerror or exc,
+            )
+            return None
+
+    def _open_shared_port(
+        self, port_id: int, name: str, peer: bytes | str, cred: PeerCred
+    ) -> SharedPort | None:
+        """A v0 client's port on the shared data socket, or None if it is refused."""
+        if self.shared is None:
+            self._refuse(
+                counters.ATTACH_FAILED,
+                "refused v0 request from %s: v0 clients need a shared data socket; "
+                "start umlswitch with -compat-v0 or -unix CTL DATA",
+                cred,
+            )
+            return None
+        if self.shared.is_registered(peer):
+            self._refuse(
+                counters.ATTACH_FAILED,
+                "refused v0 request from %s: address %s is already attached",
+                cred,
+                describe_address(peer),
+            )
+            return None
+        refusal = self._check_v0_address(peer, cred)
+        if refusal is not None:
+            self._refuse(counters.PEER_REFUSED, "refused v0 request from %s: %s", cred, refusal)
+            return None
+        port = SharedPort(port_id, name, self.shared, peer)
+        self.shared.register(port)
+        return port
+
+    def _refuse(self, counter: str, message: str, *args: object) -> None:
+        self.events[counter] += 1
+        log.warning(message, *args)
+
+    def _log_attached(
+        self, port: ClientPort | SharedPort, cred: PeerCred, request: Request, entrance: Entrance
+    ) -> None:
         owner = port.owner if isinstance(port, ClientPort) and port.owner is not None else cred.uid
         extra = f" user={user_name(owner)}"
         if request.description:
@@ -300,27 +306,12 @@ class ControlServer:
             extra += f" VLAN {entrance.vlans.describe()}"
         log.info(
             "port %d attached: %s client %s, data %s%s",
-            port_id,
+            port.id,
             request.dialect,
             cred,
-            describe_address(peer),
+            describe_address(request.peer_address),
             extra,
         )
-        reason = "shutdown"
-        try:
-            async with trio.open_nursery() as nursery:
-                self._running[port_id] = nursery.cancel_scope
-                nursery.start_soon(port.run, fabric)
-                reason = await self._watch_control(conn)
-                nursery.cancel_scope.cancel()
-        finally:
-            if self._running.pop(port_id, None) is None and reason == "shutdown":
-                reason = "removed by the management console"  # remove() took the scope
-            forgotten = fabric.detach(port_id)
-            self.clients.pop(port_id, None)
-            self.descriptions.pop(port_id, None)
-            port.close()
-            log.info("port %d detached (%s); forgot %d MAC(s)", port_id, reason, forgotten)
 
     def _check_v0_address(self, peer: bytes | str, cred: PeerCred) -> str | None:
         """For the shared socket: whether ``peer`` names the client's own socket."""
@@ -384,5 +375,5 @@ class ControlServer:
             return f"control connection error: {exc.strerror or exc}"
         if not data:
             return "disconnect"
-        self._count(counters.BAD_REQUEST)
+        self.events[counters.BAD_REQUEST] += 1
         return f"bad request: {len(data)} unexpected byte(s) on the control connection"

@@ -1,0 +1,85 @@
+"""The switch's attached ports: one record per port, one way in and one way out for every family.
+
+Each attach path (the control socket's clients, a stream listener's connections, the ports of the
+command line) attaches its ports with ``attach`` and runs them with ``run``, which detaches them
+when they end, whatever the reason: the peer left (``PortClosed``, or what the family's own watch
+returns), the management console removed the port (``remove``), or the switch shut down. Detaching
+is always the same: out of the fabric (its MAC entries forgotten), the port closed, its
+``detached`` event set (``port/remove`` waits on it), one log line saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
+from umlswitch.ports.base import Port, PortClosed
+
+log = logging.getLogger("umlswitch.ports")
+
+REMOVED = "removed by the management console"
+SHUTDOWN = "shutdown"
+
+
+class Attachments:
+    """The attached ports of every family, by port number, each with the scope that runs it."""
+
+    def __init__(self, fabric: Fabric) -> None:
+        self.fabric = fabric
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._running: set[int] = set()  # ports whose run has begun
+
+    def __contains__(self, port_id: object) -> bool:
+        return port_id in self._scopes
+
+    def attach(self, port: Port, vlans: Membership = DEFAULT_MEMBERSHIP) -> None:
+        """Make ``port`` part of the fabric (it forwards from now on) and keep its record."""
+        self.fabric.attach(port, vlans)
+        self._scopes[port.id] = trio.CancelScope()
+
+    async def run(self, port: Port, life: Callable[[], Awaitable[str]]) -> str:
+        """Run an attached port's ``life`` (it returns why the port ends, or raises PortClosed)
+        until it ends, the port is removed, or the switch shuts down; then detach the port.
+        Returns why it ended."""
+        reason = SHUTDOWN
+        scope = self._scopes.get(port.id)
+        if scope is None:  # removed before it ran (by the --rc file): detached already
+            return REMOVED
+        self._running.add(port.id)
+        try:
+            with scope:
+                try:
+                    reason = await life()
+                except PortClosed as exc:
+                    reason = str(exc)
+            if scope.cancelled_caught:
+                reason = REMOVED
+        finally:
+            self.detach(port, reason)
+        return reason
+
+    def detach(self, port: Port, reason: str) -> None:
+        """The one way out: the port leaves the fabric, is closed, and says it is gone."""
+        self._scopes.pop(port.id, None)
+        self._running.discard(port.id)
+        forgotten = self.fabric.detach(port.id)
+        port.close()
+        port.detached.set()
+        log.info("port %d detached (%s); forgot %d MAC(s)", port.id, reason, forgotten)
+
+    def remove(self, port_id: int) -> trio.Event | None:
+        """Detach a port as if its peer had left (the console's ``port/remove``): the event set
+        once it is gone, or None if no port has that number."""
+        scope = self._scopes.get(port_id)
+        port = self.fabric.ports.get(port_id)
+        if scope is None or not isinstance(port, Port):
+            return None
+        if port_id in self._running:
+            scope.cancel()  # its run detaches it
+        else:
+            self.detach(port, REMOVED)
+        return port.detached

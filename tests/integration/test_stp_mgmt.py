@@ -42,8 +42,9 @@ def test_stp_and_storm_control_at_run_time(tmp_path) -> None:
         reply = client.run("fstp/setportprio 1 17")
         assert reply.code == 1022, reply
         text = client.run("fstp/print").lines
+        assert text is not None
         assert any(line.startswith("   1 unix:1") and "designated" in line for line in text), text
-        assert "stp " in "\n".join(client.run("showinfo").lines)
+        assert "stp " in "\n".join(client.run("showinfo").lines or ())
 
         # storm control: port 1 floods 20 broadcasts, 5 get through
         b.send(b.ether(dst=MAC_A) / b"b is here")  # learnt: a's fence to b is not flooded
@@ -55,7 +56,7 @@ def test_stp_and_storm_control_at_run_time(tmp_path) -> None:
         assert len([f for f in got if b"storm" in bytes(f)]) == 5
         port1 = client.json("port/print 1")["ports"][0]
         assert port1["storm_limit"] == 5 and port1["drops"]["storm"] == 15
-        assert " storm limit 5 flooded frames/s" in client.run("port/print 1").lines
+        assert " storm limit 5 flooded frames/s" in (client.run("port/print 1").lines or ())
 
         first = take_sample(client)
         second = take_sample(client)

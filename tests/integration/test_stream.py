@@ -19,6 +19,7 @@ from scapy.layers.l2 import ARP
 from umlswitch.mgmt.client import MgmtClient
 from umlswitch.mgmt.top import render, take_sample
 from umlswitch.testing import SwitchProcess, attach_sync
+from umlswitch.testing.stream import SyncStreamPort
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,7 @@ def test_stream_ports_in_logs_ctl_capture_and_top(tmp_path: Path) -> None:
             assert re.search(rf"^\s*{t}\s+stream:{t} 127\.0\.0\.1", table, re.M), table
 
             assert client.json(f"port/remove {t}") == {"removed": t}
+            assert isinstance(b, SyncStreamPort)
             b.sock.settimeout(5)
             assert b.sock.recv(1) == b""  # the switch closed b's connection
         switch.wait_for_log(f"port {u} detached (disconnect)", 5)

@@ -15,6 +15,7 @@ fixtures. scapy is imported here, never by the daemon.
 """
 
 from umlswitch.daemon import READY
+from umlswitch.testing.attaching import attach, attach_sync
 from umlswitch.testing.fence import (
     FenceNotDelivered,
     fence_frame,
@@ -24,7 +25,7 @@ from umlswitch.testing.fence import (
     wait_until_sync,
 )
 from umlswitch.testing.match import Match, matches
-from umlswitch.testing.port import AsyncPort, SyncPort, attach, attach_sync, guest_address
+from umlswitch.testing.port import AsyncPort, SyncPort, guest_address
 from umlswitch.testing.switch import RunningSwitch, SwitchProcess, run_switch
 
 __all__ = [

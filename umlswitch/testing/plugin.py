@@ -31,7 +31,7 @@ def umlswitch_process(tmp_path: Path) -> Iterator[SwitchProcess]:
 
 @pytest.fixture
 def umlswitch_attach(umlswitch_process: SwitchProcess) -> Iterator[Callable[..., SyncPort]]:
-    from umlswitch.testing.port import attach_sync
+    from umlswitch.testing.attaching import attach_sync
 
     ports: list[SyncPort] = []
 

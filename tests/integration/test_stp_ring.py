@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from tests.netns import netns_unavailable, private_netns
-from umlswitch.mgmt.client import connect
 from umlswitch.testing import SwitchProcess, attach_sync
 
 BASE = 41000
@@ -30,7 +29,7 @@ def ucast_args(switch: int) -> list[str]:
 
 
 def tree(sw: SwitchProcess) -> dict[str, Any]:
-    with connect(sw.mgmt_path) as client:
+    with sw.manage() as client:
         doc: dict[str, Any] = client.json("fstp/print")
     return doc
 
@@ -73,7 +72,7 @@ def test_a_ring_of_three_converges_fast_and_passes_traffic_without_a_storm() -> 
             (blocked,) = [
                 sw for sw in switches if any(p["state"] == "discarding" for p in tree(sw)["ports"])
             ]
-            with connect(blocked.mgmt_path) as client:
+            with blocked.manage() as client:
                 changed = time.monotonic()
                 client.json("fstp/setpriority 4096")
             again = converge(switches, changed, tree(blocked)["bridge"])

@@ -24,7 +24,6 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from umlswitch.__main__ import main
 from umlswitch.mgmt import top
-from umlswitch.mgmt.client import connect
 from umlswitch.testing import (
     SwitchProcess,
     SyncPort,
@@ -88,7 +87,7 @@ def ctl(switch: SwitchProcess, *args: str) -> tuple[int, str, str]:
 
 
 def ok_json(switch: SwitchProcess, *args: str) -> Any:
-    with connect(switch.mgmt_path) as client:
+    with switch.manage() as client:
         return client.json(" ".join(args))
 
 
@@ -161,7 +160,7 @@ def test_guests_on_vlan_sockets_and_what_ctl_shows(switch: SwitchProcess, tmp_pa
         # nothing of it in VLAN 10: a gets the trunk's fence there first
         assert frames_before_fence_sync(a.receive_bytes, tagged_fence(trunk, 10)) == []
 
-        with connect(switch.mgmt_path) as client:
+        with switch.manage() as client:
             view = top.render(None, top.take_sample(client), live=False)
         console = Console(record=True, width=80, file=io.StringIO(), color_system=None)
         console.print(view)
@@ -269,7 +268,7 @@ def test_bad_vlan_options_are_refused_with_usage(
 def test_json_of_a_vlan_command_is_one_document(switch: SwitchProcess) -> None:
     code = main(["ctl", "-unix", switch.control_path, "--json", "vlan/create", "40"])
     assert code == 0
-    with connect(switch.mgmt_path) as client:
+    with switch.manage() as client:
         doc = client.json("vlan/print 40")
     assert json.loads(json.dumps(doc)) == {
         "active": True,

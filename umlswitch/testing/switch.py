@@ -15,8 +15,10 @@ seconds, bits per second).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import io
 import itertools
 import os
 import shutil
@@ -33,7 +35,7 @@ from typing import IO, Any, Self
 
 import trio
 
-from umlswitch.config import SwitchConfig, mgmt_path_for
+from umlswitch.config import SwitchConfig, mgmt_path_for, parse_args
 from umlswitch.daemon import READY, Switch, serve
 from umlswitch.fabric.impair import (
     DIRECTIONS,
@@ -42,6 +44,7 @@ from umlswitch.fabric.impair import (
     format_rate,
     parse_impairment,
 )
+from umlswitch.mgmt.client import MgmtClient, MgmtError, connect
 from umlswitch.ports.unix.clients import describe_address
 
 # A port of the switch: its number, or a harness port (AsyncPort, SyncPort) attached to it.
@@ -203,6 +206,16 @@ async def run_switch(
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _mgmt_socket(args: list[str], control_path: str) -> str | None:
+    """The management socket a switch with command line ``args`` serves (--mgmt, --no-mgmt);
+    for a command line the switch will refuse, the default beside ``control_path``."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return parse_args(args).mgmt_socket
+    except SystemExit:
+        return mgmt_path_for(control_path)
+
+
 class SwitchProcess(_Impairing):
     """``python -m umlswitch`` as a subprocess, stopped by ``stop()`` or ``with``; its ports are
     impaired over the management socket.
@@ -240,9 +253,9 @@ class SwitchProcess(_Impairing):
         self._own_dir = directory is None
         self.directory = tempfile.mkdtemp(prefix="umlswitch-") if directory is None else directory
         self.control_path = control_path or os.path.join(self.directory, "ctl")
-        self.mgmt_path = mgmt_path_for(self.control_path)  # unless args say --mgmt/--no-mgmt
-        command = [*launcher, sys.executable, "-m", "umlswitch"]
-        command += ["-unix", self.control_path, *args] if unix else list(args)
+        switch_args = ["-unix", self.control_path, *args] if unix else list(args)
+        self.mgmt_path = _mgmt_socket(switch_args, self.control_path)
+        command = [*launcher, sys.executable, "-m", "umlswitch", *switch_args]
         popen.setdefault("stdin", subprocess.DEVNULL)
         with _new_log(self.directory) as log:
             self.log_path = log.name
@@ -275,14 +288,17 @@ class SwitchProcess(_Impairing):
                 raise AssertionError(f"no {text!r} in the log within {timeout} s:\n{self.log}")
             time.sleep(0.01)
 
+    def manage(self) -> MgmtClient:
+        """A session on the switch's management socket (``with switch.manage() as client:
+        client.json("port/print")``); RuntimeError if it runs with --no-mgmt."""
+        if self.mgmt_path is None:
+            raise RuntimeError("this switch runs without a management socket (--no-mgmt)")
+        return connect(self.mgmt_path)
+
     def counters(self) -> dict[str, Any]:
         """Per-port traffic and drop counters (by port number) and the switch-wide ``info``,
         read over the management socket (``umlswitch ctl --json port/print`` and ``showinfo``)."""
-        from umlswitch.mgmt.client import connect
-
-        if self.mgmt_path is None:
-            raise RuntimeError("this switch runs without a management socket (--no-mgmt)")
-        with connect(self.mgmt_path) as client:
+        with self.manage() as client:
             ports = client.json("port/print")["ports"]
             return {"ports": {p["id"]: p for p in ports}, "info": client.json("showinfo")}
 
@@ -298,16 +314,12 @@ class SwitchProcess(_Impairing):
         raise LookupError(f"{port!r} is not attached to this switch")
 
     def _set_impairment(self, port: PortRef, direction: str, words: list[str] | None) -> Any:
-        from umlswitch.mgmt.client import MgmtError, connect
-
-        if self.mgmt_path is None:
-            raise RuntimeError("this switch runs without a management socket (--no-mgmt)")
         line = f"port/impair {self.port_number(port)}"
         if words is None:
             line += f" {direction} off"
         elif words:
             line += f" {direction} {' '.join(words)}"
-        with connect(self.mgmt_path) as client:
+        with self.manage() as client:
             try:
                 return client.json(line)
             except MgmtError as exc:

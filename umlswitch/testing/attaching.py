@@ -6,10 +6,9 @@ QEMU's length framing to a ``--stream`` listener (``stream.py``).
 
 from __future__ import annotations
 
-import functools
 from types import TracebackType
 
-from umlswitch.testing.port import TRANSPORTS, AsyncPort, SyncPort, _check_dialect
+from umlswitch.testing.port import GUEST, TRANSPORTS, AsyncPort, Handshake, SyncPort
 from umlswitch.testing.stream import AsyncStreamPort, SyncStreamPort
 
 
@@ -32,29 +31,17 @@ def attach_sync(
     ``transport="stream"``: connect as QEMU's ``-netdev stream`` does instead, to ``ctl`` =
     a ``--stream`` listener (``unix:PATH``, ``tcp:HOST:PORT``, or a socket path).
     """
-    _check_transport(transport, (dialect, description, requested_port, data_path, address))
+    handshake = Handshake(dialect, description, requested_port, data_path, address)
+    _check_transport(transport, handshake)
     if transport == "stream":
         return SyncStreamPort(ctl, mac=mac, timeout=timeout)
-    return SyncPort(
-        ctl,
-        mac=mac,
-        timeout=timeout,
-        dialect=dialect,
-        description=description,
-        requested_port=requested_port,
-        data_path=data_path,
-        address=address,
-    )
+    return SyncPort(ctl, mac=mac, timeout=timeout, handshake=handshake)
 
 
-# dialect, description, requested_port, data_path, address: a UML guest's handshake
-_GUEST_HANDSHAKE = ("v3", None, 0, None, None)
-
-
-def _check_transport(transport: str, handshake: tuple[object, ...]) -> None:
+def _check_transport(transport: str, handshake: Handshake) -> None:
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
-    if transport == "stream" and handshake != _GUEST_HANDSHAKE:
+    if transport == "stream" and handshake != GUEST:
         raise ValueError(
             "dialect=, description=, requested_port=, data_path= and address= go with "
             "transport='daemon'"
@@ -83,16 +70,8 @@ class attach:
         data_path: str | None = None,
         address: bytes | str | None = None,
     ):
-        _check_transport(transport, (dialect, description, requested_port, data_path, address))
-        _check_dialect(dialect, description, requested_port, data_path)
-        self._port_options = functools.partial(
-            AsyncPort,
-            dialect=dialect,
-            description=description,
-            requested_port=requested_port,
-            data_path=data_path,
-            address=address,
-        )
+        self._handshake = Handshake(dialect, description, requested_port, data_path, address)
+        _check_transport(transport, self._handshake)
         self._ctl = ctl
         self._mac = mac
         self._timeout = timeout
@@ -104,7 +83,7 @@ class attach:
         if self._transport == "stream":
             port = AsyncStreamPort(self._mac)
         else:
-            port = self._port_options(self._mac)
+            port = AsyncPort(self._mac, self._handshake)
         try:
             await port._connect(self._ctl, self._timeout)
         except BaseException:

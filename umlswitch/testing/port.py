@@ -24,6 +24,7 @@ import os
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from itertools import count
 from types import TracebackType
 from typing import Self
@@ -71,33 +72,42 @@ def _random_mac() -> bytes:
     return bytes([0x02]) + os.urandom(5)
 
 
-def _check_dialect(
-    dialect: str, description: str | None, requested_port: int, data_path: str | None
-) -> None:
-    if dialect not in DIALECTS:
-        raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
-    if dialect != "vde" and (description is not None or requested_port):
-        raise ValueError("description= and requested_port= go with dialect='vde'")
-    if (dialect == "v0") != (data_path is not None):
-        raise ValueError(
-            "data_path= (the switch's shared data socket, DATA of -unix CTL DATA) goes with "
-            "dialect='v0', which needs it"
-        )
+@dataclass(frozen=True)
+class Handshake:
+    """How a port attaches on the control socket: the request's dialect and what it carries
+    (see the module docstring); ValueError for options that do not go together."""
+
+    dialect: str = "v3"
+    description: str | None = None  # vde only
+    requested_port: int = 0  # vde only
+    data_path: str | None = None  # v0 only, which needs it: the switch's shared data socket
+    address: bytes | str | None = None  # the port's own data address; None: a fresh abstract one
+
+    def __post_init__(self) -> None:
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {self.dialect!r}")
+        if self.dialect != "vde" and (self.description is not None or self.requested_port):
+            raise ValueError("description= and requested_port= go with dialect='vde'")
+        if (self.dialect == "v0") != (self.data_path is not None):
+            raise ValueError(
+                "data_path= (the switch's shared data socket, DATA of -unix CTL DATA) goes with "
+                "dialect='v0', which needs it"
+            )
+
+    def request(self, address: bytes | str, mac: bytes) -> bytes:
+        """The control request naming ``address`` as the port's data socket."""
+        sun_path = os.fsencode(address) if isinstance(address, str) else address
+        if self.dialect == "v0":
+            return control.encode_v0(sun_path, mac)
+        if self.dialect == "v1":
+            return control.encode_v1(sun_path, mac)
+        if self.dialect == "vde":
+            text = VDE_DESCRIPTION if self.description is None else self.description
+            return control.encode_v3(sun_path, port=self.requested_port, description=text)
+        return control.encode_v3(sun_path)
 
 
-def _request(
-    dialect: str, address: bytes | str, mac: bytes, description: str | None, requested_port: int
-) -> bytes:
-    """The control request of ``dialect`` naming ``address`` as the port's data socket."""
-    sun_path = os.fsencode(address) if isinstance(address, str) else address
-    if dialect == "v0":
-        return control.encode_v0(sun_path, mac)
-    if dialect == "v1":
-        return control.encode_v1(sun_path, mac)
-    if dialect == "vde":
-        text = VDE_DESCRIPTION if description is None else description
-        return control.encode_v3(sun_path, port=requested_port, description=text)
-    return control.encode_v3(sun_path)
+GUEST = Handshake()  # a UML guest's: v3, a fresh abstract address
 
 
 class _Identity:
@@ -138,26 +148,18 @@ class _Identity:
 class _PortBase(_Identity):
     """A port with a datagram data socket, as a UML guest's."""
 
-    def __init__(
-        self,
-        mac: str | bytes | None,
-        *,
-        dialect: str = "v3",
-        description: str | None = None,
-        requested_port: int = 0,
-        data_path: str | None = None,
-        address: bytes | str | None = None,
-    ) -> None:
-        _check_dialect(dialect, description, requested_port, data_path)
+    def __init__(self, mac: str | bytes | None, handshake: Handshake = GUEST) -> None:
         super().__init__(mac)
+        address = handshake.address
         if address is None:
             address = guest_address()
         elif isinstance(address, bytes) and address[:1] == b"\0":
             address = address.ljust(control.SUN_PATH_LEN, b"\0")
         self.address: bytes | str = address
         """This port's own data address: an abstract name (bytes) or a path."""
-        self.dialect = dialect
-        self._request = _request(dialect, address, self.mac_bytes, description, requested_port)
+        self.dialect = handshake.dialect
+        self._request = handshake.request(address, self.mac_bytes)
+        data_path = handshake.data_path
         self.switch_address: bytes | str = data_path if data_path is not None else b""
         self.data = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -176,26 +178,15 @@ class SyncPort(_PortBase):
         *,
         mac: str | bytes | None = None,
         timeout: float = 5.0,
-        dialect: str = "v3",
-        description: str | None = None,
-        requested_port: int = 0,
-        data_path: str | None = None,
-        address: bytes | str | None = None,
+        handshake: Handshake = GUEST,
     ) -> None:
-        super().__init__(
-            mac,
-            dialect=dialect,
-            description=description,
-            requested_port=requested_port,
-            data_path=data_path,
-            address=address,
-        )
+        super().__init__(mac, handshake)
         self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.ctl.settimeout(timeout)
             self.ctl.connect(ctl)
             self.ctl.sendall(self._request)
-            if dialect == "v0":
+            if self.dialect == "v0":
                 return  # no reply: frames go to the shared data socket
             reply = b""
             while len(reply) < control.SOCKADDR_UN_LEN:
@@ -279,24 +270,8 @@ class SyncPort(_PortBase):
 class AsyncPort(_PortBase):
     """A trio port. Use ``async with attach(ctl) as port``."""
 
-    def __init__(
-        self,
-        mac: str | bytes | None = None,
-        *,
-        dialect: str = "v3",
-        description: str | None = None,
-        requested_port: int = 0,
-        data_path: str | None = None,
-        address: bytes | str | None = None,
-    ) -> None:
-        super().__init__(
-            mac,
-            dialect=dialect,
-            description=description,
-            requested_port=requested_port,
-            data_path=data_path,
-            address=address,
-        )
+    def __init__(self, mac: str | bytes | None = None, handshake: Handshake = GUEST) -> None:
+        super().__init__(mac, handshake)
         self.data.setblocking(False)
         self._data = trio.socket.from_stdlib_socket(self.data)
         self._ctl: trio.socket.SocketType | None = None

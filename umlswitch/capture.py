@@ -31,6 +31,7 @@ from typing import BinaryIO
 import trio
 
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.taskhost import TaskHost
 
 log = logging.getLogger("umlswitch.capture")
 
@@ -175,7 +176,7 @@ class CaptureBusy(Exception):
     """A capture is already running."""
 
 
-class CaptureControl:
+class CaptureControl(TaskHost):
     """Starts and stops the switch's capture; runs the writer tasks in its own nursery."""
 
     def __init__(self, fabric: Fabric, *, max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES):
@@ -183,7 +184,7 @@ class CaptureControl:
         self.max_queued_bytes = max_queued_bytes
         self.current: Capture | None = None  # the running capture (None when off)
         self.last: Capture | None = None  # the running capture, or the one that ran last
-        self._nursery: trio.Nursery | None = None
+        super().__init__()
         self._scopes: dict[Capture, tuple[trio.CancelScope, trio.Event]] = {}
 
     def _detach(self, capture: Capture) -> None:
@@ -191,29 +192,21 @@ class CaptureControl:
             self.current = None
             self.fabric.capture = None
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host the writer tasks until cancelled (which stops a running capture cleanly)."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-            if self.current is not None:
-                self._detach(self.current)
+    def _stopped(self) -> None:
+        """The writer tasks have ended (a running capture was stopped cleanly)."""
+        if self.current is not None:
+            self._detach(self.current)
 
     def start(self, file: BinaryIO, path: str, port: int | None = None) -> Capture:
         """Capture to ``file`` (opened by ``open_capture_file``) from now on."""
         if self.current is not None:
             raise CaptureBusy(f"a capture to '{self.current.path}' is running")
-        if self._nursery is None:
-            raise RuntimeError("CaptureControl.run is not running")
+        nursery = self._running_nursery()
         capture = Capture(file, path, port=port, max_queued_bytes=self.max_queued_bytes)
         scope = trio.CancelScope()
         done = trio.Event()
         self._scopes[capture] = (scope, done)
-        self._nursery.start_soon(self._writer, capture, scope, done)
+        nursery.start_soon(self._writer, capture, scope, done)
         self.current = self.last = capture
         self.fabric.capture = capture
         which = "every port" if port is None else f"port {port}"

@@ -41,6 +41,7 @@ from umlswitch.fabric.impair import (
     full_reason,
     loss_reason,
 )
+from umlswitch.taskhost import TaskHost
 
 log = logging.getLogger("umlswitch.impair")
 
@@ -219,28 +220,16 @@ class _Link:
         )
 
 
-class ImpairControl:
+class ImpairControl(TaskHost):
     """Sets and clears the impairment of ports; runs the release tasks in its own nursery."""
 
     def __init__(self, fabric: Fabric) -> None:
         self.fabric = fabric
-        self._nursery: trio.Nursery | None = None
+        super().__init__()
         self._links: dict[int, _Link] = {}
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host the release tasks until cancelled."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-
     def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
-        if self._nursery is None:
-            raise RuntimeError("ImpairControl.run is not running")
-        self._nursery.start_soon(task)
+        self._running_nursery().start_soon(task)
 
     def attached(self, port: FabricPort) -> bool:
         return self.fabric.ports.get(port.id) is port
@@ -262,8 +251,7 @@ class ImpairControl:
         """Impair ``direction`` (``in``, ``out`` or ``both``) of ``port`` as ``spec`` says; None
         switches it off. A direction already impaired keeps its waiting frames, and its random
         stream unless ``spec`` gives a seed (which starts the stream anew: a replay)."""
-        if self._nursery is None:
-            raise RuntimeError("ImpairControl.run is not running")
+        self._running_nursery()  # the release tasks need it
         if direction not in (*DIRECTIONS, "both"):
             raise ValueError(f"direction must be in, out or both, not {direction!r}")
         self._set(port, direction, spec, _random_seed())

@@ -14,10 +14,10 @@ import pytest
 import trio
 import trio.testing
 
-from umlswitch.fabric.fabric import FabricPort
+from umlswitch.ports.base import Port
 from umlswitch.ports.udp.spec import parse_ucast
 from umlswitch.ports.unix.clients import ClientPort
-from umlswitch.testing import AsyncPort, RunningSwitch, attach, run_switch
+from umlswitch.testing import AsyncPort, RunningSwitch, attach, run_switch, wait_until
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MAC_A = "02:00:00:00:00:0a"
@@ -42,8 +42,10 @@ async def learn(a: AsyncPort, b: AsyncPort) -> None:
     await a.receive_bytes()
 
 
-def switch_port(switch: RunningSwitch, port: AsyncPort) -> FabricPort:
-    return switch.switch.fabric.ports[switch.port_number(port)]
+def switch_port(switch: RunningSwitch, port: AsyncPort) -> Port:
+    found = switch.switch.fabric.ports[switch.port_number(port)]
+    assert isinstance(found, Port)
+    return found
 
 
 async def drain(port: AsyncPort, timeout: float = 1.0) -> list[tuple[float, bytes]]:
@@ -109,9 +111,10 @@ async def test_loss_in_drops_before_the_switch_sees_the_frame(tmp_path: Path) ->
         await a.send(frame(MAC_A, BROADCAST, 99, size=2000))  # a giant stays a giant
         await b.send(frame(MAC_B, BROADCAST, 0))  # a fence: b's frame comes back to a
         await a.receive_bytes()
-        with trio.fail_after(2):
-            while switch.counters()["ports"][1]["drops"].get("impair_loss_in", 0) < 30:
-                await trio.sleep(0.01)
+        await wait_until(
+            lambda: switch.counters()["ports"][1]["drops"].get("impair_loss_in", 0) == 30,
+            what="30 frames lost on the way in",
+        )
         drops = switch.counters()["ports"][1]["drops"]
         assert drops["impair_loss_in"] == 30 and drops["giant"] == 1
         assert MAC_A not in switch.mac_table()  # lost frames are never learned from
@@ -205,8 +208,7 @@ async def test_a_port_that_leaves_takes_its_waiting_frames_along(
             await trio.sleep(0.1)
             assert switch.impairment(b)["out"]["queued"] == 5
         with trio.fail_after(5):
-            while port_b.id in switch.switch.fabric.ports:
-                await trio.sleep(0.01)
+            await port_b.detached.wait()
         await trio.sleep(2)  # the release task finds its port gone
         assert port_b.stats.drops["impair_full_out"] == 5
         assert switch.switch.fabric.queue_budget.used == 0

@@ -18,16 +18,10 @@ from umlswitch.mgmt import views
 from umlswitch.ports.stream.framing import HEADER
 from umlswitch.ports.stream.port import StreamPort
 from umlswitch.ports.stream.spec import StreamSpec, parse_stream
-from umlswitch.testing import attach, run_switch
+from umlswitch.testing import attach, run_switch, wait_until
 from umlswitch.testing.stream import stream_address
 
 A, B, C = "02:00:00:00:5a:01", "02:00:00:00:5a:02", "02:00:00:00:5a:03"
-
-
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
-            await trio.sleep(0.005)
 
 
 async def test_stream_clients_and_daemon_clients_share_one_lan(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from umlswitch.daemon import Switch, serve
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE
 from umlswitch.ports import vectorio
 from umlswitch.ports.unix.clients import ClientPort, SharedPort
+from umlswitch.testing import wait_until
 
 from .client import (
     AttachRefused,
@@ -65,15 +65,9 @@ async def start_switch(nursery: trio.Nursery, tmp_path: Path, **options: object)
     return switch
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.005)
-
-
 async def wait_attached(switch: Switch, count: int) -> None:
     """Wait until ``count`` ports are attached (the switch attaches just after its reply)."""
-    await wait_until(lambda: len(switch.fabric.ports) == count)
+    await wait_until(lambda: len(switch.fabric.ports) == count, what=f"{count} ports attached")
 
 
 def port_of(switch: Switch, client: SwitchClient) -> ClientPort | SharedPort:

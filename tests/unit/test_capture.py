@@ -22,6 +22,7 @@ from umlswitch.capture import (
     pcap_record,
 )
 from umlswitch.fabric.fabric import Fabric
+from umlswitch.testing import wait_until
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 
@@ -124,9 +125,8 @@ async def test_capture_control_writes_and_closes_on_stop(tmp_path: Path):
         with pytest.raises(CaptureBusy):
             control.start(io.BytesIO(), "second")
         fabric.forward(ports[0], frame(A, B))
-        with trio.fail_after(5):
-            while capture.written < 1:  # the writer flushes while the capture runs
-                await trio.sleep(0.01)
+        # the writer flushes while the capture runs
+        await wait_until(lambda: capture.written == 1, what="the first frame written")
         assert len(rdpcap(str(path))) == 1
         fabric.forward(ports[1], frame(B, A))
         assert await control.stop() is capture
@@ -152,9 +152,7 @@ async def test_a_write_error_stops_the_capture_not_the_switch():
         await nursery.start(control.run)
         capture = control.start(FailingFile(), "full-disk")
         fabric.forward(port, frame(A, B))
-        with trio.fail_after(5):
-            while control.current is not None:
-                await trio.sleep(0.01)
+        await wait_until(lambda: control.current is None, what="the capture stopped")
         assert capture.error == "No space left on device"
         assert fabric.capture is None
         fabric.forward(port, frame(A, B))  # forwarding goes on

@@ -610,6 +610,32 @@ def _clean_up(config: SwitchConfig, sockets: BoundSockets, pidfile_written: bool
         handler.flush()
 
 
+def _start_clocks(
+    nursery: trio.Nursery, fabric: Fabric, guard: Guard, shared: SharedDataSocket | None
+) -> None:
+    """What runs whatever the ports do: the fabric's clock and MAC aging, the spanning tree's
+    timers, the shared data socket's reader."""
+    nursery.start_soon(_ticker, fabric)
+    nursery.start_soon(stpd.run, guard)
+    if shared is not None:
+        nursery.start_soon(shared.run)
+
+
+async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSockets) -> None:
+    """Run the command line's ports (those the --rc file left) and accept clients on the control
+    socket(s), the --stream listeners and the management socket."""
+    for port in sockets.static_ports:
+        if port.id in switch.attachments:  # not removed by the --rc file
+            life = functools.partial(_static_port_life, port, switch.fabric)
+            nursery.start_soon(switch.attachments.run, port, life)
+    await nursery.start(switch.control.serve)
+    for stream in switch.streams:
+        await nursery.start(stream.serve)
+    if sockets.mgmt is not None:
+        mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
+        await nursery.start(mgmt.serve)
+
+
 async def serve(
     config: SwitchConfig,
     *,
@@ -647,10 +673,7 @@ async def serve(
                     nursery.start_soon(_watch_signals, root, config.log_file)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
-                nursery.start_soon(_ticker, fabric)
-                nursery.start_soon(stpd.run, guard)
-                if shared is not None:
-                    nursery.start_soon(shared.run)
+                _start_clocks(nursery, fabric, guard, shared)
                 capture = CaptureControl(fabric)
                 await nursery.start(capture.run)
                 if sockets.capture_file is not None and config.pcap is not None:
@@ -678,16 +701,7 @@ async def serve(
                 rc = None
                 if sockets.rc_text is not None and config.rc is not None:
                     rc = await run_rc_file(switch, config.rc, sockets.rc_text)
-                for port in sockets.static_ports:
-                    if port.id in attachments:  # not removed by the --rc file
-                        life = functools.partial(_static_port_life, port, fabric)
-                        nursery.start_soon(attachments.run, port, life)
-                await nursery.start(server.serve)
-                for stream in streams:
-                    await nursery.start(stream.serve)
-                if sockets.mgmt is not None:
-                    mgmt = MgmtServer(trio.socket.from_stdlib_socket(sockets.mgmt), switch)
-                    await nursery.start(mgmt.serve)
+                await _start_serving(nursery, switch, sockets)
                 _announce(config, sockets, streams)
                 if notify is not None:
                     notify.ready(_status_line(fabric, sockets.control_path))

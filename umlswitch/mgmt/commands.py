@@ -23,7 +23,6 @@ import trio
 from umlswitch import stpd
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
-from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.impair import parse_impairment
 from umlswitch.fabric.stp import MAX_PATH_COST, Bridge
 from umlswitch.fabric.vlan import VlanError, parse_vid, split_key
@@ -458,12 +457,8 @@ async def _pcap_showinfo(session: Session, args: Sequence[str]) -> Doc:
 # --- spanning tree and storm control ---------------------------------------------------------
 
 
-def _guard(session: Session) -> Guard:
-    return session.switch.guard
-
-
 def _bridge(session: Session) -> Bridge:
-    bridge = _guard(session).stp
+    bridge = session.switch.guard.stp
     if bridge is None:
         raise CommandError(errno.EINVAL, "the spanning tree is off (fstp/setfstp 1)")
     return bridge
@@ -488,7 +483,7 @@ async def _fstp_setfstp(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 1, 1, "fstp/setfstp 0/1")
     if args[0] not in ("0", "1"):
         raise CommandError(errno.EINVAL, "fstp/setfstp takes 1 (on) or 0 (off)")
-    guard = _guard(session)
+    guard = session.switch.guard
     if args[0] == "1" and guard.stp is None:
         guard.enable_stp(stpd.new_bridge(session.switch.config))
     elif args[0] == "0":
@@ -502,7 +497,7 @@ async def _fstp_setpriority(session: Session, args: Sequence[str]) -> Doc:
     priority = _ranged(args[0], "bridge priority", 0, 65535)
     bridge = _bridge(session)
     bridge.set_priority(priority, session.switch.fabric.now)
-    _guard(session).apply()
+    session.switch.guard.apply()
     return {"priority": priority}
 
 
@@ -512,7 +507,7 @@ async def _fstp_setportprio(session: Session, args: Sequence[str]) -> Doc:
     port = _port(session, args[0])
     priority = _ranged(args[1], "port priority", 0, 240, 16)
     _bridge(session).set_port(port, session.switch.fabric.now, priority=priority)
-    _guard(session).apply()
+    session.switch.guard.apply()
     return {"port": port, "priority": priority}
 
 
@@ -522,7 +517,7 @@ async def _fstp_setcost(session: Session, args: Sequence[str]) -> Doc:
     port = _port(session, args[0])
     cost = _ranged(args[1], "path cost", 1, MAX_PATH_COST)
     _bridge(session).set_port(port, session.switch.fabric.now, cost=cost)
-    _guard(session).apply()
+    session.switch.guard.apply()
     return {"port": port, "cost": cost}
 
 
@@ -533,7 +528,7 @@ async def _fstp_setedge(session: Session, args: Sequence[str]) -> Doc:
     if args[1] not in ("0", "1"):
         raise CommandError(errno.EINVAL, "fstp/setedge takes 1 (edge) or 0 (not)")
     _bridge(session).set_edge(port, args[1] == "1", session.switch.fabric.now)
-    _guard(session).apply()
+    session.switch.guard.apply()
     return {"port": port, "edge": args[1] == "1"}
 
 
@@ -547,5 +542,5 @@ async def _port_setstormlimit(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 2, 2, "port/setstormlimit PORT|all N")
     port = None if args[0] == "all" else _port(session, args[0])
     limit = _ranged(args[1], "storm limit", 0, 10_000_000)
-    _guard(session).set_storm_limit(port, limit)
+    session.switch.guard.set_storm_limit(port, limit)
     return {"port": port, "storm_limit": limit}

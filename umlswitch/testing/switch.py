@@ -45,6 +45,7 @@ from umlswitch.fabric.impair import (
     parse_impairment,
 )
 from umlswitch.mgmt.client import MgmtClient, MgmtError, connect
+from umlswitch.ports.base import Port
 from umlswitch.ports.unix.clients import describe_address
 
 # A port of the switch: its number, or a harness port (AsyncPort, SyncPort) attached to it.
@@ -165,8 +166,9 @@ class RunningSwitch(_Impairing):
             return port
         wanted = _switch_socket(port)
         for number, candidate in self.switch.fabric.ports.items():
-            address = getattr(candidate, "local_address", None)
-            if address is not None and describe_address(address) == wanted:
+            if wanted is None or not isinstance(candidate, Port):
+                continue
+            if candidate.describe().data_socket == wanted:
                 return number
         raise LookupError(f"{port!r} is not attached to this switch")
 

@@ -166,9 +166,8 @@ class RunningSwitch(_Impairing):
             return port
         wanted = _switch_socket(port)
         for number, candidate in self.switch.fabric.ports.items():
-            if wanted is None or not isinstance(candidate, Port):
-                continue
-            if candidate.describe().data_socket == wanted:
+            info = candidate.describe() if isinstance(candidate, Port) else None
+            if wanted is not None and info is not None and info.data_socket == wanted:
                 return number
         raise LookupError(f"{port!r} is not attached to this switch")
 

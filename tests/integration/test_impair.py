@@ -7,7 +7,7 @@ import io
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,35 +15,13 @@ import pytest
 from rich.console import Console
 from scapy.layers.l2 import ARP, Ether
 
+from tests.integration.conftest import MAC_B
 from umlswitch.__main__ import main
 from umlswitch.mgmt.client import MgmtClient
 from umlswitch.mgmt.top import render, take_sample
-from umlswitch.testing import SwitchProcess, SyncPort, attach_sync, wait_until_sync
+from umlswitch.testing import SwitchProcess, SyncPort, wait_until_sync
 
 pytestmark = pytest.mark.integration
-
-MAC_A = "02:00:00:00:00:0a"
-MAC_B = "02:00:00:00:00:0b"
-
-
-@pytest.fixture
-def switch(tmp_path: Path) -> Iterator[SwitchProcess]:
-    with SwitchProcess(directory=str(tmp_path)) as process:
-        yield process
-
-
-@pytest.fixture
-def lan(switch: SwitchProcess) -> Iterator[tuple[SyncPort, SyncPort]]:
-    """Ports 1 (MAC_A) and 2 (MAC_B), each learned from one broadcast ARP."""
-    with (
-        attach_sync(switch.control_path, mac=MAC_A) as a,
-        attach_sync(switch.control_path, mac=MAC_B) as b,
-    ):
-        a.send(a.ether() / ARP(pdst="10.0.0.2"))
-        b.receive(match=ARP)
-        b.send(b.ether() / ARP(pdst="10.0.0.1"))
-        a.receive(match=ARP)
-        yield a, b
 
 
 Ctl = Callable[..., tuple[int, str, str]]

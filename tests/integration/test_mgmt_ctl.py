@@ -13,23 +13,22 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import Ether
 
+from tests.integration.conftest import MAC_A, MAC_B
 from umlswitch.__main__ import main
 from umlswitch.mgmt.client import MgmtClient
 from umlswitch.mgmt.commands import COMMANDS
-from umlswitch.testing import SwitchProcess, SyncPort, attach_sync, wait_until_sync
+from umlswitch.testing import SwitchProcess, attach_sync, wait_until_sync
 
 pytestmark = pytest.mark.integration
 
-MAC_A = "02:00:00:00:00:0a"
-MAC_B = "02:00:00:00:00:0b"
 ALL_COMMANDS = {
     "help",
     "logout",
@@ -65,12 +64,6 @@ Ctl = Callable[..., Result]
 
 
 @pytest.fixture
-def switch(tmp_path: Path) -> Iterator[SwitchProcess]:
-    with SwitchProcess(directory=str(tmp_path)) as process:
-        yield process
-
-
-@pytest.fixture
 def ctl(switch: SwitchProcess, capsys: pytest.CaptureFixture[str]) -> Ctl:
     """ctl(*args) runs ``umlswitch ctl -unix CTL *args``; ctl.json(*args) adds ``--json``."""
 
@@ -95,20 +88,6 @@ def failure(ctl: Ctl, *args: str) -> dict[str, Any]:
     error: dict[str, Any] = result.json["error"]
     assert f"{error['code']:04d} {error['message']}" in result.err
     return error
-
-
-@pytest.fixture
-def lan(switch: SwitchProcess) -> Iterator[tuple[SyncPort, SyncPort]]:
-    """Ports 1 (MAC_A) and 2 (MAC_B), each learned from one broadcast ARP."""
-    with (
-        attach_sync(switch.control_path, mac=MAC_A) as a,
-        attach_sync(switch.control_path, mac=MAC_B) as b,
-    ):
-        a.send(a.ether() / ARP(pdst="10.0.0.2"))
-        b.receive(match=ARP)
-        b.send(b.ether() / ARP(pdst="10.0.0.1"))
-        a.receive(match=ARP)
-        yield a, b
 
 
 def test_help_lists_every_command(ctl: Ctl):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.integration.conftest import free_udp_port
 from tests.integration.frames import BROADCAST, frame, mac
 from tests.netns import ip, netns_unavailable, private_netns
 from umlswitch import counters
@@ -94,13 +95,6 @@ def uml_mcast(sockets: list[socket.socket]) -> Callable[[int], McastGuest]:
         return guest
 
     return make
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 from rich.console import Console
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
+from tests.integration.conftest import free_udp_port
 from umlswitch.__main__ import main
 from umlswitch.mgmt import top
 from umlswitch.testing import (
@@ -37,13 +37,6 @@ pytestmark = pytest.mark.integration
 MAC_A = "02:00:00:00:00:0a"
 MAC_B = "02:00:00:00:00:0b"
 MAC_T = "02:00:00:00:00:74"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import free_udp_port
 from tests.integration.frames import BROADCAST, frame, mac
 from tests.netns import ip
 from umlswitch import counters
@@ -27,13 +28,6 @@ from umlswitch.testing import attach_sync, fence_frame, frames_before_fence_sync
 pytestmark = pytest.mark.integration
 
 VXVDE_GROUP = "239.0.0.1"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -17,12 +17,14 @@ class FakePort:
         self.impair_in: IngressHook | None = None  # no impairment: the fabric asks
         self.sent: list[bytes] = []
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
+    def send_nowait(self, frame: bytes | memoryview) -> bool:
         self.sent.append(bytes(frame))
+        return False  # never "full": nothing to hold back
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         for index in indices:
             self.send_nowait(batch.frame(index))
+        return False
 
     def take(self) -> list[bytes]:
         """What was sent since the last take()."""

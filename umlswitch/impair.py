@@ -31,7 +31,7 @@ import trio
 
 from umlswitch import counters
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.fabric import Fabric, FabricPort
+from umlswitch.fabric.fabric import NO_RECEIVERS, Fabric, FabricPort, Receivers
 from umlswitch.fabric.impair import (
     DIRECTIONS,
     EVENTS,
@@ -132,24 +132,27 @@ class _Inbound(_Direction):
         self._forward(now_frames)
         return True
 
-    def take_batch(self, batch: FrameBatch) -> None:
-        """Every frame of ``batch``, one by one (giants are dropped as the fabric would)."""
+    def take_batch(self, batch: FrameBatch) -> Receivers:
+        """Every frame of ``batch``, one by one (giants are dropped as the fabric would); the
+        receivers that answered "full"."""
         fabric = self.control.fabric
         max_frame = fabric.max_frame
         lengths = batch.lengths
+        full: Receivers = NO_RECEIVERS
         for index in range(batch.count):
             size = lengths[index]
             if size > max_frame:
                 fabric.reject(self.port, counters.GIANT, size)
             else:
-                fabric.forward(self.port, batch.frame(index))
+                full += fabric.forward(self.port, batch.frame(index))
+        return full
 
     def _forward(self, frames: list[Frame]) -> None:
         forward = self.control.fabric.forward
         self._passing = True
         try:
             for frame in frames:
-                forward(self.port, frame)
+                _hold(self.port, forward(self.port, frame))
         finally:
             self._passing = False
 
@@ -163,38 +166,38 @@ class _Outbound(_Direction):
     def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment, seed: int):
         super().__init__(control, port, "out", spec, seed)
         self.original_class = type(port)
-        self._send: Callable[[Frame], None] = port.send_nowait  # the port's own
+        self._send: Callable[[Frame], bool] = port.send_nowait  # the port's own
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
-        budget = self.control.fabric.queue_budget
+    def send_nowait(self, frame: bytes | memoryview) -> bool:
         send = self._send
-        for copy in self.model.decide(frame, trio.current_time(), budget.sender):
-            send(copy)
+        full = False
+        for copy in self.model.decide(frame, trio.current_time()):
+            full = send(copy)
         self._scheduled()
+        return full
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         frame = batch.frame
+        full = False
         for index in indices:
-            self.send_nowait(frame(index))
+            full = self.send_nowait(frame(index))
+        return full
 
     def emit(self, frames: list[tuple[bytes, Any]]) -> None:
-        budget = self.control.fabric.queue_budget
-        before = budget.sender
         send = self._send
         for frame, sender in frames:
-            budget.sender = sender  # a backlog this fills holds back the port that sent it
-            send(frame)
-        budget.sender = before
+            if send(frame) and sender is not None:
+                _hold(sender, (self.port,))  # a full backlog holds back the port that sent it
 
 
 def _impaired_class(cls: type, outbound: _Outbound) -> type:
     """A subclass of ``cls`` (same layout) whose sends go through ``outbound``."""
 
-    def send_nowait(self: Any, frame: bytes | memoryview) -> None:
-        outbound.send_nowait(frame)
+    def send_nowait(self: Any, frame: bytes | memoryview) -> bool:
+        return outbound.send_nowait(frame)
 
-    def send_batch(self: Any, batch: FrameBatch, indices: list[int]) -> None:
-        outbound.send_batch(batch, indices)
+    def send_batch(self: Any, batch: FrameBatch, indices: list[int]) -> bool:
+        return outbound.send_batch(batch, indices)
 
     namespace = {
         "__slots__": (),
@@ -335,6 +338,14 @@ class ImpairControl(TaskHost):
             "in": None if link.inbound is None else link.inbound.doc(),
             "out": None if link.outbound is None else link.outbound.doc(),
         }
+
+
+def _hold(sender: FabricPort, receivers: Receivers) -> None:
+    """``receivers`` answered "full" to a frame of ``sender``: they hold it back (a port of
+    the switch; a test's fake port has no ingress to hold)."""
+    held_by = getattr(sender, "held_by", None)
+    if receivers and held_by is not None:
+        held_by(receivers)
 
 
 def _random_seed() -> int:

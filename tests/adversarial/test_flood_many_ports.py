@@ -53,11 +53,13 @@ class CountingPort:
         self.impair_in: IngressHook | None = None  # no impairment: the fabric asks
         self.sent = 0
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
+    def send_nowait(self, frame: bytes | memoryview) -> bool:
         self.sent += 1
+        return False
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         self.sent += len(indices)
+        return False
 
 
 def host(port_id: int) -> bytes:

@@ -93,12 +93,14 @@ class BarePort:
         self.stats = PortStats()
         self.impair_in: IngressHook | None = None
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
+    def send_nowait(self, frame: bytes | memoryview) -> bool:
         self.stats.tx_frames += 1
+        return False
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         for index in indices:
             self.send_nowait(batch.frame(index))
+        return False
 
 
 @dataclass

@@ -58,12 +58,14 @@ class FabricPort(Protocol):
     @property
     def stats(self) -> PortStats: ...
 
-    def send_nowait(self, frame: bytes | memoryview) -> None:
+    def send_nowait(self, frame: bytes | memoryview) -> bool:
         """Queue ``frame`` in the kernel or in the port's backlog, or drop and count it; never
-        block, never raise."""
+        block, never raise. True: the port's backlog is past half its bound after this send
+        (it answers "full": the sender should be held)."""
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
-        """``send_nowait`` for the frames in slots ``indices`` of ``batch``, in that order."""
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
+        """``send_nowait`` for the frames in slots ``indices`` of ``batch``, in that order; True
+        as ``send_nowait`` after the last one."""
 
     # Impairment of the frames the port receives (``umlswitch/impair.py``); None when off.
     impair_in: IngressHook | None
@@ -107,6 +109,10 @@ class CaptureSink(Protocol):
         """Capture only frames from and to this port; None: every frame received."""
 
     def record(self, frame: bytes | memoryview) -> None: ...
+
+
+Receivers = tuple[FabricPort, ...]
+NO_RECEIVERS: Receivers = ()  # what forwarding returns when no receiver answered "full"
 
 
 class PortNumberTaken(Exception):
@@ -258,33 +264,34 @@ class Fabric:
             return self.flood_set(ingress_id)
         return port
 
-    def receive(self, ingress: FabricPort, buffer: memoryview, size: int) -> None:
+    def receive(self, ingress: FabricPort, buffer: memoryview, size: int) -> Receivers:
         """The receive rule of every port kind: a datagram or read of ``size`` bytes (its real
         length, ``MSG_TRUNC``) is in ``buffer``; forward it, or count a giant (which did not fit
         the buffer and is never read)."""
         if size > self.max_frame:
             self.reject(ingress, counters.GIANT, size)
-        else:
-            self.forward(ingress, buffer[:size])
+            return NO_RECEIVERS
+        return self.forward(ingress, buffer[:size])
 
-    def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
-        """Account ``frame`` on ``ingress`` and send it to its egress ports."""
+    def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> Receivers:
+        """Account ``frame`` on ``ingress`` and send it to its egress ports; return the
+        receivers that answered "full" (the caller holds ``ingress`` back for them)."""
         if ingress.impair_in is not None and ingress.impair_in.take(frame):
-            return  # lost or waiting; or sent altered or twice by the impairment itself
+            return NO_RECEIVERS  # lost or waiting; or sent altered or twice by the impairment
         stats = ingress.stats
         stats.rx_frames += 1
         stats.rx_bytes += len(frame)
-        self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
         if self.vlan_filter is not None:
-            self._vlan_forward(ingress, frame)
-            return
+            return self._vlan_forward(ingress, frame)
         if self.capture is not None:
-            self._forward_captured(self.capture, ingress, frame)
-            return
+            return self._forward_captured(self.capture, ingress, frame)
+        full = NO_RECEIVERS
         for port in self.egress_at(ingress, frame, 0, len(frame)):
-            port.send_nowait(frame)
+            if port.send_nowait(frame):
+                full += (port,)
+        return full
 
-    def forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> None:
+    def forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> Receivers:
         """``forward`` for every frame of ``batch``, with the same rules and counters; each
         egress port gets its frames of the batch in one ``send_batch``, in order.
 
@@ -294,8 +301,7 @@ class Fabric:
         (the learning would only refresh what the first frame refreshed at this same time).
         """
         if ingress.impair_in is not None:
-            ingress.impair_in.take_batch(batch)  # frame by frame, through forward
-            return
+            return ingress.impair_in.take_batch(batch)  # frame by frame, through forward
         stats = ingress.stats
         lengths = batch.lengths
         slot_size = batch.slot_size
@@ -305,10 +311,8 @@ class Fabric:
         max_frame = self.max_frame
         lookup = self.table.lookup
         ingress_id = ingress.id
-        self.queue_budget.sender = ingress  # a backlog this fills up holds ``ingress`` back
         if self.vlan_filter is not None:
-            self._vlan_forward_batch(ingress, batch)
-            return
+            return self._vlan_forward_batch(ingress, batch)
         outputs: dict[FabricPort, list[int]] = {}
         known: tuple[bytes, bytes] | None = None  # the addresses of the last decision kept
         known_egress: tuple[FabricPort, ...] = ()
@@ -341,17 +345,23 @@ class Fabric:
                     outputs[port] = [index]
                 else:
                     indices.append(index)
+        full = NO_RECEIVERS
         for port, indices in outputs.items():
-            port.send_batch(batch, indices)
+            if port.send_batch(batch, indices):
+                full += (port,)
+        return full
 
     def _forward_captured(
         self, capture: CaptureSink, ingress: FabricPort, frame: bytes | memoryview
-    ) -> None:
+    ) -> Receivers:
         """``forward`` while capturing: the frames from the ingress port and to the watched one."""
         egress = self.egress_at(ingress, frame, 0, len(frame))
         self._record(capture, ingress, egress, frame)
+        full = NO_RECEIVERS
         for port in egress:
-            port.send_nowait(frame)
+            if port.send_nowait(frame):
+                full += (port,)
+        return full
 
     @staticmethod
     def _record(
@@ -516,28 +526,32 @@ class Fabric:
         # cannot happen while membership changes and detach() forget entries; be safe anyway
         return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
 
-    def _vlan_forward(self, ingress: FabricPort, frame: bytes | memoryview) -> None:
+    def _vlan_forward(self, ingress: FabricPort, frame: bytes | memoryview) -> Receivers:
         """``forward`` while VLANs are on (accounted already)."""
         decided = self.vlan_egress(ingress, frame, 0, len(frame))
         if self.capture is not None:
             egress = () if decided is None else decided[2] + decided[3]
             self._record(self.capture, ingress, egress, frame)
+        full = NO_RECEIVERS
         if decided is None:
-            return
+            return full
         kind, vid, untagged, tagged = decided
         if untagged:
             out = untagged_form(kind, frame)
             for port in untagged:
-                port.send_nowait(out)
+                if port.send_nowait(out):
+                    full += (port,)
         if tagged:
             out = tagged_form(kind, frame, vid)
             if len(out) > self.max_frame:
                 self._vlan_oversize(tagged, len(out))
-                return
+                return full
             for port in tagged:
-                port.send_nowait(out)
+                if port.send_nowait(out):
+                    full += (port,)
+        return full
 
-    def _vlan_forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> None:
+    def _vlan_forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> Receivers:
         """``forward_batch`` while VLANs are on: the frames a port gets as received go in one
         ``send_batch``; those with a tag added or removed are sent one by one, in order. As
         there, a frame whose addresses and tag (its first 16 bytes) are those of the frame before,
@@ -612,11 +626,14 @@ class Fabric:
                         outputs[port] = [item]
                     else:
                         items.append(item)
+        full = NO_RECEIVERS
         for port, items in outputs.items():
             if port not in mixed:
-                port.send_batch(batch, items)  # type: ignore[arg-type] # indices only
+                if port.send_batch(batch, items):  # type: ignore[arg-type] # indices only
+                    full += (port,)
                 continue
             run: list[int] = []
+            answer = False
             for item in items:
                 if isinstance(item, int):
                     run.append(item)
@@ -624,9 +641,12 @@ class Fabric:
                 if run:
                     port.send_batch(batch, run)
                     run = []
-                port.send_nowait(item)
+                answer = port.send_nowait(item)
             if run:
-                port.send_batch(batch, run)
+                answer = port.send_batch(batch, run)
+            if answer:
+                full += (port,)
+        return full
 
     def _vlan_oversize(self, ports: Ports, size: int) -> None:
         """A frame of ``size`` bytes with its tag is too large for ``ports``: count it there."""

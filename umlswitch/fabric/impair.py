@@ -89,8 +89,9 @@ class IngressHook(Protocol):
         """True if the impairment took ``frame`` (dropped, delayed, or forwarded it altered);
         False: forward it now, unchanged."""
 
-    def take_batch(self, batch: FrameBatch) -> None:
-        """Forward (through ``take``) every frame of ``batch``."""
+    def take_batch(self, batch: FrameBatch) -> tuple[Any, ...]:
+        """Forward (through ``take``) every frame of ``batch``; the receivers that answered
+        "full" (as ``Fabric.forward_batch``)."""
 
 
 # --- the setting ------------------------------------------------------------------------------

@@ -9,19 +9,15 @@ make the switch hold a thousand full queues of jumbo frames.
 
 from __future__ import annotations
 
-from typing import Any
-
 DEFAULT_PORT_QUEUE = 256  # frames waiting per port, at most
 DEFAULT_QUEUE_MEMORY = 64 << 20  # bytes waiting in all backlogs together, at most
 
 
 class QueueBudget:
-    """The bytes all backlogs of one switch may hold together, and how many they hold now; and
-    the port whose frames the fabric is forwarding (a backlog that fills up holds it back)."""
+    """The bytes all backlogs of one switch may hold together, and how many they hold now."""
 
-    __slots__ = ("limit", "sender", "used")
+    __slots__ = ("limit", "used")
 
     def __init__(self, limit: int = DEFAULT_QUEUE_MEMORY) -> None:
         self.limit = limit
         self.used = 0
-        self.sender: Any = None  # the ingress port being forwarded from, set by the fabric

@@ -18,9 +18,11 @@ all ports together. Other send errors are the kind's to judge (``_send_failed``)
 
 **Back-pressure, with a watchdog.** A backlog only absorbs bursts: a sender that is simply
 faster than its receiver would still overflow it. So when a backlog passes half its bound, the
-ingress port whose frame put it there is *held*: its receive loop stops reading (at its next
-``pause_point``) until the backlog is down to an eighth, and the sender's own socket or tap
-queue fills up and slows it down, as uml_switch's blocking send does, without loss. A held port
+port's send answers "full" (``send_nowait`` returns True), the fabric returns that receiver to the
+ingress loop (``Fabric.forward``), and the loop has the ingress port *held* (``held_by``): its
+receive loop stops reading (at its next ``pause_point``) until the backlog is down to an
+eighth, and the sender's own socket or tap queue fills up and slows it down, as uml_switch's
+blocking send does, without loss. A held port
 holds nobody else: other senders go on. A receiver that has not drained its backlog
 ``STALL_TIMEOUT`` after it began holding a sender is declared *stalled* (logged, counted): it
 holds nobody until it reads again and its backlog tail-drops meanwhile, so a stuck (or very
@@ -229,6 +231,12 @@ class Port:
                 STALL_TIMEOUT * 1000,
             )
 
+    def held_by(self, receivers: tuple[Any, ...]) -> None:
+        """``receivers`` (ports) answered "full" to a frame of this port (``Fabric.forward``'s
+        result): each holds this port's ingress back until its backlog drains."""
+        for receiver in receivers:
+            receiver._hold(self)
+
     def _hold(self, sender: Port) -> None:
         if sender is not self and not self.stalled:
             self._holding.add(sender)
@@ -249,40 +257,43 @@ class Port:
 
     # --- egress -----------------------------------------------------------------------------
 
-    def send_nowait(self, frame: Frame) -> None:
-        """Send ``frame`` now, or keep it in the backlog, or drop it (counted); never block."""
+    def send_nowait(self, frame: Frame) -> bool:
+        """Send ``frame`` now, or keep it in the backlog, or drop it (counted); never block.
+        True: the backlog is past half its bound now, and the sender should be held."""
         if self.backlog:
-            self._enqueue(frame)
-            return
+            return self._enqueue(frame)
         try:
             self._send(frame)
         except BlockingIOError:
-            self._enqueue(frame)
-            return
+            return self._enqueue(frame)
         except OSError as exc:
             self._send_failed(exc)
-            return
+            return False
         except Unsent:
-            return
+            return False
         stats = self.stats
         stats.tx_frames += 1
         stats.tx_bytes += len(frame)
+        return False
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         """Send the frames in slots ``indices`` of ``batch``, in order (a kind with a vector
-        send overrides this)."""
+        send overrides this); True as ``send_nowait`` after the last one."""
         frame = batch.frame
+        full = False
         for index in indices:
-            self.send_nowait(frame(index))
+            full = self.send_nowait(frame(index))
+        return full
 
-    def _enqueue(self, frame: Frame) -> None:
-        """Keep a copy of ``frame`` for later, or count it dropped if the backlog is full."""
+    def _enqueue(self, frame: Frame) -> bool:
+        """Keep a copy of ``frame`` for later, or count it dropped if the backlog is full; True
+        if the backlog is past half its bound (the sender should be held)."""
         backlog = self.backlog
         budget = self.budget
         size = len(frame)
         if len(backlog) >= self.queue_limit or budget.used + size > budget.limit:
             self.stats.drops[counters.EGRESS_FULL] += 1
-            return
+            return len(backlog) * 2 >= self.queue_limit and not self.stalled
         backlog.append(bytes(frame))
         budget.used += size
         depth = len(backlog)
@@ -292,8 +303,7 @@ class Port:
             stats.queue_high = depth
         if depth == 1:
             self.backlog_started()
-        if depth * 2 >= self.queue_limit and budget.sender is not None:
-            self._hold(budget.sender)
+        return depth * 2 >= self.queue_limit and not self.stalled
 
     def backlog_started(self) -> None:
         """The backlog was empty and holds a frame now: have it drained when writable."""

@@ -111,7 +111,9 @@ class TapPort(Port):
                 except OSError as exc:
                     self._mark_gone(f"read failed: {exc.strerror}")
                     break
-                receive(self, view, size)
+                full = receive(self, view, size)
+                if full:
+                    self.held_by(full)
             self._down_logged = False  # it was readable, so it is up (or gone): say it again
             await self.pause_point()  # held while a receiver's backlog drains
         self.close()

@@ -122,7 +122,9 @@ class OverlayPort(Port):
                     vtep[0],
                     vtep[1],
                 )
-        fabric.forward(self, view[HEADER_LEN:size])
+        full = fabric.forward(self, view[HEADER_LEN:size])
+        if full:
+            self.held_by(full)
 
     def drop(self, reason: str, detail: str, sender: Address, size: int) -> None:
         """Count a datagram dropped before it reached the fabric, and log it (rate-limited)."""

@@ -116,13 +116,11 @@ class StreamPort(Port):
                 return
         super().flush_backlog()
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         """All frames of the batch in one ``sendmsg`` (headers and frames as one vector)."""
         frame = batch.frame
         if len(indices) == 1 or self.backlog or self._unsent is not None:
-            for index in indices:
-                self.send_nowait(frame(index))
-            return
+            return super().send_batch(batch, indices)
         frames = [frame(index) for index in indices]
         headers = [_pack_length(len(f)) for f in frames]
         parts: list[Frame] = []
@@ -136,8 +134,9 @@ class StreamPort(Port):
         except OSError as exc:
             self._send_failed(exc)
             self.stats.drops[counters.EGRESS_ERROR] += len(frames) - 1
-            return
+            return False
         stats = self.stats
+        full = False
         for position, f in enumerate(frames):
             size = HEADER_LEN + len(f)
             if sent >= size:
@@ -146,10 +145,11 @@ class StreamPort(Port):
                 self._keep_rest(headers[position], f, sent)
                 sent = 0
             else:
-                self._enqueue(f)
+                full = self._enqueue(f)
                 continue
             stats.tx_frames += 1
             stats.tx_bytes += len(f)
+        return full
 
     def egress_fd(self) -> socket.socket:
         return self.sock
@@ -165,7 +165,9 @@ class StreamPort(Port):
         wait_readable = trio.lowlevel.wait_readable
 
         def deliver(frame: memoryview) -> None:
-            forward(self, frame)
+            full = forward(self, frame)
+            if full:
+                self.held_by(full)
 
         while True:
             await wait_readable(sock)

@@ -55,7 +55,9 @@ async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
     def handle(view: memoryview, size: int, sender: Address) -> None:
         if not admit(sender, size):
             return
-        receive(port, view, size)
+        full = receive(port, view, size)
+        if full:
+            port.held_by(full)
 
     await drain_udp(sock, port, max_frame + 1, handle)
 

@@ -88,26 +88,20 @@ class ClientPort(Port):
         self._fd = sock.fileno()
         self._sender = dataplane.sender if dataplane is not None else None
 
-    def send_batch(self, batch: FrameBatch, indices: list[int]) -> None:
+    def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         # One sendmmsg for the batch's frames, unless there is nothing to gain (one frame) or
         # the backlog must go first. What the kernel did not take goes straight into the
         # backlog: the receiver's queue is full, another send would only fail.
         sender = self._sender
         if sender is None or len(indices) < 2 or self.backlog or not batch.address:
-            frame = batch.frame
-            for index in indices:
-                self.send_nowait(frame(index))
-            return
+            return super().send_batch(batch, indices)
         try:
             sent = sender.send(self._fd, batch, indices)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._send_failed(exc)  # that frame is lost; the others go one by one
-            frame = batch.frame
-            for index in indices[1:]:
-                self.send_nowait(frame(index))
-            return
+            return super().send_batch(batch, indices[1:])
         if sent:
             stats = self.stats
             stats.tx_frames += sent
@@ -115,8 +109,10 @@ class ClientPort(Port):
             stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
         enqueue = self._enqueue
         frame = batch.frame
+        full = False
         for index in indices[sent:]:
-            enqueue(frame(index))
+            full = enqueue(frame(index))
+        return full
 
     def egress_fd(self) -> socket.socket:
         return self.sock
@@ -150,7 +146,9 @@ class ClientPort(Port):
     async def ingress(self, fabric: Fabric) -> None:
         # Only without the data plane (no recvmmsg): the batched loop of base.drain_from.
         def handle(view: memoryview, size: int, sender: object) -> None:
-            fabric.receive(self, view, size)
+            full = fabric.receive(self, view, size)
+            if full:
+                self.held_by(full)
 
         def on_error(exc: OSError) -> None:
             count_receive_error(self, exc)
@@ -227,7 +225,9 @@ class SharedDataSocket:
                     describe_address(address),
                 )
             else:
-                fabric.receive(port, view, size)
+                full = fabric.receive(port, view, size)
+                if full:
+                    port.held_by(full)
 
         def on_error(exc: OSError) -> None:
             ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)

@@ -158,9 +158,11 @@ class DataPlane:
                 receiver = self.receiver
                 got = receiver.receive(fd)
                 if got > 1:
-                    fabric.forward_batch(port, receiver.batch)
+                    full = fabric.forward_batch(port, receiver.batch)
                 elif got:
-                    fabric.receive(port, receiver.batch.view, receiver.batch.lengths[0])
+                    full = fabric.receive(port, receiver.batch.view, receiver.batch.lengths[0])
+                if got and full:
+                    port.held_by(full)
                 if got < BATCH:
                     bulk.discard(port)
             else:
@@ -168,8 +170,9 @@ class DataPlane:
                 recv_into = self._sockets[port].recv_into
                 single, view = self._single, self._single_view
                 for _ in range(PER_FRAME_READS):
-                    receive(port, view, recv_into(single, 0, _TRUNC))
-                    if port.holders():
+                    full = receive(port, view, recv_into(single, 0, _TRUNC))
+                    if full:
+                        port.held_by(full)
                         break
                 else:
                     bulk.add(port)  # its queue outran a round of single reads

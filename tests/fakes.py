@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.impair import IngressHook
 
 
 class FakePort:
@@ -14,7 +13,6 @@ class FakePort:
         self.id = port_id
         self.name = f"fake:{port_id}"
         self.stats = PortStats()
-        self.impair_in: IngressHook | None = None  # no impairment: the fabric asks
         self.sent: list[bytes] = []
 
     def send_nowait(self, frame: bytes | memoryview) -> bool:

@@ -1,10 +1,13 @@
 """Packet capture to a classic libpcap file (LINKTYPE_ETHERNET), without stalling forwarding.
 
 The fabric holds at most one ``Capture`` (``Fabric.capture``; None when off, which costs the
-hot path one attribute test). For every frame it captures, the fabric calls ``record``, which
-only appends the frame and a timestamp to a bounded in-memory queue; when the queue holds
-``max_queued_bytes``, the frame is not captured and ``dropped`` counts it. A writer task wakes
-every ``FLUSH_INTERVAL`` seconds, takes the whole queue and writes it in a worker thread, one
+plain path nothing: the fabric composes its capture stage in only while one runs). For every
+frame it captures, the fabric calls ``record``, which only appends the frame and a timestamp to a
+bounded in-memory queue; when the queue holds ``max_queued_bytes``, the frame is not captured and
+``dropped`` counts it. ``record`` never blocks and may be called from another thread than the
+writer's (the data plane's): the queue is a ``deque`` (whose appends and pops are atomic), and
+each counter has one writer (the recorder counts bytes in, the writer bytes out). A writer task
+wakes every ``FLUSH_INTERVAL`` seconds, takes what is queued and writes it in a worker thread, one
 ``write`` per batch on an unbuffered file, so ``tcpdump -r`` and ``tshark -r`` can read the file
 while it grows. A full disk or another write error stops the capture (``error`` says why); it
 never stops the switch.
@@ -25,6 +28,7 @@ import math
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -96,31 +100,42 @@ class Capture:
         self.port = port
         self.max_queued_bytes = max_queued_bytes
         self.started_at = clock()
-        self.captured = 0  # frames queued for writing
-        self.dropped = 0  # frames not captured because the writer fell behind
+        self.captured = 0  # frames queued for writing (written by the recorder only)
+        self._refused = 0  # frames not captured because the writer fell behind (recorder)
+        self._abandoned = 0  # frames queued but never written (writer)
         self.written = 0  # frames written to the file
         self.bytes_written = len(pcap_global_header())
         self.error: str | None = None
         self._clock = clock
-        self._queue: list[tuple[float, bytes]] = []
-        self._queued_bytes = 0
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._bytes_in = 0  # bytes ever queued (the recorder's)
+        self._bytes_out = 0  # bytes ever taken off the queue (the writer's)
 
     def record(self, frame: bytes | memoryview) -> None:
-        """The hot path: queue a copy of ``frame`` with its timestamp, or count a drop."""
+        """The hot path: queue a copy of ``frame`` with its timestamp, or count a drop. Never
+        blocks; safe to call from another thread than the writer's."""
         size = len(frame)
-        if self._queued_bytes + size > self.max_queued_bytes:
-            self.dropped += 1
+        if self._bytes_in - self._bytes_out + size > self.max_queued_bytes:
+            self._refused += 1
             return
-        self._queued_bytes += size
+        self._bytes_in += size
         self._queue.append((self._clock(), bytes(frame)))
         self.captured += 1
+
+    @property
+    def dropped(self) -> int:
+        """Frames not captured: refused while the writer fell behind, or never written."""
+        return self._refused + self._abandoned
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
     def _take(self) -> list[tuple[float, bytes]]:
-        batch, self._queue, self._queued_bytes = self._queue, [], 0
+        """What is queued now, oldest first (a frame recorded meanwhile waits for the next)."""
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(len(queue))]
+        self._bytes_out += sum(len(frame) for _, frame in batch)
         return batch
 
     def _write(self, batch: list[tuple[float, bytes]]) -> None:
@@ -155,7 +170,7 @@ class Capture:
                     except OSError as exc:
                         self.error = exc.strerror or str(exc)
                         log.error("capture to '%s': final write failed: %s", self.path, self.error)
-            self.dropped += len(self._take())  # whatever the final flush did not write
+            self._abandoned += len(self._take())  # whatever the final flush did not write
             self.file.close()
 
     def info(self) -> dict[str, object]:

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__, stpd
+from umlswitch import __version__, guard_control
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
 from umlswitch.digits import is_decimal
@@ -37,7 +37,7 @@ from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.queues import QueueBudget
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
-from umlswitch.impair import ImpairControl
+from umlswitch.impair_control import ImpairControl
 from umlswitch.listener import LISTEN_BACKLOG
 from umlswitch.mgmt.rcfile import read_rc_file, run_rc_file
 from umlswitch.mgmt.server import MgmtServer
@@ -342,7 +342,7 @@ class Switch:
 
     config: SwitchConfig
     fabric: Fabric
-    guard: Guard  # STP and storm control (stpd.install)
+    guard: Guard  # STP and storm control (guard_control.install)
     control: ControlServer
     shared: SharedDataSocket | None
     attachments: Attachments  # every attached port, whichever way it came
@@ -616,7 +616,7 @@ def _start_clocks(
     """What runs whatever the ports do: the fabric's clock and MAC aging, the spanning tree's
     timers, the shared data socket's reader."""
     nursery.start_soon(_ticker, fabric)
-    nursery.start_soon(stpd.run, guard)
+    nursery.start_soon(guard_control.run, guard)
     if shared is not None:
         nursery.start_soon(shared.run)
 
@@ -660,7 +660,7 @@ async def serve(
             _write_pidfile(config.pidfile)
             pidfile_written = True
         fabric = _build_fabric(config)
-        guard = stpd.install(fabric, config)
+        guard = guard_control.install(fabric, config)
         attachments = Attachments(fabric)
         shared = None
         if sockets.data is not None and sockets.data_path is not None:

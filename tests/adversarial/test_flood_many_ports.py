@@ -31,7 +31,6 @@ import umlswitch
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import MacTable
 
 MAX_MACS = 8192  # the switch's default --max-macs
@@ -50,7 +49,6 @@ class CountingPort:
         self.id = port_id
         self.name = f"counting:{port_id}"
         self.stats = PortStats()
-        self.impair_in: IngressHook | None = None  # no impairment: the fabric asks
         self.sent = 0
 
     def send_nowait(self, frame: bytes | memoryview) -> bool:

@@ -1,4 +1,4 @@
-"""Impairment of live ports (``umlswitch/impair.py``) in the real daemon, inside the test.
+"""Impairment of live ports (``umlswitch/impair_control.py``) in the real daemon, inside the test.
 
 The switch runs in the test's trio run (``run_switch``) with harness ports (``attach``), and most
 tests use ``autojump_clock``: delays and rates are scheduled on trio's clock, so 100 ms of delay
@@ -154,11 +154,13 @@ async def test_waiting_frames_go_at_once_when_the_impairment_ends_and_the_path_i
     ):
         await learn(a, b)
         port_a, port_b = switch_port(switch, a), switch_port(switch, b)
-        assert type(port_b) is ClientPort and port_b.impair_in is None
+        fabric = switch.switch.fabric
+        assert type(port_b) is ClientPort and not fabric.stages  # the plain pipeline
         switch.impair(b, "both", delay="10s", loss=0.5, seed=1)  # seeded: none of 3 is lost
         switch.impair(a, "in", duplicate=1, seed=1)  # nor duplicated
-        assert type(port_b) is not ClientPort and isinstance(port_b, ClientPort)
-        assert port_b.impair_in is not None and port_a.impair_in is not None
+        # Stages in the pipeline, standing in for b on egress; no class swapped.
+        assert list(fabric.stages) == ["impair-in", "impair-out"] and type(port_b) is ClientPort
+        assert fabric.egress_of(port_b) is not port_b
         for i in range(1, 4):
             await a.send(frame(MAC_A, MAC_B, i))
         await trio.sleep(1)
@@ -168,11 +170,11 @@ async def test_waiting_frames_go_at_once_when_the_impairment_ends_and_the_path_i
         got = await drain(b, timeout=0.5)
         assert [number(data) for _, data in got] == [1, 2, 3]
         assert all(at == start for at, _ in got)
-        # Exactly the path of a port never impaired: its own class, no hook, no instance send.
-        assert type(port_b) is ClientPort and port_b.impair_in is None
+        # Exactly the path of a port never impaired: its own sends, no hook, no instance send.
+        assert fabric.egress_of(port_b) is port_b and list(fabric.stages) == ["impair-in"]
         assert "send_nowait" not in vars(port_b) and "send_batch" not in vars(port_b)
         switch.restore(a)
-        assert port_a.impair_in is None and type(port_a) is ClientPort
+        assert not fabric.stages and type(port_a) is ClientPort
 
 
 async def test_impaired_context_restores_the_link_when_the_block_ends(tmp_path: Path) -> None:

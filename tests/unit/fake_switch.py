@@ -1,11 +1,12 @@
 """A switch for the management console built from the real cheap parts, without a socket.
 
 ``FakeSwitch`` satisfies ``umlswitch.mgmt.managed.ManagedSwitch`` with what the daemon uses
-itself: a ``Fabric`` with its ``MacTable``, the guard of ``stpd.install``, a ``CaptureControl``,
-an ``ImpairControl``, the ``Attachments`` that detach ports, and a ``SwitchConfig``. What the
-daemon gets from its sockets (the attach paths' events, the shared data socket's unknown senders,
-the socket paths) are plain attributes a test sets. Ports are ``MemoryPort``: a real ``Port``
-that keeps what it is sent and says of itself what a test tells it to.
+itself: a ``Fabric`` with its ``MacTable``, the guard of ``guard_control.install``, a
+``CaptureControl``, an ``ImpairControl``, the ``Attachments`` that detach ports, and a
+``SwitchConfig``. What the daemon gets from its sockets (the attach paths' events, the shared
+data socket's unknown senders, the socket paths) are plain attributes a test sets. Ports are
+``MemoryPort``: a real ``Port`` that keeps what it is sent and says of itself what a test tells
+it to.
 
 Commands run as the management server runs them: ``parse_line``, ``commands.execute`` with a
 ``commands.Session``, ``format_reply``; ``ask`` also parses the text back, as a client does, and
@@ -23,17 +24,16 @@ from typing import Any
 
 import trio
 
-from umlswitch import stpd
+from umlswitch import guard_control
 from umlswitch.capture import CaptureControl
 from umlswitch.config import SwitchConfig
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
-from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
-from umlswitch.impair import ImpairControl
+from umlswitch.impair_control import ImpairControl
 from umlswitch.listener import PeerCred
 from umlswitch.mgmt import commands
 from umlswitch.mgmt.protocol import (
@@ -91,7 +91,6 @@ class BarePort:
         self.id = port_id
         self.name = f"bare:{port_id}"
         self.stats = PortStats()
-        self.impair_in: IngressHook | None = None
 
     def send_nowait(self, frame: bytes | memoryview) -> bool:
         self.stats.tx_frames += 1
@@ -125,7 +124,7 @@ class FakeSwitch:
         self.fabric = Fabric(
             hub=config.hub, table=table, max_frame=config.max_frame, port_queue=config.port_queue
         )
-        self.guard: Guard = stpd.install(self.fabric, config)
+        self.guard: Guard = guard_control.install(self.fabric, config)
         self.capture = CaptureControl(self.fabric)
         self.impair = ImpairControl(self.fabric)
         self.attachments = Attachments(self.fabric)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,18 @@ async def test_a_write_error_stops_the_capture_not_the_switch():
         assert fabric.capture is None
         fabric.forward(port, frame(A, B))  # forwarding goes on
         nursery.cancel_scope.cancel()
+
+
+def test_record_from_another_thread_loses_and_duplicates_nothing() -> None:
+    """The data plane records while the writer takes: every frame is taken once or counted."""
+    capture = Capture(io.BytesIO(), "mem.pcap", max_queued_bytes=64 * 100)
+    frames = [frame(A, B) for _ in range(20000)]
+    recorder = threading.Thread(target=lambda: [capture.record(f) for f in frames])
+    taken: list[tuple[float, bytes]] = []
+    recorder.start()
+    while recorder.is_alive():
+        taken += capture._take()
+    recorder.join()
+    taken += capture._take()
+    assert capture.captured == len(taken) and capture.captured + capture.dropped == len(frames)
+    assert capture.queued == 0 and capture._bytes_in == capture._bytes_out

@@ -1,10 +1,19 @@
-"""The Fabric: the set of attached ports and the hub/switch decision for every frame.
+"""The Fabric: the set of attached ports, the forwarding decision, and the pipeline composed of
+the stages that are on (``docs/architecture.md``, "The pipeline").
 
-Ports are anything with an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; the
-fabric never touches a socket. An ingress loop hands each received frame to ``forward``, which
-checks its size, learns its source (switch mode), picks the egress ports and calls their
-``send_nowait`` directly: no task switch and no queue per frame. While VLANs are configured
-(``fabric/vlan.py``), the decision also says which ports get the frame tagged and which untagged.
+Ports are anything with an ``id``, a ``name``, ``stats`` and non-blocking sends; the fabric never
+touches a socket. An ingress loop hands each received frame to ``forward`` (or a batch to
+``forward_batch``), which accounts it, admits it (size, group source), decides where it goes
+(learn its source, look up its destination, or flood) and calls the egress entries' sends
+directly: no task switch and no queue per frame. Both return the receivers whose backlog
+answered "full", for the ingress loop to hold the sender back.
+
+Admission and decision are ``decide``, written once; ``fabric/pipeline.py`` has the two drivers
+that run it (with the flow cache that skips it for frames like the last ones). The optional
+features are stages composed in by ``_compose`` only while they are on, and composed again when
+they change: VLANs (``fabric/vlan_stage.py``: classification, scope, tag rewrites), the guard
+(STP and storm control, ``fabric/guard.py``), capture, and impairment of either direction of a
+port (``fabric/stages.py``). With all of them off, ``forward`` is the plain driver alone.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
@@ -21,29 +30,44 @@ from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN
 from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import Learned, MacTable
+from umlswitch.fabric.pipeline import (
+    NO_RECEIVERS,
+    NOWHERE,
+    EgressSet,
+    FlowKey,
+    Flows,
+    Forward,
+    ForwardBatch,
+    Frame,
+    Receivers,
+    batch_driver,
+    key_length,
+    single_driver,
+)
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
+from umlswitch.fabric.stages import SenderNote, capturing, noting_sender, with_ingress_hooks
 from umlswitch.fabric.stp import STP_GROUP
 from umlswitch.fabric.vlan import (
     DEFAULT_MEMBERSHIP,
-    PRIORITY,
-    TAGGED,
     TAGGED_HEADER_LEN,
     UNTAGGED,
-    VID_BYTES,
     Membership,
-    Ports,
     VlanTable,
     format_key,
-    tagged_form,
-    untagged_form,
 )
+from umlswitch.fabric.vlan_stage import VlanStage
 from umlswitch.ratelog import Deferred, RateLimitedLog
+
+__all__ = ["NO_RECEIVERS", "Fabric", "FabricPort", "PortNumberTaken", "Receivers"]
 
 log = logging.getLogger("umlswitch.fabric")
 
 # Destination and source address of a frame as two ``bytes`` (dict keys) in one C call: about
 # 3x cheaper than ``bytes(frame[0:6])`` and ``bytes(frame[6:12])`` on a memoryview.
 _addresses = struct.Struct("6s6s").unpack_from
+# Decisions kept at most (a flood of unknown destinations from a known source makes one each):
+# beyond it the cache starts again, so it stays small whatever arrives.
+FLOW_LIMIT = 4096
 
 
 class FabricPort(Protocol):
@@ -66,9 +90,6 @@ class FabricPort(Protocol):
     def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         """``send_nowait`` for the frames in slots ``indices`` of ``batch``, in that order; True
         as ``send_nowait`` after the last one."""
-
-    # Impairment of the frames the port receives (``umlswitch/impair.py``); None when off.
-    impair_in: IngressHook | None
 
 
 class FrameGuard(Protocol):
@@ -102,7 +123,8 @@ class LoopWatcher(Protocol):
 
 
 class CaptureSink(Protocol):
-    """Where captured frames go (``umlswitch.capture.Capture``): ``record`` only queues a copy."""
+    """Where captured frames go (``umlswitch.capture.Capture``): ``record`` only queues a copy,
+    never blocks, and may be called from any thread."""
 
     @property
     def port(self) -> int | None:
@@ -111,16 +133,20 @@ class CaptureSink(Protocol):
     def record(self, frame: bytes | memoryview) -> None: ...
 
 
-Receivers = tuple[FabricPort, ...]
-NO_RECEIVERS: Receivers = ()  # what forwarding returns when no receiver answered "full"
-
-
 class PortNumberTaken(Exception):
     """A client asked for a port number that is already in use."""
 
 
 class Fabric:
-    """Attached ports plus the forwarding decision (hub or learning switch)."""
+    """Attached ports, the forwarding decision (hub or learning switch) and its pipeline.
+
+    ``forward(ingress, frame)`` and ``forward_batch(ingress, batch)`` are the composed
+    pipeline's drivers (attributes, set by ``_compose``); both return the receivers that
+    answered "full".
+    """
+
+    forward: Forward
+    forward_batch: ForwardBatch
 
     def __init__(
         self,
@@ -133,26 +159,144 @@ class Fabric:
         queue_budget: QueueBudget | None = None,
     ) -> None:
         self.hub = hub
-        self.table = table if table is not None else MacTable()
         self.max_frame = max_frame
         self.port_queue = port_queue  # frames a port's egress backlog holds at most
         self.queue_budget = queue_budget if queue_budget is not None else QueueBudget()
         self.now = now  # the coarse clock: set by tick(), read on the hot path
         self.events: Counter[str] = Counter()
+        self._flows: Flows = {}  # kept decisions (fabric/pipeline.py), forgotten on any change
+        self.table = table if table is not None else MacTable()
+        self.table.on_change = self._flows.clear
         self._ports: dict[int, FabricPort] = {}
-        self._flood: dict[int, tuple[FabricPort, ...]] = {}
-        # port id -> (port,), built on attach; () for a port the spanning tree blocks
-        self._unicast: dict[int, tuple[FabricPort, ...]] = {}
+        self._flood: dict[int, EgressSet] = {}
+        # port id -> (its egress entry,), built on attach; () for a port the spanning tree blocks
+        self._unicast: dict[int, EgressSet] = {}
         self._blocked: frozenset[int] = frozenset()  # ports the spanning tree does not forward
-        self.guard: FrameGuard | None = None  # STP and storm control; None while both are off
+        self._guard: FrameGuard | None = None
         self.loop_watch: LoopWatcher | None = None  # logs loops seen while STP is off
         self._ratelog = RateLimitedLog(log)
-        self.capture: CaptureSink | None = None  # packet capture, off unless set
+        self._capture: CaptureSink | None = None
+        self._ingress_hooks: dict[int, IngressHook] = {}  # port id -> impairment of its input
+        self._egress_stages: dict[int, Any] = {}  # port id -> what stands in for it on egress
+        self.sender_note = SenderNote()  # for egress stages: which port's frame is being sent
         self.departed = PortStats()  # the counters of detached ports, for switch-wide totals
         # VLANs (fabric/vlan.py): the configuration, and the same table while VLANs are on (None
-        # while off: the hot path's only VLAN cost is checking that).
+        # while off: the VLAN stage is composed in exactly then).
         self.vlans = VlanTable(on_change=self._vlans_changed)
         self.vlan_filter: VlanTable | None = None
+        self._vlan: VlanStage | None = None
+        self._caching = True  # whether decisions may be kept (no guard, no capture)
+        self._compose()
+
+    # --- the pipeline ------------------------------------------------------------------------
+
+    def _compose(self) -> None:
+        """Build ``forward`` and ``forward_batch`` from the stages that are on now."""
+        self._flows.clear()
+        vlans = self.vlan_filter is not None
+        self._vlan = None
+        if vlans:
+            self._vlan = VlanStage(
+                self.vlans,
+                self._ports,
+                lambda: self._blocked,
+                self.egress_of,
+                self.max_frame,
+                self._drop,
+                self._vlan_oversize,
+            )
+        self._caching = self._guard is None and self._capture is None
+        decide = self.decide
+        if self._capture is not None:
+            decide = capturing(decide, self._capture, self.max_frame)
+        key_len = key_length(vlans)
+        sizes = range(TAGGED_HEADER_LEN if vlans else ETH_HEADER_LEN, self.max_frame + 1)
+        forward = single_driver(decide, self._flows, key_len, sizes, self._resolve)
+        forward_batch = batch_driver(decide, self._flows, key_len, sizes, self._resolve)
+        if self._egress_stages:
+            forward, forward_batch = noting_sender(forward, forward_batch, self.sender_note)
+        if self._ingress_hooks:
+            forward, forward_batch = with_ingress_hooks(forward, forward_batch, self._ingress_hooks)
+        self.forward = forward
+        self.forward_batch = forward_batch
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The optional stages composed into the pipeline now (none: the plain path)."""
+        on = {
+            "vlan": self._vlan is not None,
+            "guard": self._guard is not None,
+            "capture": self._capture is not None,
+            "impair-in": bool(self._ingress_hooks),
+            "impair-out": bool(self._egress_stages),
+        }
+        return tuple(name for name, present in on.items() if present)
+
+    @property
+    def guard(self) -> FrameGuard | None:
+        """STP and storm control (``guard.Guard`` installs itself here while it has work)."""
+        return self._guard
+
+    @guard.setter
+    def guard(self, guard: FrameGuard | None) -> None:
+        if guard is not self._guard:
+            self._guard = guard
+            self._compose()
+
+    @property
+    def capture(self) -> CaptureSink | None:
+        """The running capture (``umlswitch.capture``); None while off."""
+        return self._capture
+
+    @capture.setter
+    def capture(self, capture: CaptureSink | None) -> None:
+        if capture is not self._capture:
+            self._capture = capture
+            self._compose()
+
+    def set_ingress_hook(self, port_id: int, hook: IngressHook | None) -> None:
+        """Hand the frames port ``port_id`` receives to ``hook`` first (None: no more)."""
+        if hook is None:
+            self._ingress_hooks.pop(port_id, None)
+        else:
+            self._ingress_hooks[port_id] = hook
+        self._compose()
+
+    def set_egress_stage(self, port_id: int, stage: Any | None) -> None:
+        """Send what goes to port ``port_id`` to ``stage`` instead (an ``Egress`` standing in
+        for it), or to the port itself again (None)."""
+        if stage is None:
+            self._egress_stages.pop(port_id, None)
+        else:
+            self._egress_stages[port_id] = stage
+        self._rebuild_unicast()
+        self._compose()
+
+    def egress_of(self, port: Any) -> Any:
+        """What the fabric sends ``port``'s frames to: the port, or the stage standing in."""
+        return self._egress_stages.get(port.id, port)
+
+    def _resolve(self, full: Receivers, entry: Any) -> Receivers:
+        """``entry`` answered "full": add the port behind it to ``full``."""
+        port = self._ports.get(entry.id)
+        if port is None or port in full:
+            return full
+        return (*full, port)
+
+    def _tables_changed(self) -> None:
+        """Ports, the tree or the stages changed: forget what was built from them."""
+        self._flood.clear()
+        self._flows.clear()
+        if self._vlan is not None:
+            self._vlan.forget()
+        else:
+            self.vlans.forget_caches()
+
+    def _rebuild_unicast(self) -> None:
+        blocked = self._blocked
+        for pid, port in self._ports.items():
+            self._unicast[pid] = () if pid in blocked else (self.egress_of(port),)
+        self._tables_changed()
 
     # --- ports -----------------------------------------------------------------------------
 
@@ -176,11 +320,11 @@ class Fabric:
         if port.id in self._ports:
             raise PortNumberTaken(f"port {port.id} is already in use")
         self._ports[port.id] = port
-        self._unicast[port.id] = (port,)
-        self._flood.clear()
+        self._unicast[port.id] = (self.egress_of(port),)
+        self._tables_changed()
         self.vlans.join(port.id, vlans)
-        if self.guard is not None:
-            self.guard.attached(port)
+        if self._guard is not None:
+            self._guard.attached(port)
 
     def detach(self, port_id: int) -> int:
         """Remove a port and forget its MAC entries; return how many entries were forgotten."""
@@ -188,22 +332,23 @@ class Fabric:
         if port is not None:
             self.departed.add(port.stats)
         self._unicast.pop(port_id, None)
-        self._flood.clear()
+        self._tables_changed()
+        hook = self._ingress_hooks.pop(port_id, None)
+        if self._egress_stages.pop(port_id, None) is not None or hook is not None:
+            self._compose()  # its impairment leaves with it
         self.vlans.leave(port_id)
-        if self.guard is not None:
-            self.guard.detached(port_id)
+        if self._guard is not None:
+            self._guard.detached(port_id)
         return self.table.forget_port(port_id)
 
     def set_blocked(self, blocked: frozenset[int]) -> None:
         """The spanning tree forwards nothing to (or from) ``blocked`` ports from now on."""
         self._blocked = blocked
-        for pid, port in self._ports.items():
-            self._unicast[pid] = () if pid in blocked else (port,)
-        self._flood.clear()
-        self.vlans.forget_caches()
+        self._rebuild_unicast()
 
     def set_hub(self, hub: bool) -> None:
         self.hub = hub
+        self._flows.clear()
         if hub:
             self.table.flush()
 
@@ -211,58 +356,14 @@ class Fabric:
 
     def tick(self, now: float) -> None:
         """Advance the coarse clock and expire old MAC entries."""
+        if now != self.now:
+            self._flows.clear()  # kept decisions skip the refresh of their MAC entries
         self.now = now
         for mac, port in self.table.expire(now):
             self.events[counters.MAC_EXPIRED] += 1
             log.debug("port %d: %s expired", port, format_key(mac))
 
-    # --- forwarding --------------------------------------------------------------------------
-
-    def flood_set(self, ingress_id: int) -> tuple[FabricPort, ...]:
-        """Every port but the ingress one and blocked ones (cached until the ports change)."""
-        ports = self._flood.get(ingress_id)
-        if ports is None:
-            blocked = self._blocked
-            ports = self._flood[ingress_id] = tuple(
-                p for pid, p in self._ports.items() if pid != ingress_id and pid not in blocked
-            )
-        return ports
-
-    def egress_at(
-        self, ingress: FabricPort, data: bytes | bytearray | memoryview, offset: int, size: int
-    ) -> tuple[FabricPort, ...]:
-        """The ports the frame of ``size`` bytes at ``offset`` in ``data`` goes to, or () with
-        the drop counted on ``ingress``."""
-        if size < ETH_HEADER_LEN:
-            self._drop(ingress, counters.RUNT, size)
-            return ()
-        if size > self.max_frame:
-            self._drop(ingress, counters.GIANT, size)
-            return ()
-        dst, src = _addresses(data, offset)
-        if src[0] & 1:
-            self._drop(ingress, counters.GROUP_SOURCE, size)
-            return ()
-        if self.guard is not None and not self.guard.admit(ingress, dst, src, data, offset, size):
-            return ()
-        ingress_id = ingress.id
-        if self.hub:
-            return self.flood_set(ingress_id)
-        learned = self.table.learn(src, ingress_id, self.now)
-        if learned is not Learned.REFRESHED:
-            self._note_learning(learned, src, ingress)
-        if dst[0] & 1:
-            return self.flood_set(ingress_id)
-        out = self.table.lookup(dst)
-        if out is None:
-            return self.flood_set(ingress_id)
-        if out == ingress_id:
-            ingress.stats.drops[counters.SAME_PORT] += 1
-            return ()
-        port = self._unicast.get(out)
-        if port is None:  # cannot happen while detach() forgets entries; be safe anyway
-            return self.flood_set(ingress_id)
-        return port
+    # --- admission and decision ---------------------------------------------------------------
 
     def receive(self, ingress: FabricPort, buffer: memoryview, size: int) -> Receivers:
         """The receive rule of every port kind: a datagram or read of ``size`` bytes (its real
@@ -273,107 +374,93 @@ class Fabric:
             return NO_RECEIVERS
         return self.forward(ingress, buffer[:size])
 
-    def forward(self, ingress: FabricPort, frame: bytes | memoryview) -> Receivers:
-        """Account ``frame`` on ``ingress`` and send it to its egress ports; return the
-        receivers that answered "full" (the caller holds ``ingress`` back for them)."""
-        if ingress.impair_in is not None and ingress.impair_in.take(frame):
-            return NO_RECEIVERS  # lost or waiting; or sent altered or twice by the impairment
-        stats = ingress.stats
-        stats.rx_frames += 1
-        stats.rx_bytes += len(frame)
-        if self.vlan_filter is not None:
-            return self._vlan_forward(ingress, frame)
-        if self.capture is not None:
-            return self._forward_captured(self.capture, ingress, frame)
-        full = NO_RECEIVERS
-        for port in self.egress_at(ingress, frame, 0, len(frame)):
-            if port.send_nowait(frame):
-                full += (port,)
-        return full
+    def decide(
+        self, ingress: Any, data: Frame, offset: int, size: int, key: FlowKey | None
+    ) -> EgressSet:
+        """Admit the frame of ``size`` bytes at ``offset`` in ``data`` and say where it goes:
+        the egress entries, or ``NOWHERE`` with the drop counted on ``ingress``. Keep the
+        decision under ``key`` (not None) if frames like it may reuse it."""
+        if not ETH_HEADER_LEN <= size <= self.max_frame:
+            self._drop(ingress, counters.RUNT if size < ETH_HEADER_LEN else counters.GIANT, size)
+            return NOWHERE
+        dst, src = _addresses(data, offset)
+        if src[0] & 1:
+            self._drop(ingress, counters.GROUP_SOURCE, size)
+            return NOWHERE
+        guard = self._guard
+        if guard is not None and dst == STP_GROUP:  # a BPDU is the tree's, before any VLAN
+            if not guard.admit(ingress, dst, src, data, offset, size):
+                return NOWHERE
+            guard = None  # admitted (the tree is off): it is counted already
+        kind, vid, dst_key = UNTAGGED, 0, dst
+        if self._vlan is not None:
+            classified = self._vlan.classify(ingress, data, offset, size)
+            if classified is None:
+                return NOWHERE
+            kind, vid, suffix = classified
+            src += suffix
+            dst_key += suffix
+        # The tree's state and storm control see the addresses as the table holds them now.
+        if guard is not None and not guard.admit(ingress, dst_key, src, data, offset, size):
+            return NOWHERE
+        egress, keep = self._choose(ingress, dst, dst_key, src, kind, vid)
+        if keep and key is not None and len(self._flows) < FLOW_LIMIT:
+            self._flows[key] = (ingress, egress)
+        return egress
 
-    def forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> Receivers:
-        """``forward`` for every frame of ``batch``, with the same rules and counters; each
-        egress port gets its frames of the batch in one ``send_batch``, in order.
-
-        Frames of one batch mostly share their addresses (a guest's stream to one peer): a frame
-        with the same destination and source as the frame before, whose decision left the
-        source learned on this port, gets the same egress ports without asking the table again
-        (the learning would only refresh what the first frame refreshed at this same time).
-        """
-        if ingress.impair_in is not None:
-            return ingress.impair_in.take_batch(batch)  # frame by frame, through forward
-        stats = ingress.stats
-        lengths = batch.lengths
-        slot_size = batch.slot_size
-        data = batch.data
-        egress_at = self.egress_at
-        capture = self.capture
-        max_frame = self.max_frame
-        lookup = self.table.lookup
+    def _choose(
+        self, ingress: Any, dst: bytes, dst_key: bytes, src_key: bytes, kind: int, vid: int
+    ) -> tuple[EgressSet, bool]:
+        """Learn the source and pick the egress entries; and whether frames like this one may
+        reuse the decision (it changed nothing but the freshness of the source's entry)."""
         ingress_id = ingress.id
-        if self.vlan_filter is not None:
-            return self._vlan_forward_batch(ingress, batch)
-        outputs: dict[FabricPort, list[int]] = {}
-        known: tuple[bytes, bytes] | None = None  # the addresses of the last decision kept
-        known_egress: tuple[FabricPort, ...] = ()
-        for index in range(batch.count):
-            size = lengths[index]
-            stats.rx_frames += 1
-            stats.rx_bytes += size
-            offset = index * slot_size
-            if ETH_HEADER_LEN <= size <= max_frame:
-                pair = _addresses(data, offset)
-                if pair == known:
-                    egress = known_egress
-                else:
-                    egress = egress_at(ingress, data, offset, size)
-                    if (
-                        egress
-                        and self.guard is None  # the guard sees every frame (storm counts)
-                        and (self.hub or lookup(pair[1]) == ingress_id)
-                    ):
-                        known, known_egress = pair, egress
-                    else:
-                        known = None
-            else:
-                egress = egress_at(ingress, data, offset, size)  # counts the runt or giant
-            if capture is not None and size <= max_frame:  # giants are not captured
-                self._record(capture, ingress, egress, batch.frame(index))
-            for port in egress:
-                indices = outputs.get(port)
-                if indices is None:
-                    outputs[port] = [index]
-                else:
-                    indices.append(index)
-        full = NO_RECEIVERS
-        for port, indices in outputs.items():
-            if port.send_batch(batch, indices):
-                full += (port,)
-        return full
+        if self.hub:
+            return self._flooded(ingress_id, kind, vid), self._caching
+        learned = self.table.learn(src_key, ingress_id, self.now)
+        keep = self._caching
+        if learned is not Learned.REFRESHED:
+            self._note_learning(learned, src_key, ingress)
+            keep = False
+        out = None if dst[0] & 1 else self.table.lookup(dst_key)
+        if out is None:
+            egress = self._flooded(ingress_id, kind, vid)
+        elif out == ingress_id:
+            ingress.stats.drops[counters.SAME_PORT] += 1
+            return NOWHERE, False
+        else:
+            egress = self._unicast_to(out, kind, vid, ingress_id)
+        return egress, keep
 
-    def _forward_captured(
-        self, capture: CaptureSink, ingress: FabricPort, frame: bytes | memoryview
-    ) -> Receivers:
-        """``forward`` while capturing: the frames from the ingress port and to the watched one."""
-        egress = self.egress_at(ingress, frame, 0, len(frame))
-        self._record(capture, ingress, egress, frame)
-        full = NO_RECEIVERS
-        for port in egress:
-            if port.send_nowait(frame):
-                full += (port,)
-        return full
+    def _flooded(self, ingress_id: int, kind: int, vid: int) -> EgressSet:
+        if self._vlan is not None:
+            return self._vlan.flood(ingress_id, kind, vid)
+        return self.flood_set(ingress_id)
 
-    @staticmethod
-    def _record(
-        capture: CaptureSink,
-        ingress: FabricPort,
-        egress: tuple[FabricPort, ...],
-        frame: bytes | memoryview,
-    ) -> None:
-        """Capture ``frame`` if it comes from or goes to the watched port (or every port)."""
-        watched = capture.port
-        if watched is None or watched == ingress.id or any(p.id == watched for p in egress):
-            capture.record(frame)
+    def _unicast_to(self, out: int, kind: int, vid: int, ingress_id: int) -> EgressSet:
+        entry = self._unicast.get(out)
+        if entry is None:  # cannot happen while detach() forgets entries; be safe anyway
+            return self._flooded(ingress_id, kind, vid)
+        if self._vlan is None or not entry:
+            return entry
+        member = self._vlan.unicast(self._ports[out], kind, vid)
+        if member is None:  # cannot happen while membership changes forget entries
+            return self._flooded(ingress_id, kind, vid)
+        return member
+
+    def flood_set(self, ingress_id: int) -> EgressSet:
+        """Every port's entry but the ingress one's and blocked ones' (cached until the ports
+        change)."""
+        ports = self._flood.get(ingress_id)
+        if ports is None:
+            blocked = self._blocked
+            ports = self._flood[ingress_id] = tuple(
+                self.egress_of(p)
+                for pid, p in self._ports.items()
+                if pid != ingress_id and pid not in blocked
+            )
+        return ports
+
+    # --- drops -------------------------------------------------------------------------------
 
     def reject(self, ingress: FabricPort, reason: str, size: int) -> None:
         """Count (and log, rate-limited) a frame from ``ingress`` dropped before forwarding."""
@@ -389,6 +476,21 @@ class Fabric:
             ingress.id,
             ingress.name,
             reason,
+            size,
+            self.max_frame,
+        )
+
+    def _vlan_oversize(self, port_id: int, size: int) -> None:
+        """A frame of ``size`` bytes with its tag is too large for port ``port_id``."""
+        port = self._ports.get(port_id)
+        if port is None:
+            return
+        port.stats.drops[counters.VLAN_OVERSIZE] += 1
+        self._ratelog.warning(
+            f"{counters.VLAN_OVERSIZE}:{port_id}",
+            "port %d (%s): not sent a frame of %d bytes with its VLAN tag (max %d)",
+            port_id,
+            port.name,
             size,
             self.max_frame,
         )
@@ -447,216 +549,18 @@ class Fabric:
 
     def _vlans_changed(self, port_ids: Iterable[int]) -> None:
         """The VLAN configuration changed (for ``port_ids``: their membership)."""
-        self._flood.clear()
         for port_id in port_ids:
             self.table.forget_port(port_id)
         active = self.vlans.active
-        if active != (self.vlan_filter is not None):
-            self.vlan_filter = self.vlans if active else None
-            flushed = self.table.flush()  # the table's keys change form (with a VID or without)
-            log.info(
-                "VLANs %s; forgot %d MAC(s)",
-                "on" if active else "off: tags pass through untouched",
-                flushed,
-            )
-
-    def vlan_egress(
-        self, ingress: FabricPort, data: bytes | bytearray | memoryview, offset: int, size: int
-    ) -> tuple[int, int, Ports, Ports] | None:
-        """``egress_at`` while VLANs are on: (how the frame arrived, its VLAN, the ports that get
-        it untagged, those that get it tagged), or None if it goes nowhere (counted)."""
-        if size < ETH_HEADER_LEN:
-            self._drop(ingress, counters.RUNT, size)
-            return None
-        if size > self.max_frame:
-            self._drop(ingress, counters.GIANT, size)
-            return None
-        dst, src = _addresses(data, offset)
-        if src[0] & 1:
-            self._drop(ingress, counters.GROUP_SOURCE, size)
-            return None
-        guard = self.guard
-        if guard is not None and dst == STP_GROUP:  # a BPDU is the tree's, before any VLAN
-            if not guard.admit(ingress, dst, src, data, offset, size):
-                return None
-            guard = None  # admitted (the tree is off): it is counted already
-        ingress_id = ingress.id
-        vlans = self.vlans
-        member = vlans.members.get(ingress_id, DEFAULT_MEMBERSHIP)
-        if data[offset + 12] == 0x81 and data[offset + 13] == 0x00:
-            if size < TAGGED_HEADER_LEN:
-                self._drop(ingress, counters.RUNT, size)
-                return None
-            vid = ((data[offset + 14] & 0x0F) << 8) | data[offset + 15]
-            if vid == 0:
-                kind, vid = PRIORITY, member.untagged
-            elif vid in member.tagged:
-                kind = TAGGED
-            else:
-                self._drop(ingress, counters.VLAN_NOT_MEMBER, size)
-                return None
-        else:
-            kind, vid = UNTAGGED, member.untagged
-        suffix = VID_BYTES[vid]
-        key = src + suffix
-        dst_key = dst + suffix
-        # The tree's state and storm control see the addresses as the table holds them now.
-        if guard is not None and not guard.admit(ingress, dst_key, key, data, offset, size):
-            return None
-        if self.hub:
-            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
-        learned = self.table.learn(key, ingress_id, self.now)
-        if learned is not Learned.REFRESHED:
-            self._note_learning(learned, key, ingress)
-        if dst[0] & 1:
-            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
-        out = self.table.lookup(dst_key)
-        if out is None:
-            return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
-        if out == ingress_id:
-            ingress.stats.drops[counters.SAME_PORT] += 1
-            return None
-        port = self._unicast.get(out)
-        target = vlans.members.get(out)
-        if port is not None and target is not None:
-            if target.untagged == vid:
-                return (kind, vid, port, ())
-            if vid in target.tagged:
-                return (kind, vid, (), port)
-        # cannot happen while membership changes and detach() forget entries; be safe anyway
-        return (kind, vid, *vlans.flood(ingress_id, vid, self._ports, self._blocked))
-
-    def _vlan_forward(self, ingress: FabricPort, frame: bytes | memoryview) -> Receivers:
-        """``forward`` while VLANs are on (accounted already)."""
-        decided = self.vlan_egress(ingress, frame, 0, len(frame))
-        if self.capture is not None:
-            egress = () if decided is None else decided[2] + decided[3]
-            self._record(self.capture, ingress, egress, frame)
-        full = NO_RECEIVERS
-        if decided is None:
-            return full
-        kind, vid, untagged, tagged = decided
-        if untagged:
-            out = untagged_form(kind, frame)
-            for port in untagged:
-                if port.send_nowait(out):
-                    full += (port,)
-        if tagged:
-            out = tagged_form(kind, frame, vid)
-            if len(out) > self.max_frame:
-                self._vlan_oversize(tagged, len(out))
-                return full
-            for port in tagged:
-                if port.send_nowait(out):
-                    full += (port,)
-        return full
-
-    def _vlan_forward_batch(self, ingress: FabricPort, batch: FrameBatch) -> Receivers:
-        """``forward_batch`` while VLANs are on: the frames a port gets as received go in one
-        ``send_batch``; those with a tag added or removed are sent one by one, in order. As
-        there, a frame whose addresses and tag (its first 16 bytes) are those of the frame before,
-        whose decision left the source learned on this port, reuses that decision."""
-        stats = ingress.stats
-        lengths = batch.lengths
-        slot_size = batch.slot_size
-        data = batch.data
-        capture = self.capture
-        max_frame = self.max_frame
-        lookup = self.table.lookup
-        ingress_id = ingress.id
-        outputs: dict[FabricPort, list[int | bytes | memoryview]] = {}
-        mixed: set[FabricPort] = set()  # ports with a frame that is not as received
-        known: bytearray | None = None  # the first 16 bytes of the last decision kept
-        known_decided: tuple[int, int, Ports, Ports] | None = None
-        for index in range(batch.count):
-            size = lengths[index]
-            stats.rx_frames += 1
-            stats.rx_bytes += size
-            offset = index * slot_size
-            if TAGGED_HEADER_LEN <= size <= max_frame:
-                head = data[offset : offset + 16]
-                if head == known:
-                    decided = known_decided
-                else:
-                    decided = self.vlan_egress(ingress, data, offset, size)
-                    if (
-                        decided is not None
-                        and self.guard is None  # the guard sees every frame (storm counts)
-                        and (
-                            self.hub
-                            or lookup(bytes(head[6:12]) + VID_BYTES[decided[1]]) == ingress_id
-                        )
-                    ):
-                        known, known_decided = head, decided
-                    else:
-                        known = None
-            else:
-                decided = self.vlan_egress(ingress, data, offset, size)  # a runt or giant
-            if capture is not None and size <= max_frame:  # giants are not captured
-                egress = () if decided is None else decided[2] + decided[3]
-                self._record(capture, ingress, egress, batch.frame(index))
-            if decided is None:
-                continue
-            kind, vid, untagged, tagged = decided
-            item: int | bytes | memoryview
-            if untagged:
-                if kind == UNTAGGED:
-                    item = index
-                else:
-                    item = untagged_form(kind, batch.frame(index))
-                    mixed.update(untagged)
-                for port in untagged:
-                    items = outputs.get(port)
-                    if items is None:
-                        outputs[port] = [item]
-                    else:
-                        items.append(item)
-            if tagged:
-                if kind == TAGGED:
-                    item = index
-                else:
-                    item = tagged_form(kind, batch.frame(index), vid)
-                    if len(item) > max_frame:
-                        self._vlan_oversize(tagged, len(item))
-                        continue
-                    mixed.update(tagged)
-                for port in tagged:
-                    items = outputs.get(port)
-                    if items is None:
-                        outputs[port] = [item]
-                    else:
-                        items.append(item)
-        full = NO_RECEIVERS
-        for port, items in outputs.items():
-            if port not in mixed:
-                if port.send_batch(batch, items):  # type: ignore[arg-type] # indices only
-                    full += (port,)
-                continue
-            run: list[int] = []
-            answer = False
-            for item in items:
-                if isinstance(item, int):
-                    run.append(item)
-                    continue
-                if run:
-                    port.send_batch(batch, run)
-                    run = []
-                answer = port.send_nowait(item)
-            if run:
-                answer = port.send_batch(batch, run)
-            if answer:
-                full += (port,)
-        return full
-
-    def _vlan_oversize(self, ports: Ports, size: int) -> None:
-        """A frame of ``size`` bytes with its tag is too large for ``ports``: count it there."""
-        for port in ports:
-            port.stats.drops[counters.VLAN_OVERSIZE] += 1
-            self._ratelog.warning(
-                f"{counters.VLAN_OVERSIZE}:{port.id}",
-                "port %d (%s): not sent a frame of %d bytes with its VLAN tag (max %d)",
-                port.id,
-                port.name,
-                size,
-                self.max_frame,
-            )
+        if active == (self.vlan_filter is not None):
+            self._tables_changed()
+            return
+        self.vlan_filter = self.vlans if active else None
+        flushed = self.table.flush()  # the table's keys change form (with a VID or without)
+        log.info(
+            "VLANs %s; forgot %d MAC(s)",
+            "on" if active else "off: tags pass through untouched",
+            flushed,
+        )
+        self._tables_changed()
+        self._compose()

@@ -1,16 +1,10 @@
-"""Ethernet header slicing and size checks for raw frames (no preamble, no FCS)."""
+"""Ethernet frame sizes and MAC addresses as people write them (no preamble, no FCS)."""
 
 from __future__ import annotations
 
 ETH_HEADER_LEN = 14
-BROADCAST = b"\xff" * 6
 DEFAULT_MAX_FRAME = 1518  # 1500 payload + 14 header + one 802.1Q tag
 MAX_MAX_FRAME = 65535
-
-
-def is_group(mac: bytes) -> bool:
-    """True for broadcast and multicast addresses (the I/G bit of the first octet)."""
-    return bool(mac[0] & 1)
 
 
 def format_mac(mac: bytes) -> str:
@@ -26,11 +20,3 @@ def parse_mac(text: str) -> bytes:
         return bytes(int(p, 16) for p in parts)
     except ValueError:
         raise ValueError(f"not a MAC address: {text!r} (expected aa:bb:cc:dd:ee:ff)") from None
-
-
-def destination(frame: bytes | memoryview) -> bytes:
-    return bytes(frame[0:6])
-
-
-def source(frame: bytes | memoryview) -> bytes:
-    return bytes(frame[6:12])

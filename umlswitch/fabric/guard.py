@@ -2,8 +2,10 @@
 gate, storm control, and the loop warning of a switch without STP.
 
 The fabric asks ``Guard.admit`` about every frame only while the guard is *active* (STP on, or
-a storm limit on some port); otherwise ``Fabric.guard`` is None and the hot path pays one
-attribute test. What the tree blocks on egress costs nothing per frame: the fabric's flood and
+a storm limit on some port): the guard installs itself as ``Fabric.guard`` then, and the fabric
+composes its stage into the pipeline (which then decides every frame anew: the guard counts and
+gates each one); otherwise ``Fabric.guard`` is None and the plain path has no trace of it. What
+the tree blocks on egress costs nothing per frame: the fabric's flood and
 unicast tables are rebuilt without the blocked ports whenever the tree changes
 (``Fabric.set_blocked``).
 
@@ -148,7 +150,7 @@ class Guard:
         for pid, frame in effects.sends:
             port = ports.get(pid)
             if port is not None:
-                port.send_nowait(frame)
+                fabric.egress_of(port).send_nowait(frame)  # an impaired link impairs BPDUs too
 
     # --- the per-frame gate --------------------------------------------------------------
 
@@ -208,14 +210,12 @@ class LoopWatch:
         self.fabric = fabric
         kwargs = {} if clock is None else {"clock": clock}
         self._ratelog = RateLimitedLog(log, interval=LOOP_LOG_INTERVAL, burst=1, **kwargs)
-        self.suspected = 0
 
     def held(self, mac: bytes, learned_on: int | None, ingress: FabricPort) -> None:
         """``mac``, learned on port ``learned_on`` a moment ago, arrived on ``ingress``."""
         fabric = self.fabric
         if (fabric.guard is not None and fabric.guard.stp is not None) or learned_on is None:
             return
-        self.suspected += 1
         fabric.events[counters.LOOP_SUSPECTED] += 1
         other = fabric.ports.get(learned_on)
         a, b = sorted((learned_on, ingress.id))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 DEFAULT_AGING = 300.0  # seconds, as the Linux bridge and OVS
@@ -101,6 +101,13 @@ class MacTable:
         self.last_evicted: tuple[bytes, int] | None = None
         self.last_moved_from: int | None = None
         self.last_move_evicted = False  # whether that move evicted an entry (see last_evicted)
+        # Called whenever an entry is added, moved or removed (not when one is refreshed): the
+        # fabric forgets the decisions it keeps (its flow cache).
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -149,6 +156,7 @@ class MacTable:
                 del self._entries[mac]
                 expired.append((mac, port))
             if len(lru) != count:
+                self._changed()
                 if not lru:
                     del self._by_port[port]
                 self._recount(port, count, len(lru))
@@ -159,6 +167,7 @@ class MacTable:
         lru = self._by_port.pop(port, None)
         if lru is None:
             return 0
+        self._changed()
         for mac in lru:
             del self._entries[mac]
         self._recount(port, len(lru), 0)
@@ -166,6 +175,7 @@ class MacTable:
 
     def flush(self) -> int:
         count = len(self._entries)
+        self._changed()
         self._entries.clear()
         self._by_port.clear()
         self._by_count.clear()
@@ -179,6 +189,7 @@ class MacTable:
     def _add(self, mac: bytes, port: int, now: float) -> bool:
         """Learn ``mac`` (not in the table) on ``port``, first evicting an entry if a bound
         requires it; return whether one was evicted (see ``last_evicted``)."""
+        self._changed()
         lru = self._by_port.get(port)
         count = 0 if lru is None else len(lru)
         victim: int | None = None
@@ -212,6 +223,7 @@ class MacTable:
         return victim is not None
 
     def _remove(self, mac: bytes, port: int) -> None:
+        self._changed()
         lru = self._by_port[port]
         del lru[mac]
         self._remove_from(mac, port, lru)

@@ -212,7 +212,6 @@ class StpPort:
 
     number: int
     name: str
-    admin_edge: bool
     priority: int = DEFAULT_PORT_PRIORITY
     cost: int = DEFAULT_PATH_COST
     edge: bool = False  # operational edge
@@ -282,7 +281,6 @@ class Bridge:
         self.forwarding: frozenset[int] = frozenset()
         self.learning: frozenset[int] = frozenset()  # learning or forwarding
         self.effects = Effects()
-        self._now = 0.0
 
     @property
     def id(self) -> bytes:
@@ -295,10 +293,7 @@ class Bridge:
     # --- configuration ---------------------------------------------------------------------
 
     def add_port(self, number: int, name: str, *, edge: bool, now: float) -> None:
-        self._now = now
-        port = StpPort(
-            number, name, edge, priority=self.port_priority, cost=self.path_cost, edge=edge
-        )
+        port = StpPort(number, name, priority=self.port_priority, cost=self.path_cost, edge=edge)
         port.send_now = True
         port.edge_at = None if edge else now + EDGE_DELAY
         self.ports[number] = port
@@ -327,7 +322,7 @@ class Bridge:
 
     def set_edge(self, number: int, edge: bool, now: float) -> None:
         port = self.ports[number]
-        port.admin_edge = port.edge = edge
+        port.edge = edge
         port.edge_at = None
         port.send_now = True
         self._update(now)
@@ -340,7 +335,6 @@ class Bridge:
 
     def receive(self, number: int, frame: bytes | bytearray | memoryview, now: float) -> None:
         """A frame to the bridge group address arrived on port ``number``."""
-        self._now = now
         port = self.ports.get(number)
         if port is None:
             return
@@ -399,7 +393,6 @@ class Bridge:
 
     def tick(self, now: float) -> None:
         """Advance the timers: expire information, forward delays, hellos."""
-        self._now = now
         for port in self.ports.values():
             if port.info is not None and now >= port.info_expires:
                 self._log(f"port {port.number} ({port.name}): the neighbour's information aged out")

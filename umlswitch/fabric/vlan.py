@@ -42,7 +42,6 @@ from typing import Any
 from umlswitch.digits import is_decimal
 
 TPID = b"\x81\x00"  # 802.1Q
-TAG_LEN = 4
 TAGGED_HEADER_LEN = 18  # addresses, the tag, the inner EtherType
 DEFAULT_VLAN = 1
 MAX_VLAN = 4094  # 4095 is reserved
@@ -119,7 +118,6 @@ class Membership:
 
 
 DEFAULT_MEMBERSHIP = Membership()
-VLAN_KEYS = ("vlan", "trunk")
 
 
 def split_vlan_options(text: str) -> tuple[str, Membership | None]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from umlswitch import stpd
+from umlswitch import guard_control
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.fabric.impair import parse_impairment
@@ -485,7 +485,7 @@ async def _fstp_setfstp(session: Session, args: Sequence[str]) -> Doc:
         raise CommandError(errno.EINVAL, "fstp/setfstp takes 1 (on) or 0 (off)")
     guard = session.switch.guard
     if args[0] == "1" and guard.stp is None:
-        guard.enable_stp(stpd.new_bridge(session.switch.config))
+        guard.enable_stp(guard_control.new_bridge(session.switch.config))
     elif args[0] == "0":
         guard.disable_stp()
     return {"stp": guard.stp is not None}

@@ -16,7 +16,7 @@ from umlswitch.capture import CaptureControl
 from umlswitch.config import SwitchConfig
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
-from umlswitch.impair import ImpairControl
+from umlswitch.impair_control import ImpairControl
 
 
 class ManagedSwitch(Protocol):

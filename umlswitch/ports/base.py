@@ -44,7 +44,6 @@ from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.listener import PeerCred
 from umlswitch.ratelog import RateLimitedLog
@@ -94,10 +93,6 @@ class Port:
     than a counter, ``_send_failed``. A kind that keeps unsent bytes outside the backlog (the
     stream port: the rest of a frame the kernel took only in part) overrides ``_idle`` and
     ``flush_backlog`` to send them first.
-
-    An impaired port (``umlswitch/impair.py``) has its class swapped for a subclass whose
-    ``send_nowait`` and ``send_batch`` impair first: look them up on the port at each send, do
-    not keep a port's bound send methods from one call to the next.
     """
 
     kind: ClassVar[str] = "other"  # the family, as the management console shows it
@@ -109,7 +104,6 @@ class Port:
         self.peer: PeerCred | None = None  # the peer's credentials, where a socket tells them
         self.description = ""  # what the client said it is (a vde client's description)
         self.detached = trio.Event()  # set once the port has left the switch (attachments.py)
-        self.impair_in: IngressHook | None = None  # see umlswitch/impair.py; None when off
         # Frames waiting for the kernel, oldest first; bounded by queue_limit and the budget.
         self.backlog: deque[bytes] = deque()
         self.queue_limit = DEFAULT_PORT_QUEUE

@@ -160,12 +160,11 @@ class StreamPort(Port):
         reader = RecordReader(fabric.max_frame)
         sock = self.sock
         recv_into = sock.recv_into
-        forward = fabric.forward
         pause_point = self.pause_point
         wait_readable = trio.lowlevel.wait_readable
 
         def deliver(frame: memoryview) -> None:
-            full = forward(self, frame)
+            full = fabric.forward(self, frame)  # looked up each time: stages re-compose it
             if full:
                 self.held_by(full)
 

@@ -1,30 +1,32 @@
-"""Impairment of live ports: the thin trio part around the pure model in ``fabric/impair.py``.
+"""Impairment of live ports: the control part around the pure model in ``fabric/impair.py``.
 
-**Frames a port receives** (``in``): the fabric asks the port's ``impair_in`` before it forwards a
-frame (one attribute test, None when off). The hook lets an unchanged frame that goes now pass on
-at once; it keeps the frames that must wait, counts the lost ones, and forwards duplicated and
-corrupted ones itself. Counters of the port (``rx_frames``...) therefore count what entered the
-switch, after the impairment, as if the impairment were a bad cable in front of the port.
+**Frames a port receives** (``in``): the fabric hands the frames of an impaired port to its
+hook first (``Fabric.set_ingress_hook``: a stage composed into the pipeline only while some
+port has one). The hook lets an unchanged frame that goes now pass on at once; it keeps the
+frames that must wait, counts the lost ones, and forwards duplicated and corrupted ones itself.
+Counters of the port (``rx_frames``...) therefore count what entered the switch, after the
+impairment, as if the impairment were a bad cable in front of the port.
 
-**Frames sent to a port** (``out``): while impaired, the port object's class is swapped for a
-subclass of its own class whose ``send_nowait`` and ``send_batch`` impair first (no test on the
-path of any other port, and none on this port's once the impairment is off: the class goes back).
-What the impairment lets through, at once or when its time comes, goes to the port's own
-``send_nowait``, so the port's backlog, its bounds and back-pressure apply to it as to any frame
-(a frame released late holds back the port that sent it, as it would have then).
+**Frames sent to a port** (``out``): while impaired, the port's sender (``_Outbound``) stands in
+for it in the fabric's egress tables (``Fabric.set_egress_stage``): nothing changes on the path of
+any other port, and once the impairment is off the tables hold the port itself again. What the
+impairment lets through, at once or when its time comes, goes to the port's own ``send_nowait``,
+so the port's backlog, its bounds and back-pressure apply to it as to any frame (a frame
+released late that fills the backlog holds back the port that sent it, as it would have then:
+the pipeline notes the sender while an egress stage is on).
 
-Frames that wait are released by one task per direction, started when its queue gets its first
-frame and ended when the queue is empty. It sleeps until the first frame is due, on trio's clock,
-so in-process tests with ``autojump_clock`` run in no real time. A port that leaves takes its
-impairment along: waiting frames are dropped (``impair_full_*``). Switching a direction off sends
-its waiting frames at once, in order, then the port takes its normal path again.
+Frames that wait are released by a timer per direction (``fabric.timers.Timers``: trio's clock
+here, ``umlswitch/trio_timers.py``; the data-plane thread's own loop there), set for the first
+frame due and set again after each release. In-process tests with ``autojump_clock`` run in no
+real time. A port that leaves takes its impairment along: waiting frames are dropped
+(``impair_full_*``). Switching a direction off sends its waiting frames at once, in order, then
+the port takes its normal path again.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -41,7 +43,8 @@ from umlswitch.fabric.impair import (
     full_reason,
     loss_reason,
 )
-from umlswitch.taskhost import TaskHost
+from umlswitch.fabric.timers import Timers
+from umlswitch.trio_timers import TrioTimers
 
 log = logging.getLogger("umlswitch.impair")
 
@@ -50,42 +53,42 @@ Doc = dict[str, Any]
 
 
 class _Direction:
-    """One impaired direction of one port: its model and the task that releases waiting frames."""
+    """One impaired direction of one port: its model and the timer that releases waiting
+    frames."""
 
     def __init__(
         self, control: ImpairControl, port: FabricPort, name: str, spec: Impairment, seed: int
     ):
         self.control = control
         self.port = port
+        self.timers = control.timers
         self.model = ImpairModel(spec, seed, name, port.stats.drops, control.fabric.queue_budget)
-        self._releasing = False  # a release task runs (or is about to)
-        self._wake: trio.CancelScope | None = None  # the release task's sleep, until the next due
+        self._timer: object | None = None  # the release call pending, due at _timer_due
+        self._timer_due = 0.0
 
     def _scheduled(self) -> None:
         """After a decision: make sure the first waiting frame leaves on time."""
         due = self.model.next_due()
-        if due is None:
+        if due is None or (self._timer is not None and self._timer_due <= due):
             return
-        if not self._releasing:
-            self._releasing = True
-            self.control.spawn(self._release)
-        elif self._wake is not None and due < self._wake.deadline:
-            self._wake.deadline = due
+        if self._timer is not None:
+            self.timers.cancel(self._timer)
+        self._timer_due = due
+        self._timer = self.timers.call_at(due, self._release)
 
-    async def _release(self) -> None:
-        model = self.model
-        try:
-            while (due := model.next_due()) is not None:
-                with trio.CancelScope(deadline=due) as self._wake:
-                    await trio.sleep_forever()
-                self._wake = None
-                if not self.control.attached(self.port):
-                    model.discard()
-                    return
-                self.emit(model.due(trio.current_time()))
-        finally:
-            self._releasing = False
-            self._wake = None
+    def _release(self) -> None:
+        self._timer = None
+        if not self.control.attached(self.port):
+            self.model.discard()
+            return
+        self.emit(self.model.due(self.timers.now()))
+        self._scheduled()
+
+    def stop(self) -> None:
+        """No more releases (the direction is switched off or replaced)."""
+        if self._timer is not None:
+            self.timers.cancel(self._timer)
+            self._timer = None
 
     def emit(self, frames: list[tuple[bytes, Any]]) -> None:
         """Send frames whose time has come."""
@@ -93,6 +96,7 @@ class _Direction:
 
     def flush(self) -> None:
         """Send every waiting frame now (the direction is switched off)."""
+        self.stop()
         if self.control.attached(self.port):
             self.emit(self.model.flush())
         else:
@@ -114,7 +118,7 @@ class _Direction:
 
 
 class _Inbound(_Direction):
-    """Frames the port receives: the fabric's ``impair_in`` hook."""
+    """Frames the port receives: the fabric's ingress hook for it."""
 
     def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment, seed: int):
         super().__init__(control, port, "in", spec, seed)
@@ -125,7 +129,7 @@ class _Inbound(_Direction):
         delayed, or forwarded altered or twice)."""
         if self._passing:
             return False
-        now_frames = self.model.decide(frame, trio.current_time())
+        now_frames = self.model.decide(frame, self.timers.now())
         self._scheduled()
         if len(now_frames) == 1 and now_frames[0] is frame:
             return False
@@ -161,17 +165,17 @@ class _Inbound(_Direction):
 
 
 class _Outbound(_Direction):
-    """Frames sent to the port: its ``send_nowait`` and ``send_batch`` while impaired."""
+    """Frames sent to the port: the egress entry standing in for it while it is impaired."""
 
     def __init__(self, control: ImpairControl, port: FabricPort, spec: Impairment, seed: int):
         super().__init__(control, port, "out", spec, seed)
-        self.original_class = type(port)
-        self._send: Callable[[Frame], bool] = port.send_nowait  # the port's own
+        self.id = port.id
+        self._note = control.fabric.sender_note
 
     def send_nowait(self, frame: bytes | memoryview) -> bool:
-        send = self._send
+        send = self.port.send_nowait
         full = False
-        for copy in self.model.decide(frame, trio.current_time()):
+        for copy in self.model.decide(frame, self.timers.now(), self._note.sender):
             full = send(copy)
         self._scheduled()
         return full
@@ -184,28 +188,10 @@ class _Outbound(_Direction):
         return full
 
     def emit(self, frames: list[tuple[bytes, Any]]) -> None:
-        send = self._send
+        send = self.port.send_nowait
         for frame, sender in frames:
             if send(frame) and sender is not None:
                 _hold(sender, (self.port,))  # a full backlog holds back the port that sent it
-
-
-def _impaired_class(cls: type, outbound: _Outbound) -> type:
-    """A subclass of ``cls`` (same layout) whose sends go through ``outbound``."""
-
-    def send_nowait(self: Any, frame: bytes | memoryview) -> bool:
-        return outbound.send_nowait(frame)
-
-    def send_batch(self: Any, batch: FrameBatch, indices: list[int]) -> bool:
-        return outbound.send_batch(batch, indices)
-
-    namespace = {
-        "__slots__": (),
-        "__module__": cls.__module__,
-        "send_nowait": send_nowait,
-        "send_batch": send_batch,
-    }
-    return type(f"Impaired{cls.__name__}", (cls,), namespace)
 
 
 class _Link:
@@ -223,16 +209,22 @@ class _Link:
         )
 
 
-class ImpairControl(TaskHost):
-    """Sets and clears the impairment of ports; runs the release tasks in its own nursery."""
+class ImpairControl:
+    """Sets and clears the impairment of ports; releases waiting frames with ``timers``
+    (trio's by default: then ``run`` hosts them, in the daemon's nursery)."""
 
-    def __init__(self, fabric: Fabric) -> None:
+    def __init__(self, fabric: Fabric, timers: Timers | None = None) -> None:
         self.fabric = fabric
-        super().__init__()
+        self._trio_timers = TrioTimers() if timers is None else None
+        self.timers: Timers = timers if timers is not None else self._trio_timers  # type: ignore[assignment]
         self._links: dict[int, _Link] = {}
 
-    def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
-        self._running_nursery().start_soon(task)
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host trio's timers until cancelled (nothing to host with timers of another loop)."""
+        if self._trio_timers is None:
+            task_status.started()
+            await trio.sleep_forever()
+        await self._trio_timers.run(task_status=task_status)
 
     def attached(self, port: FabricPort) -> bool:
         return self.fabric.ports.get(port.id) is port
@@ -254,7 +246,8 @@ class ImpairControl(TaskHost):
         """Impair ``direction`` (``in``, ``out`` or ``both``) of ``port`` as ``spec`` says; None
         switches it off. A direction already impaired keeps its waiting frames, and its random
         stream unless ``spec`` gives a seed (which starts the stream anew: a replay)."""
-        self._running_nursery()  # the release tasks need it
+        if self._trio_timers is not None:
+            self._trio_timers.check_running()  # the releases need it
         if direction not in (*DIRECTIONS, "both"):
             raise ValueError(f"direction must be in, out or both, not {direction!r}")
         self._set(port, direction, spec, _random_seed())
@@ -295,7 +288,7 @@ class ImpairControl(TaskHost):
     ) -> _Inbound | None:
         if spec is None:
             if current is not None:
-                port.impair_in = None
+                self.fabric.set_ingress_hook(port.id, None)
                 current.flush()
             return None
         if current is not None and _same_stream(current, spec):
@@ -303,27 +296,25 @@ class ImpairControl(TaskHost):
             return current
         inbound = _Inbound(self, port, spec, seed)
         if current is not None:
+            current.stop()
             inbound.model.take_over(current.model)
             inbound._scheduled()
-        port.impair_in = inbound
+        self.fabric.set_ingress_hook(port.id, inbound)
         return inbound
 
     def _set_outbound(
         self, port: FabricPort, current: _Outbound | None, spec: Impairment | None, seed: int
     ) -> _Outbound | None:
-        if current is not None:
-            if spec is not None and _same_stream(current, spec):
-                current.model.configure(spec)
-                return current
-            port.__class__ = current.original_class  # the port's own sends again
-        outbound = None
-        if spec is not None:
-            outbound = _Outbound(self, port, spec, seed)
-            port.__class__ = _impaired_class(outbound.original_class, outbound)
+        if current is not None and spec is not None and _same_stream(current, spec):
+            current.model.configure(spec)
+            return current
+        outbound = None if spec is None else _Outbound(self, port, spec, seed)
+        self.fabric.set_egress_stage(port.id, outbound)  # None: the port's own sends again
         if current is not None:
             if outbound is None:
                 current.flush()
             else:
+                current.stop()
                 outbound.model.take_over(current.model)
                 outbound._scheduled()
         return outbound

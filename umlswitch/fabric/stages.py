@@ -1,0 +1,93 @@
+"""Optional stages the fabric composes around the pipeline's steps, only while they are on.
+
+* **Capture** wraps the decision: every frame admitted or not (giants aside) is offered to the
+  capture once its egress is known, so that a capture of one port sees what it receives and what
+  is sent to it. The flow cache is off meanwhile (the capture must see every frame).
+* **Ingress hooks** (impairment of what a port receives) wrap the drivers: a frame from a port
+  with a hook is the hook's first; it gives back what goes on (``IngressHook``).
+* **Egress stages** (impairment of what is sent to a port) stand in for their port in the
+  fabric's egress tables (``Fabric.egress_of``); what one needs besides the frame is which port
+  sent it, for the frames it releases later (a backlog they fill holds that port back): the
+  drivers are wrapped to note the ingress port in a ``SenderNote`` while any egress stage is on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from umlswitch.fabric.batch import FrameBatch
+from umlswitch.fabric.impair import IngressHook
+from umlswitch.fabric.pipeline import (
+    NO_RECEIVERS,
+    Decide,
+    EgressSet,
+    FlowKey,
+    Forward,
+    ForwardBatch,
+    Frame,
+    Receivers,
+)
+
+
+def capturing(decide: Decide, capture: Any, max_frame: int) -> Decide:
+    """``decide``, with the frames from and to the watched port (every port: None) captured."""
+    record = capture.record
+    watched = capture.port
+
+    def decide_captured(
+        ingress: Any, data: Frame, offset: int, size: int, key: FlowKey | None
+    ) -> EgressSet:
+        egress = decide(ingress, data, offset, size, None)
+        if size <= max_frame and (
+            watched is None or watched == ingress.id or any(e.id == watched for e in egress)
+        ):
+            record(data[offset : offset + size])
+        return egress
+
+    return decide_captured
+
+
+def with_ingress_hooks(
+    forward: Forward, forward_batch: ForwardBatch, hooks: dict[int, IngressHook]
+) -> tuple[Forward, ForwardBatch]:
+    """The drivers, with the frames of a port that has a hook handed to the hook first."""
+    hook_of = hooks.get
+
+    def forward_hooked(ingress: Any, frame: Frame) -> Receivers:
+        hook = hook_of(ingress.id)
+        if hook is not None and hook.take(frame):
+            return NO_RECEIVERS  # lost or waiting; or sent altered or twice by the hook itself
+        return forward(ingress, frame)
+
+    def forward_batch_hooked(ingress: Any, batch: FrameBatch) -> Receivers:
+        hook = hook_of(ingress.id)
+        if hook is None:
+            return forward_batch(ingress, batch)
+        return hook.take_batch(batch)  # frame by frame, through forward
+
+    return forward_hooked, forward_batch_hooked
+
+
+class SenderNote:
+    """The port whose frame the pipeline is sending, while an egress stage needs to know."""
+
+    __slots__ = ("sender",)
+
+    def __init__(self) -> None:
+        self.sender: Any = None
+
+
+def noting_sender(
+    forward: Forward, forward_batch: ForwardBatch, note: SenderNote
+) -> tuple[Forward, ForwardBatch]:
+    """The drivers, noting the ingress port in ``note`` before they send."""
+
+    def forward_noted(ingress: Any, frame: Frame) -> Receivers:
+        note.sender = ingress
+        return forward(ingress, frame)
+
+    def forward_batch_noted(ingress: Any, batch: FrameBatch) -> Receivers:
+        note.sender = ingress
+        return forward_batch(ingress, batch)
+
+    return forward_noted, forward_batch_noted

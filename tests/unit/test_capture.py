@@ -164,7 +164,12 @@ def test_record_from_another_thread_loses_and_duplicates_nothing() -> None:
     """The data plane records while the writer takes: every frame is taken once or counted."""
     capture = Capture(io.BytesIO(), "mem.pcap", max_queued_bytes=64 * 100)
     frames = [frame(A, B) for _ in range(20000)]
-    recorder = threading.Thread(target=lambda: [capture.record(f) for f in frames])
+
+    def record_all() -> None:
+        for data in frames:
+            capture.record(data)
+
+    recorder = threading.Thread(target=record_all)
     taken: list[tuple[float, bytes]] = []
     recorder.start()
     while recorder.is_alive():

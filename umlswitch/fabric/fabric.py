@@ -403,33 +403,26 @@ class Fabric:
         # The tree's state and storm control see the addresses as the table holds them now.
         if guard is not None and not guard.admit(ingress, dst_key, src, data, offset, size):
             return NOWHERE
-        egress, keep = self._choose(ingress, dst, dst_key, src, kind, vid)
+        ingress_id = ingress.id
+        keep = self._caching
+        if self.hub:
+            egress = self._flooded(ingress_id, kind, vid)
+        else:
+            learned = self.table.learn(src, ingress_id, self.now)
+            if learned is not Learned.REFRESHED:
+                self._note_learning(learned, src, ingress)
+                keep = False  # the table changed: nothing like it may be reused yet
+            out = None if dst[0] & 1 else self.table.lookup(dst_key)
+            if out is None:
+                egress = self._flooded(ingress_id, kind, vid)
+            elif out == ingress_id:
+                ingress.stats.drops[counters.SAME_PORT] += 1
+                return NOWHERE
+            else:
+                egress = self._unicast_to(out, kind, vid, ingress_id)
         if keep and key is not None and len(self._flows) < FLOW_LIMIT:
             self._flows[key] = (ingress, egress)
         return egress
-
-    def _choose(
-        self, ingress: Any, dst: bytes, dst_key: bytes, src_key: bytes, kind: int, vid: int
-    ) -> tuple[EgressSet, bool]:
-        """Learn the source and pick the egress entries; and whether frames like this one may
-        reuse the decision (it changed nothing but the freshness of the source's entry)."""
-        ingress_id = ingress.id
-        if self.hub:
-            return self._flooded(ingress_id, kind, vid), self._caching
-        learned = self.table.learn(src_key, ingress_id, self.now)
-        keep = self._caching
-        if learned is not Learned.REFRESHED:
-            self._note_learning(learned, src_key, ingress)
-            keep = False
-        out = None if dst[0] & 1 else self.table.lookup(dst_key)
-        if out is None:
-            egress = self._flooded(ingress_id, kind, vid)
-        elif out == ingress_id:
-            ingress.stats.drops[counters.SAME_PORT] += 1
-            return NOWHERE, False
-        else:
-            egress = self._unicast_to(out, kind, vid, ingress_id)
-        return egress, keep
 
     def _flooded(self, ingress_id: int, kind: int, vid: int) -> EgressSet:
         if self._vlan is not None:
@@ -440,7 +433,7 @@ class Fabric:
         entry = self._unicast.get(out)
         if entry is None:  # cannot happen while detach() forgets entries; be safe anyway
             return self._flooded(ingress_id, kind, vid)
-        if self._vlan is None or not entry:
+        if self._vlan is None or not entry:  # () for a port the tree blocks
             return entry
         member = self._vlan.unicast(self._ports[out], kind, vid)
         if member is None:  # cannot happen while membership changes forget entries

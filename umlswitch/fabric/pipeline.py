@@ -161,6 +161,11 @@ def _appender(
     """What puts a frame (by its index in ``batch``) in the output lists of ``egress``."""
     if not egress:
         return _nowhere
+    if len(egress) == 1 and not hasattr(egress[0], "rewrite"):  # unicast as received
+        items = outputs.get(egress[0])
+        if items is None:
+            items = outputs[egress[0]] = []
+        return items.append
     puts = []
     for entry in egress:
         target = getattr(entry, "target", None)  # a Retag: its copy goes to its port's list

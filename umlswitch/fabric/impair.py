@@ -82,8 +82,8 @@ def full_reason(direction: str) -> str:
 
 
 class IngressHook(Protocol):
-    """What the fabric asks before it forwards a frame from an impaired port (``Fabric.forward``:
-    ``port.impair_in``, None when off)."""
+    """What the fabric hands the frames of an impaired port to before it forwards them
+    (``Fabric.set_ingress_hook``: a stage of the pipeline while some port has one)."""
 
     def take(self, frame: bytes | memoryview) -> bool:
         """True if the impairment took ``frame`` (dropped, delayed, or forwarded it altered);

@@ -215,16 +215,19 @@ class ImpairControl:
 
     def __init__(self, fabric: Fabric, timers: Timers | None = None) -> None:
         self.fabric = fabric
-        self._trio_timers = TrioTimers() if timers is None else None
-        self.timers: Timers = timers if timers is not None else self._trio_timers  # type: ignore[assignment]
+        self._trio_timers: TrioTimers | None = None
+        if timers is None:
+            timers = self._trio_timers = TrioTimers()
+        self.timers = timers
         self._links: dict[int, _Link] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host trio's timers until cancelled (nothing to host with timers of another loop)."""
-        if self._trio_timers is None:
+        if self._trio_timers is not None:
+            await self._trio_timers.run(task_status=task_status)
+        else:
             task_status.started()
             await trio.sleep_forever()
-        await self._trio_timers.run(task_status=task_status)
 
     def attached(self, port: FabricPort) -> bool:
         return self.fabric.ports.get(port.id) is port

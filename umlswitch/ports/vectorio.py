@@ -8,11 +8,14 @@ sends a whole batch from a prebuilt ``iovec`` array whose bases and lengths are 
 ``memoryview`` too. No allocation per frame, one system call per batch.
 
 Everything is prepared once per port (the arrays, their addresses); the calls take plain ints.
+Frames of consecutive slots (the usual batch: every frame to one port) have their ``iovec``s
+written with two slice copies (the slots' addresses, kept per receive area, and their lengths).
 Linux only (the calls are Linux's); ``available()`` says whether libc has them.
 """
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
@@ -137,6 +140,8 @@ class BatchSender:
         self._address = vector.address
         self._iov = memoryview(vector.raw_iov).cast("Q")  # base, length, base, length, ...
         self.count = count
+        self._bases_key = (0, 0)
+        self._bases = array.array("Q")
 
     def send(self, fd: int, batch: FrameBatch, indices: list[int]) -> int:
         """Send the frames in slots ``indices`` (at most ``count``) on socket ``fd``, in order;
@@ -146,11 +151,21 @@ class BatchSender:
         base = batch.address
         slot_size = batch.slot_size
         lengths = batch.lengths
-        j = 0
-        for i in indices:
-            iov[j] = base + i * slot_size
-            iov[j + 1] = lengths[i]
-            j += 2
+        n = len(indices)
+        first = indices[0]
+        if indices[-1] - first == n - 1:  # consecutive slots: two slice copies, in C
+            key = (base, slot_size)
+            if self._bases_key != key:  # the slots' addresses, once per receive area
+                self._bases_key = key
+                self._bases = array.array("Q", range(base, base + len(batch.data), slot_size))
+            iov[0 : 2 * n : 2] = self._bases[first : first + n]
+            iov[1 : 2 * n : 2] = array.array("Q", lengths[first : first + n])
+        else:
+            j = 0
+            for i in indices:
+                iov[j] = base + i * slot_size
+                iov[j + 1] = lengths[i]
+                j += 2
         sent: int = _sendmmsg(fd, self._address, len(indices), _MSG_DONTWAIT)
         if sent < 0:
             raise _os_error()

@@ -106,7 +106,11 @@ class ClientPort(Port):
             stats = self.stats
             stats.tx_frames += sent
             lengths = batch.lengths
-            stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
+            first = indices[0]
+            if indices[sent - 1] - first == sent - 1:  # consecutive slots: summed in C
+                stats.tx_bytes += sum(lengths[first : first + sent])
+            else:
+                stats.tx_bytes += sum([lengths[i] for i in indices[:sent]])
         enqueue = self._enqueue
         frame = batch.frame
         full = False

@@ -7,7 +7,9 @@ on every run) while the fabric forwards frames between two real ports.
 
 **What is counted**: everything Python executes from the ingress hand-off into the fabric to
 the port's kernel send, both included: for one frame ``Fabric.forward(ingress, frame)`` (the
-frame a memoryview into a receive buffer, as a per-frame read hands it over); for a batch
+frame a memoryview into a receive buffer, as a per-frame read hands it over; "single, receive"
+counts ``Fabric.receive(ingress, buffer, size)`` instead, today's per-frame hand-off, which also
+checks for a giant and slices the buffer); for a batch
 ``Fabric.forward_batch(ingress, batch)`` with a ``FrameBatch`` filled by a real ``recvmmsg``
 (``BatchReceiver``). Inside: the fabric's admission, decision and egress, the ports'
 ``send_nowait``/``send_batch``, the ``sendmmsg`` preparation of ``vectorio.BatchSender``, up to the
@@ -126,6 +128,7 @@ def measure(batch_size: int, vlans: bool) -> dict[str, Any]:
         link.drain(link.guest)
     buffer = bytearray(frame(MAC_B, MAC_A))
     view = memoryview(buffer)
+    big_view = memoryview(buffer + bytes(fabric.max_frame + 1 - len(buffer)))  # a read buffer
     receiver = vectorio.BatchReceiver(fabric.max_frame + 1, batch_size)
 
     def fill_batch() -> None:
@@ -146,6 +149,7 @@ def measure(batch_size: int, vlans: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, prepare, call, arg, frames in (
         ("single", lambda: None, "forward", view, 1),
+        ("single, receive", lambda: None, "receive", (big_view, len(buffer)), 1),
         ("batch", fill_batch, "forward_batch", receiver.batch, batch_size),
         ("single, decided", tick, "forward", view, 1),
         ("batch, decided", tick_and_fill, "forward_batch", receiver.batch, batch_size),
@@ -154,7 +158,8 @@ def measure(batch_size: int, vlans: bool) -> dict[str, Any]:
         for _ in range(4):  # the first rounds warm up; the last ones must agree
             prepare()
             counter = Counter()
-            counter.run(getattr(fabric, call), a, arg)
+            args = arg if isinstance(arg, tuple) else (arg,)
+            counter.run(getattr(fabric, call), a, *args)
             delivered = links[1].drain(links[1].guest)
             assert delivered == frames, (name, delivered, frames)
             assert not b.backlog

@@ -142,10 +142,14 @@ class Fabric:
 
     ``forward(ingress, frame)`` and ``forward_batch(ingress, batch)`` are the composed
     pipeline's drivers (attributes, set by ``_compose``); both return the receivers that
-    answered "full".
+    answered "full". ``receive(ingress, buffer, size)`` is ``forward`` for the receive rule of
+    every port kind: a datagram or read of ``size`` bytes (its real length, ``MSG_TRUNC``) is
+    in ``buffer``; forward it, or count a giant (which did not fit the buffer and is never read).
+    Look them up at each call: a change of the stages replaces them.
     """
 
     forward: Forward
+    receive: Forward
     forward_batch: ForwardBatch
 
     def __init__(
@@ -216,8 +220,10 @@ class Fabric:
         if self._egress_stages:
             forward, forward_batch = noting_sender(forward, forward_batch, self.sender_note)
         if self._ingress_hooks:
-            forward, forward_batch = with_ingress_hooks(forward, forward_batch, self._ingress_hooks)
-        self.forward = forward
+            forward, forward_batch = with_ingress_hooks(
+                forward, forward_batch, self._ingress_hooks, self.max_frame
+            )
+        self.forward = self.receive = forward
         self.forward_batch = forward_batch
 
     @property
@@ -364,15 +370,6 @@ class Fabric:
             log.debug("port %d: %s expired", port, format_key(mac))
 
     # --- admission and decision ---------------------------------------------------------------
-
-    def receive(self, ingress: FabricPort, buffer: memoryview, size: int) -> Receivers:
-        """The receive rule of every port kind: a datagram or read of ``size`` bytes (its real
-        length, ``MSG_TRUNC``) is in ``buffer``; forward it, or count a giant (which did not fit
-        the buffer and is never read)."""
-        if size > self.max_frame:
-            self.reject(ingress, counters.GIANT, size)
-            return NO_RECEIVERS
-        return self.forward(ingress, buffer[:size])
 
     def decide(
         self, ingress: Any, data: Frame, offset: int, size: int, key: FlowKey | None

@@ -68,7 +68,7 @@ class Decide(Protocol):
     ) -> EgressSet: ...
 
 
-Forward = Callable[[Any, Frame], Receivers]
+Forward = Callable[..., Receivers]  # (ingress, frame) or (ingress, read buffer, size)
 ForwardBatch = Callable[[Any, FrameBatch], Receivers]
 Resolve = Callable[[Receivers, Any], Receivers]
 
@@ -81,29 +81,43 @@ def key_length(vlans: bool) -> int:
 def single_driver(
     decide: Decide, flows: Flows, key_len: int, sizes: range, resolve: Resolve
 ) -> Forward:
-    """``Fabric.forward``: one frame, through the flow cache or ``decide``, to its entries."""
+    """``Fabric.forward`` (and ``Fabric.receive``): one frame, through the flow cache or
+    ``decide``, to its entries."""
     flows_get = flows.get
     unpack = struct.Struct(f"{key_len}s").unpack_from
 
-    def forward(ingress: Any, frame: Frame) -> Receivers:
+    def forward(ingress: Any, frame: Frame, size: int = -1) -> Receivers:
+        """``frame``; or, given ``size``, the first ``size`` bytes of the read buffer ``frame``
+        (``size`` its real length: a giant that did not fit is measured, dropped, never read)."""
+        if size < 0:
+            size = len(frame)
+        else:
+            frame = frame[:size]
         stats = ingress.stats
-        size = len(frame)
         stats.rx_frames += 1
         stats.rx_bytes += size
         if size in sizes:
-            key = unpack(frame)
-            owner, egress = flows_get(key, _MISS)
+            owner, egress = flows_get(unpack(frame), _MISS)
             if owner is not ingress:
-                egress = decide(ingress, frame, 0, size, key)
+                egress = decide(ingress, frame, 0, size, unpack(frame))
         else:
             egress = decide(ingress, frame, 0, size, None)  # counts a runt or giant
-        full = NO_RECEIVERS
         for entry in egress:
             if entry.send_nowait(frame):
-                full = resolve(full, entry)
-        return full
+                return _send_rest(egress, entry, frame, resolve)
+        return NO_RECEIVERS
 
     return forward
+
+
+def _send_rest(egress: EgressSet, entry: Any, frame: Frame, resolve: Resolve) -> Receivers:
+    """``entry`` answered "full": send the frame to the entries after it, and return every
+    receiver that answered so."""
+    full = resolve(NO_RECEIVERS, entry)
+    for other in egress[egress.index(entry) + 1 :]:
+        if other.send_nowait(frame):
+            full = resolve(full, other)
+    return full
 
 
 def batch_driver(

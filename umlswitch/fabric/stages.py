@@ -48,16 +48,19 @@ def capturing(decide: Decide, capture: Any, max_frame: int) -> Decide:
 
 
 def with_ingress_hooks(
-    forward: Forward, forward_batch: ForwardBatch, hooks: dict[int, IngressHook]
+    forward: Forward, forward_batch: ForwardBatch, hooks: dict[int, IngressHook], max_frame: int
 ) -> tuple[Forward, ForwardBatch]:
     """The drivers, with the frames of a port that has a hook handed to the hook first."""
     hook_of = hooks.get
 
-    def forward_hooked(ingress: Any, frame: Frame) -> Receivers:
+    def forward_hooked(ingress: Any, frame: Frame, size: int = -1) -> Receivers:
         hook = hook_of(ingress.id)
-        if hook is not None and hook.take(frame):
-            return NO_RECEIVERS  # lost or waiting; or sent altered or twice by the hook itself
-        return forward(ingress, frame)
+        if hook is not None and size <= max_frame:  # a giant is measured and dropped only
+            if size >= 0:
+                frame, size = frame[:size], -1
+            if hook.take(frame):
+                return NO_RECEIVERS  # lost or waiting; or sent altered or twice by the hook
+        return forward(ingress, frame, size)
 
     def forward_batch_hooked(ingress: Any, batch: FrameBatch) -> Receivers:
         hook = hook_of(ingress.id)
@@ -82,9 +85,9 @@ def noting_sender(
 ) -> tuple[Forward, ForwardBatch]:
     """The drivers, noting the ingress port in ``note`` before they send."""
 
-    def forward_noted(ingress: Any, frame: Frame) -> Receivers:
+    def forward_noted(ingress: Any, frame: Frame, size: int = -1) -> Receivers:
         note.sender = ingress
-        return forward(ingress, frame)
+        return forward(ingress, frame, size)
 
     def forward_batch_noted(ingress: Any, batch: FrameBatch) -> Receivers:
         note.sender = ingress

@@ -226,3 +226,20 @@ def test_the_flow_cache_stays_bounded() -> None:
         fabric.forward(a, frame(mac(1000 + n), mac(1)))
     assert len(fabric._flows) <= FLOW_LIMIT
     assert len(b.take()) == len(c.take()) == FLOW_LIMIT * 2 + 1
+
+
+def test_receive_forwards_from_a_read_buffer_and_measures_giants_without_reading_them() -> None:
+    fabric, (a, b, c) = make(max_frame=100)
+    buffer = bytearray(101)  # a reader's buffer: max_frame + 1
+    data = frame(BROADCAST, mac(1), 64)
+    buffer[: len(data)] = data
+    assert fabric.receive(a, memoryview(buffer), 64) is NO_RECEIVERS
+    assert b.take() == [data] and c.take() == [data]
+    hook = Hook()
+    fabric.set_ingress_hook(1, hook)
+    fabric.receive(a, memoryview(buffer), 9000)  # MSG_TRUNC's real length of a giant
+    assert hook.seen == 0 and b.take() == [] and c.take() == []
+    assert a.stats.drops["giant"] == 1
+    assert (a.stats.rx_frames, a.stats.rx_bytes) == (2, 64 + 9000)
+    fabric.receive(a, memoryview(buffer), 64)
+    assert hook.seen == 1 and b.take() == [data]

@@ -50,6 +50,18 @@ class Egress(Protocol):
     def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool: ...
 
 
+class Rewriting:
+    """The base of an egress entry that sends its port a copy of the frame made its own way
+    (``vlan_stage.Retag``): in a batch, its copies go in its ``target``'s list, in order."""
+
+    __slots__ = ()
+    target: Any  # the entry (a port, or a stage standing in for one) it sends the copies to
+
+    def rewrite(self, frame: Frame) -> Frame | None:
+        """The copy for the port; None if it gets none (counted)."""
+        raise NotImplementedError
+
+
 EgressSet = tuple[Any, ...]  # Egress entries (a port is one)
 Receivers = tuple[Any, ...]  # FabricPorts
 NO_RECEIVERS: Receivers = ()  # what forwarding returns when no receiver answered "full"
@@ -175,22 +187,18 @@ def _appender(
     """What puts a frame (by its index in ``batch``) in the output lists of ``egress``."""
     if not egress:
         return _nowhere
-    if len(egress) == 1 and not hasattr(egress[0], "rewrite"):  # unicast as received
-        items = outputs.get(egress[0])
-        if items is None:
-            items = outputs[egress[0]] = []
-        return items.append
     puts = []
     for entry in egress:
-        target = getattr(entry, "target", None)  # a Retag: its copy goes to its port's list
-        items = outputs.get(target if target is not None else entry)
+        rewriting = isinstance(entry, Rewriting)
+        target = entry.target if rewriting else entry  # a copy goes to its port's list
+        items = outputs.get(target)
         if items is None:
-            items = outputs[target if target is not None else entry] = []
-        if target is None:
-            puts.append(items.append)
-        else:
+            items = outputs[target] = []
+        if rewriting:
             mixed.add(target)
             puts.append(_rewriting(entry, items, batch))
+        else:
+            puts.append(items.append)
     if len(puts) == 1:
         return puts[0]
 
@@ -201,7 +209,7 @@ def _appender(
     return put_all
 
 
-def _rewriting(entry: Any, items: list[Any], batch: FrameBatch) -> Callable[[int], None]:
+def _rewriting(entry: Rewriting, items: list[Any], batch: FrameBatch) -> Callable[[int], None]:
     rewrite = entry.rewrite
     frame = batch.frame
 

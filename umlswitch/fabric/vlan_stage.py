@@ -18,7 +18,7 @@ from typing import Any
 
 from umlswitch import counters
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.pipeline import EgressSet, Frame
+from umlswitch.fabric.pipeline import EgressSet, Frame, Rewriting
 from umlswitch.fabric.vlan import (
     DEFAULT_MEMBERSHIP,
     PRIORITY,
@@ -32,7 +32,7 @@ from umlswitch.fabric.vlan import (
 )
 
 
-class Retag:
+class Retag(Rewriting):
     """An egress entry standing in for ``target`` (a port or another entry): it sends the
     frame in the form the port's membership needs (tagged with ``vid``, or untagged)."""
 

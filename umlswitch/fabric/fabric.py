@@ -417,7 +417,9 @@ class Fabric:
                 return NOWHERE
             else:
                 egress = self._unicast_to(out, kind, vid, ingress_id)
-        if keep and key is not None and len(self._flows) < FLOW_LIMIT:
+        if keep and key is not None:
+            if len(self._flows) >= FLOW_LIMIT:
+                self._flows.clear()  # start again: the flows in use come back at once
             self._flows[key] = (ingress, egress)
         return egress
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN
+from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
 from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
@@ -34,6 +34,7 @@ from umlswitch.fabric.vlan import (
     Ports,
     VlanTable,
     format_key,
+    split_key,
     tagged_form,
     untagged_form,
 )
@@ -100,13 +101,17 @@ class LoopWatcher(Protocol):
 
 
 class CaptureSink(Protocol):
-    """Where captured frames go (``umlswitch.capture.Capture``): ``record`` only queues a copy."""
+    """Where captured frames go (``umlswitch.capture``: one capture, or several at once)."""
 
-    @property
-    def port(self) -> int | None:
-        """Capture only frames from and to this port; None: every frame received."""
+    def offer(
+        self, frame: bytes | memoryview, ingress_id: int, egress: tuple[FabricPort, ...]
+    ) -> None:
+        """Queue a copy of ``frame`` (received on ``ingress_id``, sent to ``egress``) if the
+        capture watches one of those ports; never block (any thread)."""
 
-    def record(self, frame: bytes | memoryview) -> None: ...
+
+def no_event(event: str, **fields: object) -> None:
+    """``Fabric.publish`` until the daemon connects its event bus (``umlswitch.events``)."""
 
 
 class PortNumberTaken(Exception):
@@ -133,6 +138,7 @@ class Fabric:
         self.queue_budget = queue_budget if queue_budget is not None else QueueBudget()
         self.now = now  # the coarse clock: set by tick(), read on the hot path
         self.events: Counter[str] = Counter()
+        self.learned = 0  # addresses that entered the MAC table (new, not moved: --metrics)
         self._ports: dict[int, FabricPort] = {}
         self._flood: dict[int, tuple[FabricPort, ...]] = {}
         # port id -> (port,), built on attach; () for a port the spanning tree blocks
@@ -147,6 +153,8 @@ class Fabric:
         # while off: the hot path's only VLAN cost is checking that).
         self.vlans = VlanTable(on_change=self._vlans_changed)
         self.vlan_filter: VlanTable | None = None
+        # Where events go (``umlswitch.events.EventBus.publish``): any thread, never blocks.
+        self.publish: Callable[..., None] = no_event
 
     # --- ports -----------------------------------------------------------------------------
 
@@ -361,9 +369,7 @@ class Fabric:
         frame: bytes | memoryview,
     ) -> None:
         """Capture ``frame`` if it comes from or goes to the watched port (or every port)."""
-        watched = capture.port
-        if watched is None or watched == ingress.id or any(p.id == watched for p in egress):
-            capture.record(frame)
+        capture.offer(frame, ingress.id, egress)
 
     def reject(self, ingress: FabricPort, reason: str, size: int) -> None:
         """Count (and log, rate-limited) a frame from ``ingress`` dropped before forwarding."""
@@ -385,6 +391,8 @@ class Fabric:
 
     def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
         mac = Deferred(format_key, src)  # formatted only if logged: a flood is mostly suppressed
+        if learned is Learned.NEW or learned is Learned.NEW_EVICTING:
+            self.learned += 1
         if learned is Learned.NEW:  # rate-limited: a MAC flood must not flood the log too
             self._ratelog.log(
                 logging.INFO,
@@ -418,6 +426,14 @@ class Fabric:
                 ingress.name,
                 mac,
                 self.table.last_moved_from,
+            )
+            address, vid = split_key(src)
+            self.publish(
+                "mac/move",
+                mac=format_mac(address),
+                vlan=vid,
+                port=ingress.id,
+                previous=self.table.last_moved_from,
             )
         elif learned is Learned.HELD:
             self.events[counters.MAC_MOVE_HELD] += 1

@@ -59,12 +59,12 @@ MAC_EVENTS = {  # the fabric's event counters (``learned`` is Fabric.learned)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``[ADDR:]PORT`` (``9417``, ``0.0.0.0:9417``, ``[::1]:9417``) as (address, port);
-    ValueError with what is wrong."""
+    """``[ADDR:]PORT`` (``9417``, ``0.0.0.0:9417``, ``[::1]:9417``; port 0: any free one) as
+    (address, port); ValueError with what is wrong."""
     address, _, port_text = text.rpartition(":")
     address = address.removeprefix("[").removesuffix("]") or DEFAULT_ADDRESS
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: give [ADDR:]PORT with PORT from 1 to 65535, e.g. 9417")
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"{text!r}: give [ADDR:]PORT with PORT from 0 (any free one) to 65535")
     return address, int(port_text)
 
 

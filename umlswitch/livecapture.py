@@ -105,11 +105,11 @@ class LiveCaptures:
         with its counts."""
         live = LiveCapture(port)
         which = "every port" if port is None else f"port {port}"
-        await send(pcap_global_header())
         self.running.append(live)
         self.sinks.add(live)
         log.info("live capture of %s started", which)
         try:
+            await send(pcap_global_header())
             while True:
                 await trio.sleep(FLUSH_INTERVAL)
                 data = live.take()

@@ -49,11 +49,17 @@ async def _send_all_bytes(conn: trio.socket.SocketType, raw: bytes) -> None:
 async def _run_stream(
     conn: trio.socket.SocketType,
     stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
+    status: bytes,
 ) -> None:
     """Run a streaming command (``pcap/stream``, ``events/stream``) until the client closes the
-    connection (EOF or an error, while reading or writing) or the switch stops."""
+    connection (EOF or an error, while reading or writing) or the switch stops. The command's
+    ``status`` line goes out with the stream's first bytes: by then the stream is set up (a
+    client that has read the status misses no frame or event from then on)."""
+    unsent = [status]
 
     async def send(data: bytes) -> None:
+        if unsent:
+            data = unsent.pop() + data
         await _send_all_bytes(conn, data)
 
     async def until_closed(scope: trio.CancelScope) -> None:
@@ -158,8 +164,8 @@ class MgmtServer:
                 continue
             reply = await commands.execute(session, invocation)
             if session.stream is not None and reply.ok:
-                await _send_all(conn, protocol.format_reply(reply, prompt=False))
-                await _run_stream(conn, session.stream)
+                status = protocol.format_reply(reply, prompt=False).encode()
+                await _run_stream(conn, session.stream, status)
                 session.ended = True
                 return
             session.stream = None

@@ -192,17 +192,17 @@ def test_capture_count_writes_exactly_count_frames_to_a_file(tmp_path: Path) -> 
         SwitchProcess(directory=str(tmp_path)) as switch,
         attach_sync(switch.control_path, mac=MAC_A) as a,
         attach_sync(switch.control_path, mac=MAC_B),
-    ):
-        with subprocess.Popen(
+        subprocess.Popen(
             [*UMLSWITCH, "capture", "-unix", switch.control_path, "-c", "5", "-w", str(out)],
             stderr=subprocess.PIPE,
-        ) as reader:
-            assert reader.stderr is not None
-            assert "capturing" in reader.stderr.readline().decode()
-            for n in range(8):
-                a.send(a.ether(dst=MAC_B) / f"count {n}".encode().ljust(46))
-            assert reader.wait(10) == 0
-            assert "5 frame(s) captured" in reader.stderr.read().decode()
+        ) as reader,
+    ):
+        assert reader.stderr is not None
+        assert "capturing" in reader.stderr.readline().decode()
+        for n in range(8):
+            a.send(a.ether(dst=MAC_B) / f"count {n}".encode().ljust(46))
+        assert reader.wait(10) == 0
+        assert "5 frame(s) captured" in reader.stderr.read().decode()
     assert out.stat().st_size == 24 + 5 * (16 + 60)
     assert [bytes(p)[14:21] for p in _read_pcap(out)] == [f"count {n}".encode() for n in range(5)]
 
@@ -210,27 +210,29 @@ def test_capture_count_writes_exactly_count_frames_to_a_file(tmp_path: Path) -> 
 def _read_pcap(path: Path) -> list[Ether]:
     from scapy.utils import rdpcap
 
-    return list(rdpcap(str(path)))
+    return [Ether(bytes(packet)) for packet in rdpcap(str(path))]
 
 
 def test_events_prints_attach_and_detach_of_one_port(tmp_path: Path) -> None:
-    with SwitchProcess(directory=str(tmp_path)) as switch:
-        with subprocess.Popen(
+    with (
+        SwitchProcess(directory=str(tmp_path)) as switch,
+        subprocess.Popen(
             [*UMLSWITCH, "events", "-unix", switch.control_path],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        ) as events:
-            assert events.stdout is not None
-            try:
-                first = json.loads(events.stdout.readline())
-                assert first["event"] == "events/subscribed" and first["ports"] == []
-                with attach_sync(switch.control_path, mac=MAC_A):
-                    pass
-                attach = json.loads(events.stdout.readline())
-                detach = json.loads(events.stdout.readline())
-            finally:
-                events.terminate()
+        ) as events,
+    ):
+        assert events.stdout is not None
+        try:
+            first = json.loads(events.stdout.readline())
+            assert first["event"] == "events/subscribed" and first["ports"] == []
+            with attach_sync(switch.control_path, mac=MAC_A):
+                pass
+            attach = json.loads(events.stdout.readline())
+            detach = json.loads(events.stdout.readline())
+        finally:
+            events.terminate()
     assert attach["event"] == "port/attach" and attach["kind"] == "unix"
     assert detach["event"] == "port/detach" and detach["port"] == attach["port"]
     assert 0 < attach["ts"] <= detach["ts"] <= time.time()

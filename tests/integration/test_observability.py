@@ -236,3 +236,39 @@ def test_events_prints_attach_and_detach_of_one_port(tmp_path: Path) -> None:
     assert attach["event"] == "port/attach" and attach["kind"] == "unix"
     assert detach["event"] == "port/detach" and detach["port"] == attach["port"]
     assert 0 < attach["ts"] <= detach["ts"] <= time.time()
+
+
+def test_a_reader_that_does_not_read_loses_capture_frames_never_switch_traffic(
+    tmp_path: Path,
+) -> None:
+    with (
+        contextlib.ExitStack() as stack,
+        SwitchProcess(directory=str(tmp_path)) as switch,
+        attach_sync(switch.control_path, mac=MAC_A) as a,
+        attach_sync(switch.control_path, mac=MAC_B) as b,
+    ):
+        stalled = stack.enter_context(start_capture(switch))  # its stdout is never read
+        payload = b"z" * 1400
+        for burst in range(40):  # 4000 frames of 1414 bytes: far more than the capture holds
+            for _ in range(100):
+                a.send(a.ether(dst=MAC_B) / payload)
+            (arrived,) = a.fence(b, dst=MAC_B)
+            assert len(arrived) == 100, f"burst {burst}: {len(arrived)} of 100 frames arrived"
+        with switch.manage() as client:
+            (live,) = client.json("pcap/showinfo")["live"]
+            ports = {p["id"]: p for p in client.json("port/print")["ports"]}
+        assert live["dropped"] > 0  # counted, in the capture only
+        assert sum(ports[switch.port_number(b)]["drops"].values()) == 0
+        stalled.kill()
+
+
+def test_the_rc_file_starts_metrics_and_metrics_stop_ends_them(tmp_path: Path) -> None:
+    rc = tmp_path / "switch.rc"
+    rc.write_text("# Prometheus on a free port\nmetrics/start 127.0.0.1:0\n")
+    with SwitchProcess("--rc", str(rc), directory=str(tmp_path)) as switch:
+        url = metrics_url(switch)
+        assert value(scrape(url), "umlswitch_ports") == 0
+        with switch.manage() as client:
+            assert client.json("metrics/stop") == {"running": False, "url": None}
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)

@@ -22,6 +22,7 @@ length, original length) and the frame as it was received: no FCS, no padding.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -139,8 +140,12 @@ class Capture:
         self.bytes_written = len(pcap_global_header())
         self.error: str | None = None
         self._clock = clock
-        self._queue: list[tuple[float, bytes]] = []
-        self._queued_bytes = 0
+        # The queue, appended to by the fabric (possibly the data-plane thread) and emptied by
+        # the writer (trio): a deque, whose append and popleft are atomic. Each byte count has
+        # one writer, so neither loses updates; what is queued is their difference.
+        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._added_bytes = 0  # written by record only
+        self._taken_bytes = 0  # written by _take only
 
     def offer(
         self, frame: bytes | memoryview, ingress_id: int, egress: tuple[FabricPort, ...]
@@ -152,10 +157,10 @@ class Capture:
     def record(self, frame: bytes | memoryview) -> None:
         """The hot path: queue a copy of ``frame`` with its timestamp, or count a drop."""
         size = len(frame)
-        if self._queued_bytes + size > self.max_queued_bytes:
+        if self._added_bytes - self._taken_bytes + size > self.max_queued_bytes:
             self.dropped += 1
             return
-        self._queued_bytes += size
+        self._added_bytes += size
         self._queue.append((self._clock(), bytes(frame)))
         self.captured += 1
 
@@ -164,7 +169,10 @@ class Capture:
         return len(self._queue)
 
     def _take(self) -> list[tuple[float, bytes]]:
-        batch, self._queue, self._queued_bytes = self._queue, [], 0
+        """Everything queued, oldest first (what the fabric appends meanwhile stays queued)."""
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(len(queue))]
+        self._taken_bytes += sum(len(frame) for _, frame in batch)
         return batch
 
     def _write(self, batch: list[tuple[float, bytes]]) -> None:

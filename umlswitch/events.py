@@ -16,6 +16,14 @@ Rules, as for everything beside the data plane:
 Event names (stable, shown to users): ``port/attach``, ``port/detach``, ``port/stall``,
 ``mac/move``, ``stp/state``, ``storm/start``, ``storm/stop``, ``restart``, and
 ``events/lost`` (made by a subscriber's stream, never published).
+
+Who publishes: ``ports/attachments.py`` (attach, detach), ``ports/base.py`` (stall),
+``fabric/fabric.py`` (mac/move), ``fabric/guard.py`` (stp/state, storm/start, storm/stop), each
+through ``Fabric.publish`` (a no-op until the daemon sets it to ``EventBus.publish``). The hook
+for the seamless restart: the code that hands the switch over publishes
+``switch.bus.publish(RESTART, phase="begin", ...)`` before it does (and the new switch
+``phase="done"``); subscribers' streams end with the old process. A data-plane thread's own
+event hook (``on_event(name, **fields)``) connects to ``EventBus.publish`` as it is.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ LINKTYPE_ETHERNET = 1
 def listening_mgmt_sockets(proc_net_unix: str = "/proc/net/unix") -> list[str]:
     """Paths of listening unix stream sockets ending in ``.mgmt``."""
     found: list[str] = []
-    with contextlib.suppress(OSError), open(proc_net_unix) as table:
+    with contextlib.suppress(OSError), open(proc_net_unix, errors="surrogateescape") as table:
         next(table, None)
         for line in table:
             fields = line.split()

@@ -111,3 +111,16 @@ def test_install_links_the_program_into_the_directory(tmp_path: Path) -> None:
     assert os.readlink(link) == "/usr/bin/umlswitch-extcap"
     assert install(str(tmp_path / "extcap"), "/opt/x") == link  # again: replaced
     assert os.readlink(link) == "/opt/x"
+
+
+def test_the_socket_scan_takes_listening_mgmt_sockets_and_skips_the_rest(tmp_path: Path) -> None:
+    table = tmp_path / "unix"
+    table.write_bytes(
+        b"Num       RefCount Protocol Flags    Type St Inode Path\n"
+        b"0000: 00000002 00000000 00010000 0001 01 101 /run/a.ctl.mgmt\n"  # listening stream
+        b"0000: 00000002 00000000 00000000 0001 03 102 /run/b.ctl.mgmt\n"  # a connection
+        b"0000: 00000002 00000000 00010000 0001 01 103 /run/a.ctl\n"  # not a .mgmt
+        b"0000: 00000002 00000000 00000000 0002 01 104 @\xde\xad\xbe\xef\n"  # abstract, not UTF-8
+        b"0000: 00000002 00000000 00010000 0001 01 105\n"  # unnamed
+    )
+    assert listening_mgmt_sockets(str(table)) == ["/run/a.ctl.mgmt"]

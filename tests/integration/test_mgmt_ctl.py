@@ -98,6 +98,7 @@ def test_help_lists_every_command(ctl: Ctl):
         "pcap/start",
         "pcap/stop",
         "pcap/showinfo",
+        "pcap/stream",
     }
     text = ctl("help").out
     assert "------------" in text and "port/print         [N]" in text

@@ -4,15 +4,18 @@ MACs moving, storms, spanning-tree states; the live capture's bounded queue."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 
 import trio
+import trio.testing
 from scapy.layers.l2 import Ether
 
 from tests.unit.fake_switch import FakeSwitch
 from umlswitch import stpd
 from umlswitch.events import EventBus
 from umlswitch.livecapture import LiveCapture
+from umlswitch.mgmt.observe import stream_events
 
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -142,3 +145,33 @@ def test_a_live_capture_queue_is_bounded_and_counts_what_it_drops() -> None:
     assert len(records) == 3 * (16 + 60) and live.sent == 3 and live.queued == 0
     live.record(b"y" * 60)  # room again once the reader took the queue
     assert live.captured == 4
+
+
+async def test_the_stream_of_a_slow_reader_says_how_many_events_it_lost() -> None:
+    bus = EventBus()
+    sent: list[bytes] = []
+    reader_back = trio.Event()
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+        if len(sent) == 2:  # the reader stops reading after its first event
+            await reader_back.wait()
+
+    with bus.subscribe(max_queued=3) as subscription:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_events, subscription, send, [1])
+            await trio.testing.wait_all_tasks_blocked()
+            bus.publish("port/attach", n=0)
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 10):
+                bus.publish("port/attach", n=n)  # 3 queued, 6 lost
+            reader_back.set()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    lines = [json.loads(line) for chunk in sent for line in chunk.splitlines()]
+    assert [(line["event"], line.get("n")) for line in lines] == [
+        ("events/subscribed", None),
+        *[("port/attach", n) for n in range(4)],
+        ("events/lost", None),
+    ]
+    assert lines[0]["ports"] == [1] and lines[-1]["count"] == 6

@@ -633,8 +633,10 @@ def _start_clocks(
         nursery.start_soon(shared.run)
 
 
-def _start_metrics(switch: Switch) -> None:
-    """``--metrics``: listen from now on (StartupError if the address cannot be had)."""
+def _start_metrics(nursery: trio.Nursery, switch: Switch) -> None:
+    """``--metrics``: listen from now on (StartupError if the address cannot be had); stop
+    serving metrics (however they were started) when the switch stops."""
+    nursery.start_soon(_stop_metrics_at_exit, switch)
     if switch.config.metrics is not None:
         address, port = switch.config.metrics
         try:
@@ -732,8 +734,7 @@ async def serve(
                     mgmt_path=sockets.mgmt_path,
                     streams=streams,
                 )
-                _start_metrics(switch)
-                nursery.start_soon(_stop_metrics_at_exit, switch)
+                _start_metrics(nursery, switch)
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
                 if sockets.rc_text is not None and config.rc is not None:

@@ -20,7 +20,8 @@ percentile round trip, back to back and with ``--gap-ms`` (default 20) between r
 umlswitch runs from this repository, from ``$UMLSW_BENCH_PYTHONPATH``, and with ``--ab OTHER_TREE``
 also from OTHER_TREE (labelled umlswitch-B) in the same rounds; each run checks which
 ``umlswitch/__init__.py`` the switch imported and the first run of each prints it. ``--args-a``
-gives tree A more options (``--args-a='--rc vlans.rc'``: A with VLANs on, against B).
+gives tree A more options (``--args-a='--rc vlans.rc'``: A with VLANs on, against B). ``--metrics-ab`` is that for
+``--metrics``: A serves metrics (nobody scrapes), B is the same tree without.
 
 The scale case attaches IDLE extra ports (default 1000) and makes the switch learn MACS source
 addresses (default 8000) before a 64-byte unicast run between two more ports.
@@ -254,10 +255,20 @@ def main() -> None:
     parser.add_argument(
         "--args-a", metavar="OPTIONS", help="more umlswitch options for tree A only"
     )
+    parser.add_argument(
+        "--metrics-ab",
+        action="store_true",
+        help="tree A with --metrics 127.0.0.1:0 (nobody scraping) against the same tree without "
+        "it (umlswitch-B), in the same rounds: the data plane's cost of metrics being on",
+    )
     parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=SWITCHES)
     parser.add_argument("--only", help="run only the cases whose name contains this text")
     parser.add_argument("--json", help="also write every run's figures to this file")
     args = parser.parse_args()
+    if args.metrics_ab:
+        args.ab = args.ab or os.environ.get("UMLSW_BENCH_PYTHONPATH") or str(HERE.parent)
+        args.args_a = f"{args.args_a or ''} --metrics 127.0.0.1:0"
+        print("# umlswitch: --metrics on, nobody scraping; umlswitch-B: the same tree, off")
 
     if os.geteuid() != 0:
         raise SystemExit("run as root (it needs a private network namespace)")

@@ -1,6 +1,6 @@
 """The ``umlswitch`` command: parse argv, set up logging, bind, optionally daemonize, run.
 
-``umlswitch ctl ...`` and ``umlswitch top ...`` run the management clients instead.
+``umlswitch ctl|top|capture|events ...`` run the management clients instead.
 
 Exit status: 0 after a clean shutdown, 1 when the switch cannot start (one line on stderr says
 why and what to do), 2 for a bad command line.
@@ -21,6 +21,7 @@ import trio
 from umlswitch import daemon, systemd
 from umlswitch.config import SwitchConfig, parse_args
 
+CLIENTS = ("ctl", "top", "capture", "events")
 LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
 
 
@@ -83,11 +84,15 @@ def raise_fd_limit() -> None:
 
 
 def run_client(name: str, argv: list[str]) -> int:
-    """``umlswitch ctl ...`` and ``umlswitch top ...``: management clients of a running switch."""
+    """``umlswitch ctl|top|capture|events ...``: management clients of a running switch."""
     if name == "ctl":
         from umlswitch.mgmt import client
 
         return client.main(argv)
+    if name in ("capture", "events"):
+        from umlswitch.mgmt import streams
+
+        return streams.capture_main(argv) if name == "capture" else streams.events_main(argv)
     from umlswitch.mgmt import top
 
     return top.main(argv)
@@ -95,7 +100,7 @@ def run_client(name: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("ctl", "top"):  # no uml_switch command line starts with a word
+    if args and args[0] in CLIENTS:  # no uml_switch command line starts with a word
         return run_client(args[0], args[1:])
     config = parse_args(args)
     raise_fd_limit()

@@ -1,9 +1,11 @@
 """Packet capture to a classic libpcap file (LINKTYPE_ETHERNET), without stalling forwarding.
 
-The fabric holds at most one ``Capture`` (``Fabric.capture``; None when off, which costs the
-plain path nothing: the fabric composes its capture stage in only while one runs). For every
-frame it captures, the fabric calls ``record``, which only appends the frame and a timestamp to a
-bounded in-memory queue; when the queue holds ``max_queued_bytes``, the frame is not captured and
+The fabric holds at most one capture sink (``Fabric.capture``; None when off, which costs the
+plain path nothing: the fabric composes its capture stage in only while one runs): a
+``Capture``, a live capture (``umlswitch.livecapture``), or ``CaptureSinks`` when several run at
+once. The fabric offers it every frame (``offer``); a capture of one port keeps those from and to
+that port and calls ``record``, which only appends the frame and a timestamp to a bounded
+in-memory queue; when the queue holds ``max_queued_bytes``, the frame is not captured and
 ``dropped`` counts it. ``record`` never blocks and may be called from another thread than the
 writer's (the data plane's): the queue is a ``deque`` (whose appends and pops are atomic), and
 each counter has one writer (the recorder counts bytes in, the writer bytes out). A writer task
@@ -34,7 +36,7 @@ from typing import BinaryIO
 
 import trio
 
-from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.fabric import CaptureSink, Fabric, FabricPort
 from umlswitch.taskhost import TaskHost
 
 log = logging.getLogger("umlswitch.capture")
@@ -79,6 +81,41 @@ def open_capture_file(path: str) -> BinaryIO:
     return file
 
 
+def watches(port: int | None, ingress_id: int, egress: tuple[FabricPort, ...]) -> bool:
+    """Whether a capture of ``port`` (None: every port) keeps a frame received on
+    ``ingress_id`` and sent to ``egress``."""
+    return port is None or port == ingress_id or any(p.id == port for p in egress)
+
+
+class CaptureSinks:
+    """The fabric's capture slot shared by every running capture: the ``--pcap`` file and any
+    number of live ones. With one capture the fabric offers frames to it directly; with more, to
+    this fan-out. Changed from the trio thread only; the tuple is replaced, never changed in place,
+    so the data plane always iterates a whole one."""
+
+    def __init__(self, fabric: Fabric) -> None:
+        self.fabric = fabric
+        self.sinks: tuple[CaptureSink, ...] = ()
+
+    def add(self, sink: CaptureSink) -> None:
+        self.sinks = (*self.sinks, sink)
+        self._install()
+
+    def remove(self, sink: CaptureSink) -> None:
+        self.sinks = tuple(s for s in self.sinks if s is not sink)
+        self._install()
+
+    def _install(self) -> None:
+        sinks = self.sinks
+        self.fabric.capture = None if not sinks else sinks[0] if len(sinks) == 1 else self
+
+    def offer(
+        self, frame: bytes | memoryview, ingress_id: int, egress: tuple[FabricPort, ...]
+    ) -> None:
+        for sink in self.sinks:
+            sink.offer(frame, ingress_id, egress)
+
+
 class Capture:
     """One capture: the queue the fabric appends to, and the writer that empties it.
 
@@ -110,6 +147,13 @@ class Capture:
         self._queue: deque[tuple[float, bytes]] = deque()
         self._bytes_in = 0  # bytes ever queued (the recorder's)
         self._bytes_out = 0  # bytes ever taken off the queue (the writer's)
+
+    def offer(
+        self, frame: bytes | memoryview, ingress_id: int, egress: tuple[FabricPort, ...]
+    ) -> None:
+        """The fabric's call: ``record`` the frame if it is one this capture watches."""
+        if watches(self.port, ingress_id, egress):
+            self.record(frame)
 
     def record(self, frame: bytes | memoryview) -> None:
         """The hot path: queue a copy of ``frame`` with its timestamp, or count a drop. Never
@@ -196,6 +240,7 @@ class CaptureControl(TaskHost):
 
     def __init__(self, fabric: Fabric, *, max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES):
         self.fabric = fabric
+        self.sinks = CaptureSinks(fabric)  # shared with the live captures (livecapture.py)
         self.max_queued_bytes = max_queued_bytes
         self.current: Capture | None = None  # the running capture (None when off)
         self.last: Capture | None = None  # the running capture, or the one that ran last
@@ -205,7 +250,7 @@ class CaptureControl(TaskHost):
     def _detach(self, capture: Capture) -> None:
         if self.current is capture:
             self.current = None
-            self.fabric.capture = None
+            self.sinks.remove(capture)
 
     def _stopped(self) -> None:
         """The writer tasks have ended (a running capture was stopped cleanly)."""
@@ -223,7 +268,7 @@ class CaptureControl(TaskHost):
         self._scopes[capture] = (scope, done)
         nursery.start_soon(self._writer, capture, scope, done)
         self.current = self.last = capture
-        self.fabric.capture = capture
+        self.sinks.add(capture)
         which = "every port" if port is None else f"port {port}"
         log.info("capturing %s to '%s'", which, path)
         return capture

@@ -1,10 +1,11 @@
 """Bash completion for ``umlswitch``, generated from the tables the code itself uses.
 
-The options come from the argparse parsers of ``umlswitch``, ``umlswitch ctl`` and
-``umlswitch top``, the management commands and their arguments from ``mgmt.commands.COMMANDS``,
-so the completion cannot fall behind them: ``completion/umlswitch`` in the source tree (installed
-as ``share/bash-completion/completions/umlswitch``) is this module's output, and a test checks
-that it is current. Regenerate it with::
+The options come from the argparse parsers of ``umlswitch``, ``umlswitch ctl``,
+``umlswitch top``, ``umlswitch capture`` and ``umlswitch events``, the management commands and
+their arguments from ``mgmt.commands.COMMANDS``, so the completion cannot fall behind them:
+``completion/umlswitch`` in the source tree (installed as
+``share/bash-completion/completions/umlswitch``) is this module's output, and a test checks that
+it is current. Regenerate it with::
 
     python3 -m umlswitch.completion > completion/umlswitch
 
@@ -22,9 +23,10 @@ from collections.abc import Iterable
 from umlswitch.config import build_parser as switch_parser
 from umlswitch.mgmt.client import build_parser as ctl_parser
 from umlswitch.mgmt.commands import COMMANDS
+from umlswitch.mgmt.streams import capture_parser, events_parser
 from umlswitch.mgmt.top import build_parser as top_parser
 
-CLIENTS = ("ctl", "top")
+CLIENTS = ("ctl", "top", "capture", "events")
 FILES = "files"
 DIRS = "dirs"
 INTERFACES = "interfaces"
@@ -33,6 +35,7 @@ NOTHING = "nothing"
 
 _BY_METAVAR = {
     "FILE": FILES,
+    "FILE|-": FILES,
     "PATH": FILES,
     "CTL": FILES,
     "DATA": FILES,
@@ -105,10 +108,23 @@ def _words(items: Iterable[str]) -> str:
     return " ".join(items)
 
 
+def _client_branch(name: str, parser: argparse.ArgumentParser) -> list[str]:
+    """``umlswitch NAME ...``: a client whose words are all options (and their values)."""
+    return [
+        f"    if ((COMP_CWORD > 1)) && [[ ${{COMP_WORDS[1]}} == {name} ]]; then",
+        "        case $prev in",
+        *_value_cases(value_kinds(parser), "        "),
+        "        esac",
+        f'        COMPREPLY=($(compgen -W "{_words(options(parser))}" -- "$cur"))',
+        "        return",
+        "    fi",
+    ]
+
+
 def bash_script() -> str:
     """The completion script for bash."""
     switch, ctl, top = switch_parser(), ctl_parser(), top_parser()
-    switch_values, ctl_values, top_values = value_kinds(switch), value_kinds(ctl), value_kinds(top)
+    switch_values, ctl_values = value_kinds(switch), value_kinds(ctl)
     ctl_takes_value = "|".join(ctl_values)
     arguments = command_arguments()
     file_arguments = [
@@ -162,13 +178,9 @@ def bash_script() -> str:
         "        _umlswitch_ctl",
         "        return",
         "    fi",
-        "    if ((COMP_CWORD > 1)) && [[ ${COMP_WORDS[1]} == top ]]; then",
-        "        case $prev in",
-        *_value_cases(top_values, "        "),
-        "        esac",
-        f'        COMPREPLY=($(compgen -W "{_words(options(top))}" -- "$cur"))',
-        "        return",
-        "    fi",
+        *_client_branch("top", top),
+        *_client_branch("capture", capture_parser()),
+        *_client_branch("events", events_parser()),
         "    case $prev in",
         *_value_cases(switch_values, "    "),
         "    esac",

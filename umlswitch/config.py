@@ -85,6 +85,7 @@ class SwitchConfig:
     mgmt_path: str | None = None  # --mgmt PATH; None: CTL.mgmt (see mgmt_socket)
     no_mgmt: bool = False  # --no-mgmt
     pcap: str | None = None  # --pcap FILE: capture every frame from start-up
+    metrics: tuple[str, int] | None = None  # --metrics [ADDR:]PORT: Prometheus /metrics
     # VLAN options of static ports (-tap tap0,vlan=10): port name -> membership
     vlans: tuple[tuple[str, Membership], ...] = ()
     # more control sockets, each for guests in VLANs (-unix /tmp/vlan10.ctl,vlan=10)
@@ -171,11 +172,13 @@ USAGE = (
     "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [--stream unix:PATH | --stream tcp:[ADDR:]PORT]\n"
-    "                 [-M PATH | --no-mgmt] [--pcap FILE] [--rc FILE]\n"
+    "                 [-M PATH | --no-mgmt] [--pcap FILE] [--rc FILE] [--metrics [ADDR:]PORT]\n"
     "                 [--stp] [--stp-priority N] [--stp-port-priority N] [--stp-cost N]\n"
     "                 [--storm-limit N]\n"
     "       umlswitch ctl [-unix CTL | -M PATH] [--json] [--timeout SECONDS] COMMAND...\n"
-    "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]"
+    "       umlswitch top [-unix CTL | -M PATH] [--interval SECONDS] [--once]\n"
+    "       umlswitch capture [-unix CTL | -M PATH] [PORT] [-w FILE|-] [-c COUNT]\n"
+    "       umlswitch events [-unix CTL | -M PATH]"
 )
 
 
@@ -545,12 +548,28 @@ def _add_access_options(p: argparse.ArgumentParser) -> None:
         "stop or restart it with umlswitch ctl pcap/stop, pcap/start)",
     )
     p.add_argument(
+        "--metrics",
+        metavar="[ADDR:]PORT",
+        type=_listen_address,
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (ADDR 127.0.0.1 unless "
+        "given; see umlswitch ctl metrics/showinfo)",
+    )
+    p.add_argument(
         "--rc",
         metavar="FILE",
         help="run the management commands in FILE at start-up, before the switch announces "
         "itself (one per line, # comments; e.g. vlan/create 10); a failing line stops the start "
         "with its line number and the error",
     )
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from umlswitch.metrics import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_loop_options(p: argparse.ArgumentParser) -> None:
@@ -725,6 +744,7 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         mgmt_path=ns.mgmt,
         no_mgmt=ns.no_mgmt,
         pcap=ns.pcap,
+        metrics=ns.metrics,
         vlans=tuple((name, member) for name, member in vlans if member is not None),
         vlan_controls=tuple(vlan_controls),
         rc=ns.rc,

@@ -32,6 +32,7 @@ from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
 from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
+from umlswitch.events import EventBus
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
@@ -39,6 +40,8 @@ from umlswitch.fabric.queues import QueueBudget
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.impair_control import ImpairControl
 from umlswitch.listener import LISTEN_BACKLOG
+from umlswitch.livecapture import LiveCaptures
+from umlswitch.metrics import MetricsServer, format_listen
 from umlswitch.mgmt.rcfile import read_rc_file, run_rc_file
 from umlswitch.mgmt.server import MgmtServer
 from umlswitch.ports.attachments import Attachments
@@ -355,6 +358,15 @@ class Switch:
     mgmt_path: str | None = None
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
+    # observability (docs/observability.md): events, live captures, Prometheus metrics
+    bus: EventBus = field(default_factory=EventBus)
+    live_captures: LiveCaptures = field(init=False)
+    metrics: MetricsServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fabric.publish = self.bus.publish
+        self.live_captures = LiveCaptures(self.capture.sinks)
+        self.metrics = MetricsServer(self)
 
     @property
     def stream_names(self) -> list[str]:
@@ -621,6 +633,31 @@ def _start_clocks(
         nursery.start_soon(shared.run)
 
 
+def _start_metrics(nursery: trio.Nursery, switch: Switch) -> None:
+    """``--metrics``: listen from now on (StartupError if the address cannot be had); stop
+    serving metrics (however they were started) when the switch stops."""
+    nursery.start_soon(_stop_metrics_at_exit, switch)
+    if switch.config.metrics is not None:
+        address, port = switch.config.metrics
+        try:
+            switch.metrics.start(address, port)
+        except OSError as exc:
+            where = format_listen(address, port)
+            raise StartupError(
+                f"--metrics {where}: cannot listen: {exc.strerror or exc}; "
+                "give a free port (or stop what listens there)"
+            ) from None
+
+
+async def _stop_metrics_at_exit(switch: Switch) -> None:
+    """Stop serving metrics (started by --metrics or metrics/start) when the switch stops."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(switch.metrics.stop)
+
+
 async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSockets) -> None:
     """Run the command line's ports (those the --rc file left) and accept clients on the control
     socket(s), the --stream listeners and the management socket."""
@@ -697,6 +734,7 @@ async def serve(
                     mgmt_path=sockets.mgmt_path,
                     streams=streams,
                 )
+                _start_metrics(nursery, switch)
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
                 if sockets.rc_text is not None and config.rc is not None:

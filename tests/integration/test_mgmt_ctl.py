@@ -98,6 +98,7 @@ def test_help_lists_every_command(ctl: Ctl):
         "pcap/start",
         "pcap/stop",
         "pcap/showinfo",
+        "pcap/stream",
     }
     text = ctl("help").out
     assert "------------" in text and "port/print         [N]" in text
@@ -283,6 +284,8 @@ def test_the_command_line_exit_statuses(switch: SwitchProcess, tmp_path: Path):
     assert absent.returncode == 1 and "is the switch running" in absent.stderr
     usage = run_cli("ctl")
     assert usage.returncode == 2 and "give a COMMAND" in usage.stderr
+    stream = run_cli("ctl", "-unix", switch.control_path, "--json", "pcap/stream")
+    assert stream.returncode == 2 and "use umlswitch capture" in stream.stderr
 
 
 def test_mgmt_socket_has_the_control_sockets_permissions_and_is_removed(tmp_path: Path):

@@ -20,6 +20,7 @@ from umlswitch import __version__, completion
 from umlswitch.config import build_parser as switch_parser
 from umlswitch.mgmt.client import build_parser as ctl_parser
 from umlswitch.mgmt.commands import COMMANDS
+from umlswitch.mgmt.streams import capture_parser, events_parser
 from umlswitch.mgmt.top import build_parser as top_parser
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,13 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 MANPAGE = ROOT / "man" / "umlswitch.1"
 COMPLETION = ROOT / "completion" / "umlswitch"
-PARSERS = {"umlswitch": switch_parser, "umlswitch ctl": ctl_parser, "umlswitch top": top_parser}
+PARSERS = {
+    "umlswitch": switch_parser,
+    "umlswitch ctl": ctl_parser,
+    "umlswitch top": top_parser,
+    "umlswitch capture": capture_parser,
+    "umlswitch events": events_parser,
+}
 
 needs_man = pytest.mark.skipif(
     shutil.which("man") is None or shutil.which("groff") is None,
@@ -109,7 +116,7 @@ def complete(*words: str) -> list[str]:
 @pytest.mark.parametrize(
     ("words", "offered"),
     [
-        (["umlswitch", ""], ["ctl", "top"]),
+        (["umlswitch", ""], ["ctl", "top", "capture", "events"]),
         (["umlswitch", "--log-l"], ["--log-level"]),
         (["umlswitch", "--log-level", ""], ["debug", "info", "warning", "error"]),
         (["umlswitch", "-com"], ["-compat-v0"]),
@@ -124,6 +131,11 @@ def complete(*words: str) -> list[str]:
         (["umlswitch", "ctl", "--t"], ["--timeout"]),
         (["umlswitch", "top", "--"], ["--help", "--unix", "--mgmt", "--interval", "--once"]),
         (["umlswitch", "top", "--interval", ""], []),
+        (["umlswitch", "ev"], ["events"]),
+        (["umlswitch", "capture", "-"],
+         ["-h", "--help", "-unix", "--unix", "-M", "--mgmt", "-w", "-c"]),
+        (["umlswitch", "events", "--"], ["--help", "--unix", "--mgmt"]),
+        (["umlswitch", "--met"], ["--metrics"]),
     ],
 )  # fmt: skip
 def test_bash_completes_options_values_and_commands(words, offered):
@@ -146,6 +158,7 @@ def test_bash_completes_paths_interfaces_and_groups(tmp_path):
     assert complete("umlswitch", "--vde", prefix) == [str(tmp_path / "cards")]
     assert sorted(complete("umlswitch", "ctl", "pcap/start", prefix)) == both
     assert complete("umlswitch", "ctl", "pcap/start", "x.pcap", prefix) == []  # PORT: a number
+    assert sorted(complete("umlswitch", "capture", "-w", prefix)) == both
     assert complete("umlswitch", "-tap", "l") == ["lo"]
     assert "root" in complete("umlswitch", "--group", "roo")
 

@@ -28,6 +28,7 @@ from umlswitch import guard_control
 from umlswitch.capture import CaptureControl
 from umlswitch.config import SwitchConfig
 from umlswitch.counters import PortStats
+from umlswitch.events import EventBus
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
@@ -35,6 +36,8 @@ from umlswitch.fabric.mactable import MacTable
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.impair_control import ImpairControl
 from umlswitch.listener import PeerCred
+from umlswitch.livecapture import LiveCaptures
+from umlswitch.metrics import MetricsServer
 from umlswitch.mgmt import commands
 from umlswitch.mgmt.protocol import (
     PROMPT,
@@ -126,6 +129,10 @@ class FakeSwitch:
         )
         self.guard: Guard = guard_control.install(self.fabric, config)
         self.capture = CaptureControl(self.fabric)
+        self.bus = EventBus()
+        self.fabric.publish = self.bus.publish
+        self.live_captures = LiveCaptures(self.capture.sinks)
+        self.metrics = MetricsServer(self)
         self.impair = ImpairControl(self.fabric)
         self.attachments = Attachments(self.fabric)
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tests.fakes import FakePort
 from tests.unit.test_batch import MAX_FRAME, SLOT, batches, fill, make, observed, vlan_batches
+from umlswitch.capture import watches
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 
@@ -18,6 +19,10 @@ class Sink:
     """A capture that watches a port that does not exist: it records nothing."""
 
     port = 99
+
+    def offer(self, frame: bytes | memoryview, ingress_id: int, egress: tuple) -> None:
+        if watches(self.port, ingress_id, egress):
+            self.record(frame)
 
     def record(self, frame: bytes | memoryview) -> None:
         raise AssertionError("nothing to record")

@@ -107,6 +107,7 @@ async def test_help_lists_every_command_as_vdeterm_reads_it(s: Session) -> None:
             {"command": "pcap/start", "syntax": "FILE [PORT]", "help": COMMANDS["pcap/start"].help},
             {"command": "pcap/stop", "syntax": "", "help": COMMANDS["pcap/stop"].help},
             {"command": "pcap/showinfo", "syntax": "", "help": COMMANDS["pcap/showinfo"].help},
+            {"command": "pcap/stream", "syntax": "[PORT]", "help": COMMANDS["pcap/stream"].help},
         ]
     }
     assert await ask_json(s, "help nothing/") == {"commands": []}
@@ -925,6 +926,11 @@ VALID: dict[str, list[str]] = {
     "pcap/start": ["pcap/start {tmp}/x.pcap 1"],
     "pcap/stop": ["pcap/start {tmp}/x.pcap", "pcap/stop"],
     "pcap/showinfo": ["pcap/showinfo"],
+    "pcap/stream": ["pcap/stream 1"],
+    "events/stream": ["events/stream"],
+    "metrics/start": ["metrics/start 127.0.0.1:0"],
+    "metrics/stop": ["metrics/start 127.0.0.1:0", "metrics/stop"],
+    "metrics/showinfo": ["metrics/showinfo"],
     "fstp/print": ["fstp/setfstp 1", "fstp/print"],
     "fstp/setfstp": ["fstp/setfstp 1"],
     "fstp/setpriority": ["fstp/setfstp 1", "fstp/setpriority 4096"],
@@ -987,6 +993,7 @@ async def test_every_command_answers_a_valid_use(
     else:
         assert reply.lines  # the renderer's lines
     await every.capture.stop()
+    every.metrics.stop()
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 from tests.fakes import FakePort
+from umlswitch.capture import watches
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import FLOW_LIMIT, NO_RECEIVERS, Fabric
 from umlswitch.fabric.guard import Guard
@@ -48,6 +49,10 @@ class Sink:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+
+    def offer(self, frame: bytes | memoryview, ingress_id: int, egress: tuple) -> None:
+        if watches(self.port, ingress_id, egress):
+            self.record(frame)
 
     def record(self, data: bytes | memoryview) -> None:
         self.frames.append(bytes(data))

@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN
+from umlswitch.fabric.frame import DEFAULT_MAX_FRAME, ETH_HEADER_LEN, format_mac
 from umlswitch.fabric.impair import IngressHook
 from umlswitch.fabric.mactable import Learned, MacTable
 from umlswitch.fabric.pipeline import (
@@ -54,6 +54,7 @@ from umlswitch.fabric.vlan import (
     Membership,
     VlanTable,
     format_key,
+    split_key,
 )
 from umlswitch.fabric.vlan_stage import VlanStage
 from umlswitch.ratelog import Deferred, RateLimitedLog
@@ -123,14 +124,15 @@ class LoopWatcher(Protocol):
 
 
 class CaptureSink(Protocol):
-    """Where captured frames go (``umlswitch.capture.Capture``): ``record`` only queues a copy,
-    never blocks, and may be called from any thread."""
+    """Where captured frames go (``umlswitch.capture``: one capture, or several at once)."""
 
-    @property
-    def port(self) -> int | None:
-        """Capture only frames from and to this port; None: every frame received."""
+    def offer(self, frame: bytes | memoryview, ingress_id: int, egress: EgressSet) -> None:
+        """Queue a copy of ``frame`` (received on ``ingress_id``, sent to ``egress``) if the
+        capture watches one of those ports; never block, callable from any thread."""
 
-    def record(self, frame: bytes | memoryview) -> None: ...
+
+def no_event(event: str, **fields: object) -> None:
+    """``Fabric.publish`` until the daemon connects its event bus (``umlswitch.events``)."""
 
 
 class PortNumberTaken(Exception):
@@ -168,6 +170,9 @@ class Fabric:
         self.queue_budget = queue_budget if queue_budget is not None else QueueBudget()
         self.now = now  # the coarse clock: set by tick(), read on the hot path
         self.events: Counter[str] = Counter()
+        self.learned = 0  # addresses that entered the MAC table (new, not moved: --metrics)
+        # Where events go (``umlswitch.events.EventBus.publish``): any thread, never blocks.
+        self.publish: Callable[..., None] = no_event
         self._flows: Flows = {}  # kept decisions (fabric/pipeline.py), forgotten on any change
         self.table = table if table is not None else MacTable()
         self.table.on_change = self._flows.clear
@@ -489,6 +494,8 @@ class Fabric:
 
     def _note_learning(self, learned: Learned, src: bytes, ingress: FabricPort) -> None:
         mac = Deferred(format_key, src)  # formatted only if logged: a flood is mostly suppressed
+        if learned is Learned.NEW or learned is Learned.NEW_EVICTING:
+            self.learned += 1
         if learned is Learned.NEW:  # rate-limited: a MAC flood must not flood the log too
             self._ratelog.log(
                 logging.INFO,
@@ -522,6 +529,14 @@ class Fabric:
                 ingress.name,
                 mac,
                 self.table.last_moved_from,
+            )
+            address, vid = split_key(src)
+            self.publish(
+                "mac/move",
+                mac=format_mac(address),
+                vlan=vid,
+                port=ingress.id,
+                previous=self.table.last_moved_from,
             )
         elif learned is Learned.HELD:
             self.events[counters.MAC_MOVE_HELD] += 1

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("umlswitch.stp")
 
 STORM_WINDOW = 1.0  # seconds
+NOT_STORMING = -1.0  # a storm entry's last drop time while the port is not storming
 LOOP_LOG_INTERVAL = 10.0
 
 
@@ -58,6 +59,7 @@ class Guard:
         # port id -> [limit, window start, frames flooded in the window]
         self.storm: dict[int, list[float]] = {}
         self._ratelog = RateLimitedLog(log)
+        self._states: dict[int, str] = {}  # the tree's port states last published (stp/state)
         self._refresh()
 
     # --- switching on and off ------------------------------------------------------------
@@ -83,6 +85,7 @@ class Guard:
         if self.stp is None:
             return
         self.stp = None
+        self._states = {}
         self.fabric.set_blocked(frozenset())
         log.info("spanning tree off: every port forwards")
         self._refresh()
@@ -95,7 +98,7 @@ class Guard:
             self.storm_default = limit
         for pid in ids:
             if limit > 0:
-                self.storm[pid] = [float(limit), self.fabric.now, 0.0]
+                self.storm[pid] = [float(limit), self.fabric.now, 0.0, NOT_STORMING]
             else:
                 self.storm.pop(pid, None)
         self._refresh()
@@ -108,7 +111,7 @@ class Guard:
 
     def attached(self, port: FabricPort) -> None:
         if self.storm_default > 0:
-            self.storm[port.id] = [float(self.storm_default), self.fabric.now, 0.0]
+            self.storm[port.id] = [float(self.storm_default), self.fabric.now, 0.0, NOT_STORMING]
         if self.stp is not None:
             self.stp.add_port(port.id, port.name, edge=is_edge(port), now=self.fabric.now)
             self.apply()
@@ -127,6 +130,10 @@ class Guard:
         if self.stp is not None:
             self.stp.tick(now)
             self.apply()
+        for pid, entry in list(self.storm.items()):
+            if entry[3] != NOT_STORMING and now - entry[3] >= STORM_WINDOW:
+                entry[3] = NOT_STORMING  # a whole window without a drop: the storm is over
+                self.fabric.publish("storm/stop", port=pid, limit=int(entry[0]))
 
     def apply(self) -> None:
         """Do what the bridge asked: log, flush, re-gate the ports, send BPDUs."""
@@ -146,13 +153,25 @@ class Guard:
         if effects.changed:
             blocked = frozenset(pid for pid in fabric.ports if pid not in bridge.forwarding)
             fabric.set_blocked(blocked)
+        self._publish_states(bridge)
         ports = fabric.ports
         for pid, frame in effects.sends:
             port = ports.get(pid)
             if port is not None:
                 fabric.egress_of(port).send_nowait(frame)  # an impaired link impairs BPDUs too
 
-    # --- the per-frame gate --------------------------------------------------------------
+    def _publish_states(self, bridge: Bridge) -> None:
+        """Publish ``stp/state`` for every port whose state changed since the last call."""
+        states = {pid: port.state.value for pid, port in bridge.ports.items()}
+        if states == self._states:
+            return
+        for pid, state in states.items():
+            previous = self._states.get(pid)
+            if state != previous:
+                self.fabric.publish("stp/state", port=pid, state=state, previous=previous)
+        self._states = states
+
+        # --- the per-frame gate --------------------------------------------------------------
 
     def admit(
         self,
@@ -191,6 +210,9 @@ class Guard:
                 storm[2] = 0.0
             if storm[2] >= storm[0]:
                 ingress.stats.drops[counters.STORM] += 1
+                if storm[3] == NOT_STORMING:
+                    fabric.publish("storm/start", port=pid, name=ingress.name, limit=int(storm[0]))
+                storm[3] = now
                 self._ratelog.warning(
                     f"storm:{pid}",
                     "port %d (%s): storm control: more than %d flooded frames/s; dropping",

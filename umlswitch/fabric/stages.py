@@ -30,18 +30,15 @@ from umlswitch.fabric.pipeline import (
 
 
 def capturing(decide: Decide, capture: Any, max_frame: int) -> Decide:
-    """``decide``, with the frames from and to the watched port (every port: None) captured."""
-    record = capture.record
-    watched = capture.port
+    """``decide``, with every frame offered to the capture(s), which keep those they watch."""
+    offer = capture.offer
 
     def decide_captured(
         ingress: Any, data: Frame, offset: int, size: int, key: FlowKey | None
     ) -> EgressSet:
         egress = decide(ingress, data, offset, size, None)
-        if size <= max_frame and (
-            watched is None or watched == ingress.id or any(e.id == watched for e in egress)
-        ):
-            record(data[offset : offset + size])
+        if size <= max_frame:  # giants are not captured
+            offer(data[offset : offset + size], ingress.id, egress)
         return egress
 
     return decide_captured

@@ -184,6 +184,10 @@ def main(argv: list[str]) -> int:
         parser.error("give a COMMAND (try: umlswitch ctl help)")
     if any("\n" in word or "\r" in word for word in ns.command):
         parser.error("arguments must not contain line breaks")
+    streams = {"pcap/stream": "umlswitch capture", "events/stream": "umlswitch events"}
+    named = ns.command[1] if ns.command[0] == JSON_PREFIX and len(ns.command) > 1 else ns.command[0]
+    if named in streams:
+        parser.error(f"{named} turns the session into a stream: use {streams[named]}")
     line = command_line(ns.command, ns.json)
     path = socket_path(ns)
     try:

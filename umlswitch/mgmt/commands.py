@@ -56,6 +56,8 @@ class Session:
     peer: PeerCred
     ended: bool = False  # logout or shutdown: answer 9999 END OF SESSION and close
     shutdown: bool = False  # stop the switch once the answer is sent
+    # pcap/stream, events/stream (mgmt/observe.py): after the answer the session is this stream
+    stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
 
 
 Handler = Callable[[Session, Sequence[str]], Awaitable[Doc]]
@@ -544,3 +546,22 @@ async def _port_setstormlimit(session: Session, args: Sequence[str]) -> Doc:
     limit = _ranged(args[1], "storm limit", 0, 10_000_000)
     session.switch.guard.set_storm_limit(port, limit)
     return {"port": port, "storm_limit": limit}
+
+
+from umlswitch.mgmt import observe  # noqa: E402, F401  (its commands join the table)
+
+
+def _group_menus() -> None:
+    """Keep each menu's commands together in the table (``help`` lists them in this order)."""
+    menus = list(dict.fromkeys(name.partition("/")[0] for name in COMMANDS))
+    grouped = {
+        name: cmd
+        for menu in menus
+        for name, cmd in COMMANDS.items()
+        if name.partition("/")[0] == menu
+    }
+    COMMANDS.clear()
+    COMMANDS.update(grouped)
+
+
+_group_menus()

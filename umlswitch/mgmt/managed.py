@@ -14,9 +14,12 @@ import trio
 
 from umlswitch.capture import CaptureControl
 from umlswitch.config import SwitchConfig
+from umlswitch.events import EventBus
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
 from umlswitch.impair_control import ImpairControl
+from umlswitch.livecapture import LiveCaptures
+from umlswitch.metrics import MetricsServer
 
 
 class ManagedSwitch(Protocol):
@@ -38,6 +41,18 @@ class ManagedSwitch(Protocol):
 
     @property
     def impair(self) -> ImpairControl: ...
+
+    @property
+    def bus(self) -> EventBus:
+        """The switch's events (``events/stream``)."""
+
+    @property
+    def live_captures(self) -> LiveCaptures:
+        """Captures streamed to management sessions (``pcap/stream``)."""
+
+    @property
+    def metrics(self) -> MetricsServer:
+        """The Prometheus endpoint (``--metrics``, ``metrics/start``)."""
 
     @property
     def control_path(self) -> str: ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -35,10 +36,43 @@ QUIET_PERIOD = 0.02  # seconds after a partial line before it counts as a comman
 
 
 async def _send_all(conn: trio.socket.SocketType, text: str) -> None:
-    data = memoryview(text.encode())
+    await _send_all_bytes(conn, text.encode())
+
+
+async def _send_all_bytes(conn: trio.socket.SocketType, raw: bytes) -> None:
+    data = memoryview(raw)
     while data:
         sent = await conn.send(data)
         data = data[sent:]
+
+
+async def _run_stream(
+    conn: trio.socket.SocketType,
+    stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
+    status: bytes,
+) -> None:
+    """Run a streaming command (``pcap/stream``, ``events/stream``) until the client closes the
+    connection (EOF or an error, while reading or writing) or the switch stops. The command's
+    ``status`` line goes out with the stream's first bytes: by then the stream is set up (a
+    client that has read the status misses no frame or event from then on)."""
+    unsent = [status]
+
+    async def send(data: bytes) -> None:
+        if unsent:
+            data = unsent.pop() + data
+        await _send_all_bytes(conn, data)
+
+    async def until_closed(scope: trio.CancelScope) -> None:
+        with contextlib.suppress(OSError):
+            while await conn.recv(RECV_SIZE):
+                pass  # a stream takes no input
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(until_closed, nursery.cancel_scope)
+        with contextlib.suppress(OSError):
+            await stream(send)
+        nursery.cancel_scope.cancel()
 
 
 class MgmtServer:
@@ -129,6 +163,12 @@ class MgmtServer:
                 await _send_all(conn, protocol.PROMPT)
                 continue
             reply = await commands.execute(session, invocation)
+            if session.stream is not None and reply.ok:
+                status = protocol.format_reply(reply, prompt=False).encode()
+                await _run_stream(conn, session.stream, status)
+                session.ended = True
+                return
+            session.stream = None
             await _send_all(conn, protocol.format_reply(reply))
             if session.ended:
                 return

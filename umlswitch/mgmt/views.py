@@ -395,15 +395,19 @@ def totals_doc(switch: ManagedSwitch) -> Doc:
 def capture_doc(switch: ManagedSwitch) -> Doc:
     control = switch.capture
     last = control.last
-    return {
+    doc: dict[str, Any] = {
         "running": control.current is not None,
         **(last.info() if last is not None else {"file": None}),
     }
+    live = switch.live_captures.running
+    if live:  # pcap/stream sessions
+        doc["live"] = [capture.info() for capture in live]
+    return doc
 
 
 def capture_lines(doc: Mapping[str, Any]) -> list[str]:
     if doc["file"] is None:
-        return ["capture off"]
+        return ["capture off", *live_capture_lines(doc)]
     state = "capturing" if doc["running"] else "capture stopped"
     which = "every port" if doc["port"] is None else f"port {doc['port']}"
     lines = [
@@ -413,7 +417,16 @@ def capture_lines(doc: Mapping[str, Any]) -> list[str]:
     ]
     if doc["error"]:
         lines.append(f"error: {doc['error']}")
-    return lines
+    return lines + live_capture_lines(doc)
+
+
+def live_capture_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The live captures (``pcap/stream``) of ``pcap/showinfo``."""
+    return [
+        f"live capture of {'every port' if live['port'] is None else 'port ' + str(live['port'])}:"
+        f" {live['sent']} sent, {live['dropped']} dropped (reader behind)"
+        for live in doc.get("live", ())
+    ]
 
 
 def info_doc(switch: ManagedSwitch) -> Doc:

@@ -40,6 +40,14 @@ class Attachments:
         """Make ``port`` part of the fabric (it forwards from now on) and keep its record."""
         self.fabric.attach(port, vlans)
         self._scopes[port.id] = trio.CancelScope()
+        peer = port.peer
+        self.fabric.publish(
+            "port/attach",
+            port=port.id,
+            kind=port.kind,
+            name=port.name,
+            **({} if peer is None else {"pid": peer.pid, "uid": peer.uid}),
+        )
 
     async def run(self, port: Port, life: Callable[[], Awaitable[str]]) -> str:
         """Run an attached port's ``life`` (it returns why the port ends, or raises PortClosed)
@@ -70,6 +78,9 @@ class Attachments:
         port.close()
         port.detached.set()
         log.info("port %d detached (%s); forgot %d MAC(s)", port.id, reason, forgotten)
+        self.fabric.publish(
+            "port/detach", port=port.id, kind=port.kind, name=port.name, reason=reason
+        )
 
     def remove(self, port_id: int) -> trio.Event | None:
         """Detach a port as if its peer had left (the console's ``port/remove``): the event set

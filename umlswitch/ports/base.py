@@ -43,7 +43,7 @@ import trio
 from umlswitch import counters
 from umlswitch.counters import PortStats
 from umlswitch.fabric.batch import FrameBatch
-from umlswitch.fabric.fabric import Fabric
+from umlswitch.fabric.fabric import Fabric, no_event
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.listener import PeerCred
 from umlswitch.ratelog import RateLimitedLog
@@ -115,6 +115,7 @@ class Port:
         self._held_by: set[Port] = set()
         self._released: trio.Event | None = None
         self.stalled = False
+        self.publish: Callable[..., None] = no_event  # the switch's events, from run()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.name}>"
@@ -162,6 +163,7 @@ class Port:
         """Receive and drain the backlog until cancelled, or raise PortClosed."""
         self.queue_limit = fabric.port_queue
         self.budget = fabric.queue_budget
+        self.publish = fabric.publish
         closed: PortClosed | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -223,6 +225,9 @@ class Port:
                 self.name,
                 len(self.backlog),
                 STALL_TIMEOUT * 1000,
+            )
+            self.publish(
+                "port/stall", port=self.id, name=self.name, queued=len(self.backlog), held=sender.id
             )
 
     def held_by(self, receivers: tuple[Any, ...]) -> None:

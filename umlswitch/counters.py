@@ -25,6 +25,7 @@ VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved 
 VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
 STREAM_OVERSIZE = "stream_oversize"  # stream: a length over --max-frame; connection dropped
 STREAM_TRUNCATED = "stream_truncated"  # stream: the peer left in the middle of a frame
+LINK_DOWN = "link_down"  # --stream-connect: sent to a link while it is not connected
 STP_DISCARD = "stp_discard"  # --stp: arrived on a port the spanning tree does not forward
 BAD_BPDU = "bad_bpdu"  # --stp: a frame to 01:80:c2:00:00:00 that is no BPDU we understand
 STORM = "storm"  # --storm-limit: more flooded frames per second than the port's limit

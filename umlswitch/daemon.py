@@ -29,7 +29,7 @@ import trio
 
 from umlswitch import __version__, stpd
 from umlswitch.capture import CaptureControl, open_capture_file
-from umlswitch.config import SwitchConfig
+from umlswitch.config import SwitchConfig, link_name
 from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
@@ -45,6 +45,8 @@ from umlswitch.ports.attachments import Attachments
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
 from umlswitch.ports.overlay.vxvde import open_vxvde_port
+from umlswitch.ports.slirp.helper import SlirpUplink, find_program
+from umlswitch.ports.stream.link import StreamLink
 from umlswitch.ports.stream.server import StreamServer, bind_tcp_listener, listener_name
 from umlswitch.ports.udp.mcast import open_mcast_port
 from umlswitch.ports.udp.ucast import open_ucast_port
@@ -86,9 +88,12 @@ class BoundSockets:
     # more control sockets, each for guests in VLANs: (socket, path, membership)
     vlan_controls: list[tuple[socket.socket, str, Membership]] = field(default_factory=list)
     rc_text: str | None = None  # the --rc file, read before the event loop starts
+    slirp: SlirpUplink | None = None  # --slirp: the helper's private listener and directory
 
     def close(self) -> None:
         self.control.close()
+        if self.slirp is not None:
+            self.slirp.close()
         for _, listener, _ in self.streams:
             listener.close()
         for sock, _, _ in self.vlan_controls:
@@ -323,6 +328,8 @@ def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) ->
                     "choose another path"
                 ) from None
         _bind_streams(config, bound, gid)
+        if config.slirp is not None:
+            bound.slirp = SlirpUplink(config.slirp, find_program(), max_frame=config.max_frame)
         bound.static_ports.extend(open_mcast_port(spec) for spec in config.mcast)
         bound.static_ports.extend(open_ucast_port(spec) for spec in config.ucast)
         bound.static_ports.extend(open_vxlan_ports(config.vxlan))
@@ -355,6 +362,8 @@ class Switch:
     mgmt_path: str | None = None
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
+    links: list[StreamLink] = field(default_factory=list)  # --stream-connect
+    slirp: SlirpUplink | None = None  # --slirp
 
     @property
     def stream_names(self) -> list[str]:
@@ -539,6 +548,8 @@ def _control_server(
         server.add_listener(
             trio.socket.from_stdlib_socket(sock), data_path_prefix(path), vlans, path
         )
+    if sockets.slirp is not None:
+        server.add_private_listener(sockets.slirp.entrance())
     return server
 
 
@@ -559,9 +570,10 @@ def _stream_servers(
 
 def _attach_static_ports(
     config: SwitchConfig, ports: list[Port], attachments: Attachments, impair: ImpairControl
-) -> None:
+) -> list[StreamLink]:
     """Attach the command line's ports (UDP peers, overlays, taps) in their VLANs, impaired
-    as the command line says; they run once the --rc file has run."""
+    as the command line says, then the --stream-connect links' ports (held while they
+    connect); they run once the --rc file has run. Returns the links."""
     port_vlans = dict(config.vlans)
     impairments = dict(config.impair)
     for port in ports:
@@ -572,6 +584,14 @@ def _attach_static_ports(
         log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
         if port.name in impairments:
             impair.apply(port, impairments[port.name])
+    links = []
+    for spec in config.stream_connects:
+        name = link_name(spec)
+        vlans = port_vlans.get(name, DEFAULT_MEMBERSHIP)
+        link = StreamLink(spec, attachments, impair, vlans=vlans, impairment=impairments.get(name))
+        link.open()
+        links.append(link)
+    return links
 
 
 def _announce(config: SwitchConfig, sockets: BoundSockets, streams: list[StreamServer]) -> None:
@@ -629,6 +649,10 @@ async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSo
             life = functools.partial(_static_port_life, port, switch.fabric)
             nursery.start_soon(switch.attachments.run, port, life)
     await nursery.start(switch.control.serve)
+    for link in switch.links:
+        nursery.start_soon(link.run)
+    if switch.slirp is not None:
+        nursery.start_soon(switch.slirp.run)
     for stream in switch.streams:
         await nursery.start(stream.serve)
     if sockets.mgmt is not None:
@@ -680,7 +704,7 @@ async def serve(
                     capture.start(sockets.capture_file, config.pcap)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
-                _attach_static_ports(config, sockets.static_ports, attachments, impair)
+                links = _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -696,6 +720,8 @@ async def serve(
                     impair=impair,
                     mgmt_path=sockets.mgmt_path,
                     streams=streams,
+                    links=links,
+                    slirp=sockets.slirp,
                 )
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None

@@ -1,0 +1,146 @@
+"""``--slirp`` in the real daemon, with the real helper (``vde_plug slirp://``) and clients of
+the test harness: DHCP offers to two clients, the helper's port in ``port/print``, the helper
+running without root, a killed helper replaced (DHCP answers again within 10 s while the other
+ports keep forwarding), SIGTERM leaving no helper and no private directory, and a missing
+helper said in one line. (UML guests fetching pages through it: tests/e2e/test_uplink.py.)"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw
+
+from umlswitch.ports.slirp.helper import PLUGIN, PLUGIN_GLOBS, find_program
+from umlswitch.testing import SwitchProcess, SyncPort, attach_sync
+
+from .conftest import pid_alive
+
+MAC_1 = "02:00:00:00:5f:01"
+MAC_2 = "02:00:00:00:5f:02"
+
+
+def _why_no_helper() -> str | None:
+    try:
+        find_program()
+    except Exception:
+        return f"needs vde_plug and {PLUGIN} (Debian vdeplug, libvdeplug-slirp) in {PLUGIN_GLOBS}"
+    return None
+
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(_why_no_helper() is not None, reason=str(_why_no_helper())),
+]
+
+
+def dhcp_offer(port: SyncPort, timeout: float = 5.0) -> BOOTP:
+    """Send DHCPDISCOVER until an offer for ``port`` arrives; return its BOOTP layer."""
+    mac = bytes.fromhex(port.mac.replace(":", ""))
+    xid = random.getrandbits(32)
+    discover = (
+        Ether(src=port.mac, dst="ff:ff:ff:ff:ff:ff")
+        / IP(src="0.0.0.0", dst="255.255.255.255")
+        / UDP(sport=68, dport=67)
+        / BOOTP(chaddr=mac, xid=xid, flags=0x8000)
+        / DHCP(options=[("message-type", "discover"), "end"])
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        port.send(discover)
+        try:
+            reply = port.receive(
+                timeout=1.0, match=lambda p: BOOTP in p and p[BOOTP].xid == xid and p[BOOTP].op == 2
+            )
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            continue
+        return reply[BOOTP]
+
+
+def slirp_port(switch: SwitchProcess) -> dict[str, object] | None:
+    ports = [p for p in switch.counters()["ports"].values() if str(p["name"]).startswith("slirp:")]
+    return ports[0] if ports else None
+
+
+def wait_for_slirp_port(switch: SwitchProcess, not_pid: int = 0, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        port = slirp_port(switch)
+        if port is not None and port["peer"] is not None and port["peer"]["pid"] != not_pid:  # type: ignore[index]
+            return port
+        assert time.monotonic() < deadline, switch.log
+        time.sleep(0.05)
+
+
+def helper_dirs() -> set[str]:
+    tmp = os.environ.get("TMPDIR", "/tmp")
+    return {name for name in os.listdir(tmp) if name.startswith("umlswitch-slirp-")}
+
+
+def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path) -> None:
+    dirs_before = helper_dirs()
+    switch = SwitchProcess("--slirp", directory=str(tmp_path))
+    try:
+        port = wait_for_slirp_port(switch)
+        peer = port["peer"]
+        assert isinstance(peer, dict)
+        first_pid = peer["pid"]
+        assert port["name"] == f"slirp:{port['id']} pid={first_pid}"
+        assert "slirp uplink net 10.0.2.0/24 router 10.0.2.2, start 1" in str(port["description"])
+        if os.geteuid() == 0:
+            assert peer["uid"] == 65534, "the helper must not run as root"
+        with (
+            attach_sync(switch.control_path, mac=MAC_1) as c1,
+            attach_sync(switch.control_path, mac=MAC_2) as c2,
+        ):
+            offer1, offer2 = dhcp_offer(c1), dhcp_offer(c2)
+            assert offer1.yiaddr != offer2.yiaddr
+            assert {offer1.yiaddr, offer2.yiaddr} <= {f"10.0.2.{n}" for n in range(15, 31)}
+            c1.send(Ether(src=MAC_1, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=offer1.yiaddr, pdst="10.0.2.2"))
+            assert c1.receive(timeout=5, match=lambda p: ARP in p and p[ARP].op == 2).psrc == "10.0.2.2"
+
+            os.kill(first_pid, signal.SIGKILL)
+            switch.wait_for_log(f"slirp helper (pid {first_pid}) was killed by SIGKILL", 5)
+            killed_at = time.monotonic()
+            # the other ports keep forwarding meanwhile
+            c1.send(Ether(src=MAC_1, dst=MAC_2) / IP() / Raw(b"while the helper is down"))
+            c2.receive(timeout=5, match=lambda p: bytes(p).endswith(b"while the helper is down"))
+            port = wait_for_slirp_port(switch, not_pid=first_pid)
+            assert "start 2" in str(port["description"])
+            dhcp_offer(c1, timeout=max(10 - (time.monotonic() - killed_at), 1))
+            assert time.monotonic() - killed_at < 10
+        second_pid = port["peer"]["pid"]  # type: ignore[index]
+        assert switch.stop() == 0
+        assert not pid_alive(first_pid) and not pid_alive(second_pid)
+        assert "slirp helper (pid %d) stopped" % second_pid in switch.log
+        assert helper_dirs() <= dirs_before
+    finally:
+        switch.stop()
+
+
+def test_a_missing_helper_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "umlswitch", "-unix", str(tmp_path / "ctl"), "--slirp"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PATH": str(tmp_path)},  # no vde_plug on it
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "--slirp needs vde_plug" in line and "apt install vdeplug libvdeplug-slirp" in line
+    assert not (tmp_path / "ctl").exists()
+    assert shutil.which("vde_plug") is not None  # the real one is still there for the others

@@ -108,8 +108,13 @@ def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path
             offer1, offer2 = dhcp_offer(c1), dhcp_offer(c2)
             assert offer1.yiaddr != offer2.yiaddr
             assert {offer1.yiaddr, offer2.yiaddr} <= {f"10.0.2.{n}" for n in range(15, 31)}
-            c1.send(Ether(src=MAC_1, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=offer1.yiaddr, pdst="10.0.2.2"))
-            assert c1.receive(timeout=5, match=lambda p: ARP in p and p[ARP].op == 2).psrc == "10.0.2.2"
+            c1.send(
+                Ether(src=MAC_1, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=offer1.yiaddr, pdst="10.0.2.2")
+            )
+            assert (
+                c1.receive(timeout=5, match=lambda p: ARP in p and p[ARP].op == 2).psrc
+                == "10.0.2.2"
+            )
 
             os.kill(first_pid, signal.SIGKILL)
             switch.wait_for_log(f"slirp helper (pid {first_pid}) was killed by SIGKILL", 5)

@@ -126,10 +126,10 @@ def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path
             assert "start 2" in str(port["description"])
             dhcp_offer(c1, timeout=max(10 - (time.monotonic() - killed_at), 1))
             assert time.monotonic() - killed_at < 10
-        second_pid = port["peer"]["pid"]  # type: ignore[index]
+        second_pid = port["peer"]["pid"]
         assert switch.stop() == 0
         assert not pid_alive(first_pid) and not pid_alive(second_pid)
-        assert "slirp helper (pid %d) stopped" % second_pid in switch.log
+        assert f"slirp helper (pid {second_pid}) stopped" in switch.log
         assert helper_dirs() <= dirs_before
     finally:
         switch.stop()

@@ -363,7 +363,6 @@ class Switch:
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
     links: list[StreamLink] = field(default_factory=list)  # --stream-connect
-    slirp: SlirpUplink | None = None  # --slirp
 
     @property
     def stream_names(self) -> list[str]:
@@ -643,7 +642,8 @@ def _start_clocks(
 
 async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSockets) -> None:
     """Run the command line's ports (those the --rc file left) and accept clients on the control
-    socket(s), the --stream listeners and the management socket."""
+    socket(s), the --stream listeners and the management socket; start the --stream-connect
+    links and the --slirp helper."""
     for port in sockets.static_ports:
         if port.id in switch.attachments:  # not removed by the --rc file
             life = functools.partial(_static_port_life, port, switch.fabric)
@@ -651,8 +651,8 @@ async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSo
     await nursery.start(switch.control.serve)
     for link in switch.links:
         nursery.start_soon(link.run)
-    if switch.slirp is not None:
-        nursery.start_soon(switch.slirp.run)
+    if sockets.slirp is not None:
+        nursery.start_soon(sockets.slirp.run)
     for stream in switch.streams:
         await nursery.start(stream.serve)
     if sockets.mgmt is not None:
@@ -721,7 +721,6 @@ async def serve(
                     mgmt_path=sockets.mgmt_path,
                     streams=streams,
                     links=links,
-                    slirp=sockets.slirp,
                 )
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,7 +79,7 @@ class BlobServer(http.server.ThreadingHTTPServer):
 class _BlobHandler(http.server.BaseHTTPRequestHandler):
     server: BlobServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(BLOB)))
         self.end_headers()
@@ -95,7 +97,7 @@ class _BlobHandler(http.server.BaseHTTPRequestHandler):
             with server.lock:
                 server.in_flight -= 1
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -221,10 +223,8 @@ def start_passt(directory: Path) -> subprocess.Popen[bytes]:
 
 
 def stop_passt(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # passt execs passt.avx2: the group goes
-    except ProcessLookupError:
-        pass
     proc.wait(5)
 
 
@@ -246,6 +246,8 @@ def test_a_guest_online_through_passt_and_a_link_that_reconnects(
         )
         lease = g1.result(0)
         assert lease.returncode == 0, lease.describe()
+        offered = re.search(r"assign: (\S+)", (passt_dir / "passt.log").read_text())
+        assert offered is not None and lease.stdout.split()[0] == offered[1], lease.describe()
         got = g1.result(1)
         assert got.returncode == 0 and got.stdout.split()[0] == BLOB_MD5, got.describe()
         assert link_state(sw)["state"] == "connected"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,12 @@ def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path
         assert "slirp uplink net 10.0.2.0/24 router 10.0.2.2, start 1" in str(port["description"])
         if os.geteuid() == 0:
             assert peer["uid"] == 65534, "the helper must not run as root"
+        # nobody but the helper may attach on its private socket (root neither)
+        private = re.search(r"vde://(/\S+umlswitch-slirp-\w+)", switch.log)
+        assert private is not None, switch.log
+        with pytest.raises(OSError):
+            attach_sync(f"{private[1]}/ctl", mac=MAC_1, timeout=2)
+        switch.wait_for_log("only the slirp helper (pid", 5)
         with (
             attach_sync(switch.control_path, mac=MAC_1) as c1,
             attach_sync(switch.control_path, mac=MAC_2) as c2,

@@ -141,8 +141,13 @@ class ControlServer:
             log.debug("new control connection from %s", cred)
             refusal = entrance.admit(cred) if entrance.admit is not None else None
             if refusal is not None:
-                self._refuse(
-                    counters.PEER_REFUSED, "refused %s on the %s: %s", cred, entrance.label, refusal
+                self.events[counters.PEER_REFUSED] += 1
+                ratelog.warning(
+                    f"admit:{entrance.label}",
+                    "refused %s on the %s: %s",
+                    cred,
+                    entrance.label,
+                    refusal,
                 )
                 return
             if len(self._pending) >= self.max_pending:

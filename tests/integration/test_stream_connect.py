@@ -13,6 +13,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from umlswitch.fabric.vlan import Membership
 from umlswitch.mgmt.views import port_lines, ports_doc
 from umlswitch.ports.stream.framing import HEADER
 from umlswitch.ports.stream.spec import parse_stream_connect
@@ -110,9 +111,9 @@ async def test_a_link_forwards_keeps_its_number_and_reconnects(tmp_path) -> None
     listener.close()
 
 
-async def test_a_link_in_a_vlan_keeps_it_across_reconnections(tmp_path) -> None:
-    from umlswitch.fabric.vlan import Membership
-
+async def test_a_link_keeps_its_vlans_stp_and_storm_settings_across_reconnections(
+    tmp_path,
+) -> None:
     path = tmp_path / "peer.sock"
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await listener.bind(str(path))
@@ -120,16 +121,25 @@ async def test_a_link_in_a_vlan_keeps_it_across_reconnections(tmp_path) -> None:
     spec = parse_stream_connect(f"unix:{path}")
     name = f"stream-connect:unix:{path}"
     async with run_switch(
-        tmp_path, stream_connects=(spec,), vlans=((name, Membership(7)),)
+        tmp_path, stream_connects=(spec,), vlans=((name, Membership(7)),), stp=True
     ) as switch:
         vlans = switch.switch.fabric.vlans
+        guard = switch.switch.guard
+        assert guard.stp is not None
         assert vlans.membership(1) == Membership(7)
-        for _ in range(2):
+        assert not guard.stp.ports[1].edge  # a link takes part in the spanning tree
+        for connection in range(3):
             with trio.fail_after(10):
                 conn, _ = await listener.accept()
             await wait_until(lambda: link_doc(switch, 1)["state"] == "connected", what="up")
             assert vlans.membership(1) == Membership(7)
+            if connection == 0:  # as the console's fstp/setcost and port/setstormlimit do
+                guard.stp.set_port(1, switch.switch.fabric.now, cost=42)
+                guard.set_storm_limit(1, 500)
+            else:
+                assert guard.stp.ports[1].cost == 42 and guard.storm_limit(1) == 500
             conn.close()
             await wait_until(lambda: link_doc(switch, 1)["state"] != "connected", what="down")
             assert vlans.membership(1) == Membership(7)
+            assert guard.stp.ports[1].cost == 42 and guard.storm_limit(1) == 500
     listener.close()

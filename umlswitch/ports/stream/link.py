@@ -17,8 +17,9 @@ The life of a link, one task (``StreamLink.run``):
   is attached, so the number is the same on every start and the ``--rc`` file can address it;
 * it connects (``connecting``); a failure is logged at a bounded rate and retried after a
   back-off of 1 s, doubling up to 30 s (``retrying in N s``);
-* connected, the ``LinkPort`` replaces the ``DownPort`` under the same number, with the VLANs
-  and the impairment the port had (the command line's, or what the console set since);
+* connected, the ``LinkPort`` replaces the ``DownPort`` under the same number, with the VLANs,
+  impairment, spanning-tree settings (priority, cost, edge) and storm limit the port had (the
+  command line's, or what the console set since);
 * when the connection ends (the peer left, a hostile length, an error) the ``DownPort`` comes
   back and the link reconnects after the back-off; a connection that lasted ``STABLE`` seconds
   starts the back-off again at 1 s. ``port/remove`` of the link's port ends the link.
@@ -36,6 +37,7 @@ from typing import Any
 import trio
 
 from umlswitch import counters
+from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.impair import PortImpairment
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.impair import ImpairControl
@@ -76,6 +78,31 @@ class Backoff:
 def target_of(spec: StreamSpec) -> str:
     """``unix:PATH`` or ``tcp:HOST:PORT``: what a link connects to."""
     return f"unix:{spec.path}" if spec.kind == "unix" else f"tcp:{spec.host}:{spec.port}"
+
+
+class GuardSettings:
+    """A port's spanning-tree priority, cost and edge setting and its storm limit, as the
+    console may have changed them: kept from one of a link's ports for the next."""
+
+    def __init__(self, guard: Guard, port_id: int) -> None:
+        self.storm_limit = guard.storm_limit(port_id)
+        stp = guard.stp.ports.get(port_id) if guard.stp is not None else None
+        self.stp = None if stp is None else (stp.priority, stp.cost, stp.admin_edge)
+
+    def restore(self, guard: Guard, port_id: int) -> None:
+        if self.storm_limit != guard.storm_limit(port_id):
+            guard.set_storm_limit(port_id, self.storm_limit)
+        bridge = guard.stp
+        port = bridge.ports.get(port_id) if bridge is not None else None
+        if bridge is None or port is None or self.stp is None:
+            return
+        priority, cost, edge = self.stp
+        now = guard.fabric.now
+        if (port.priority, port.cost) != (priority, cost):
+            bridge.set_port(port_id, now, priority=priority, cost=cost)
+        if port.admin_edge != edge:
+            bridge.set_edge(port_id, edge, now)
+        guard.apply()
 
 
 class DownPort(Port):
@@ -143,6 +170,7 @@ class StreamLink:
         self.last_error = ""
         self.backoff = Backoff()
         self._port: Port | None = None  # the port holding the number now
+        self._guard_settings: GuardSettings | None = None  # likewise, once there was a port
         self._sock: socket.socket | None = None  # a fresh connection, between two ports
 
     @property
@@ -182,11 +210,18 @@ class StreamLink:
         setting = self.impairment
         if setting.inbound is not None or setting.outbound is not None:
             self.impair.apply(port, setting)
+        guard = self.attachments.fabric.guard
+        if self._guard_settings is not None and isinstance(guard, Guard):
+            self._guard_settings.restore(guard, port.id)
 
     def _keep_settings(self, port: Port) -> None:
-        """Remember what the console may have changed on ``port``, for the next one."""
+        """Remember what the console may have changed on ``port``, for the next one: its
+        VLANs, impairment, spanning-tree settings and storm limit."""
         self.vlans = self.attachments.fabric.vlans.membership(port.id)
         self.impairment = self.impair.setting(port)
+        guard = self.attachments.fabric.guard
+        if isinstance(guard, Guard):
+            self._guard_settings = GuardSettings(guard, port.id)
 
     async def run(self) -> None:
         """Connect, run the connection as a port, reconnect; until removed or cancelled."""

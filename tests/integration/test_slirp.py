@@ -85,6 +85,14 @@ def wait_for_slirp_port(switch: SwitchProcess, not_pid: int = 0, timeout: float 
         time.sleep(0.05)
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its new parent counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def helper_dirs() -> set[str]:
     tmp = os.environ.get("TMPDIR", "/tmp")
     return {name for name in os.listdir(tmp) if name.startswith("umlswitch-slirp-")}
@@ -103,7 +111,7 @@ def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path
         if os.geteuid() == 0:
             assert peer["uid"] == 65534, "the helper must not run as root"
         # nobody but the helper may attach on its private socket (root neither)
-        private = re.search(r"vde://(/\S+umlswitch-slirp-\w+)", switch.log)
+        private = re.search(r"vde://(/\S+umlswitch-slirp-\w+-\w+)", switch.log)
         assert private is not None, switch.log
         with pytest.raises(OSError):
             attach_sync(f"{private[1]}/ctl", mac=MAC_1, timeout=2)
@@ -138,6 +146,24 @@ def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path
         assert not pid_alive(first_pid) and not pid_alive(second_pid)
         assert f"slirp helper (pid {second_pid}) stopped" in switch.log
         assert helper_dirs() <= dirs_before
+    finally:
+        switch.stop()
+
+
+def test_a_switch_killed_with_sigkill_leaves_no_helper(tmp_path: Path) -> None:
+    switch = SwitchProcess("--slirp", directory=str(tmp_path))
+    try:
+        helper = wait_for_slirp_port(switch)["peer"]["pid"]
+        private = re.search(r"vde://(/\S+umlswitch-slirp-\w+-\w+)", switch.log)
+        assert private is not None, switch.log
+        assert switch.stop(sig=signal.SIGKILL) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while not gone(helper):
+            assert time.monotonic() < deadline, "the helper outlived a SIGKILLed switch"
+            time.sleep(0.05)
+        assert Path(private[1]).exists()  # nothing cleaned up: the next start does
+        with SwitchProcess("--slirp", directory=str(tmp_path)):
+            assert not Path(private[1]).exists()
     finally:
         switch.stop()
 

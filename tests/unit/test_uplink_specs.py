@@ -4,6 +4,7 @@ values, how they reach SwitchConfig, the helper's slirp:// URL, the link's back-
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from umlswitch.config import parse_args
 from umlswitch.errors import StartupError
 from umlswitch.fabric.impair import Impairment
 from umlswitch.fabric.vlan import Membership
-from umlswitch.ports.slirp.helper import find_program
+from umlswitch.ports.slirp.helper import find_program, remove_stale_directories
 from umlswitch.ports.slirp.spec import (
     Forward,
     SlirpSpec,
@@ -186,3 +187,18 @@ def test_backoff_doubles_from_1_to_30_seconds_and_starts_again_on_reset() -> Non
     assert [backoff.delay() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
     backoff.reset()
     assert backoff.delay() == 1
+
+
+def test_private_directories_of_switches_that_are_gone_are_removed(tmp_path: Path) -> None:
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name in (f"umlswitch-slirp-{dead.pid}-abc", f"umlswitch-slirp-{os.getpid()}-abc"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "umlswitch-slirp-other").mkdir()
+    removed = remove_stale_directories(str(tmp_path))
+    assert removed == [str(tmp_path / f"umlswitch-slirp-{dead.pid}-abc")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"umlswitch-slirp-{os.getpid()}-abc", "umlswitch-slirp-other"]
+    )

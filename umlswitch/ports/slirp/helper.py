@@ -4,8 +4,9 @@ A network stack that parses every guest's traffic does not belong inside the swi
 process with root's privileges. So the router is ``vde_plug vde://DIR slirp:///...`` (Debian
 ``vdeplug`` and ``libvdeplug-slirp``), a VDE client like any other, started by the switch:
 
-* **A private listener.** The switch makes a directory of its own (``umlswitch-slirp-*`` in
-  ``$TMPDIR``, mode 0700, owned by the helper's user) holding a control socket ``ctl`` that
+* **A private listener.** The switch makes a directory of its own (``umlswitch-slirp-PID-*``
+  in ``$TMPDIR``, mode 0700, owned by the helper's user; those of switches that are gone
+  without cleaning up are removed at start-up) holding a control socket ``ctl`` that
   only the helper's user may open, and the control server refuses every connection on it whose
   peer is not the helper's current process (``admit``, by ``SO_PEERCRED``). Its port is named
   ``slirp:N pid=P`` and described ``slirp uplink net ... router ..., start K``.
@@ -60,6 +61,7 @@ HELPER_USER = "nobody"  # who the helper runs as when the switch is root
 STABLE = 30.0  # a helper that ran this long restarts after the first delay again
 STOP_TIMEOUT = 2.0  # seconds between SIGTERM and SIGKILL at shutdown
 PR_SET_PDEATHSIG = 1
+DIR_PREFIX = "umlswitch-slirp-"  # then the switch's pid, a dash and mkdtemp's letters
 ETH_OVERHEAD = 18  # header and FCS: the MTU of --max-frame
 
 
@@ -89,6 +91,41 @@ def helper_user() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def remove_stale_directories(parent: str | None = None) -> list[str]:
+    """Remove the private directories of switches that are gone (killed with SIGKILL: no
+    clean-up ran); return them. Only those of our own user or the helper's."""
+    parent = parent or tempfile.gettempdir()
+    owners = {os.geteuid(), *(() if (user := helper_user()) is None else (user[0],))}
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid, dash, _ = name.removeprefix(DIR_PREFIX).partition("-")
+        if not name.startswith(DIR_PREFIX) or not dash or not pid.isdigit():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.lstat(path).st_uid not in owners or _alive(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _die_with(parent: int) -> Callable[[], None]:
     """A preexec_fn: SIGTERM when ``parent`` dies (set after the change of user, which would
     clear it); exit at once if it has died already."""
@@ -112,7 +149,8 @@ class SlirpUplink:
         self.program = program
         self.max_frame = max_frame
         self.user = helper_user()
-        self.directory = tempfile.mkdtemp(prefix="umlswitch-slirp-")
+        remove_stale_directories()
+        self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
         self.control_path = os.path.join(self.directory, "ctl")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -197,8 +198,13 @@ def test_private_directories_of_switches_that_are_gone_are_removed(tmp_path: Pat
     for name in (f"umlswitch-slirp-{dead.pid}-abc", f"umlswitch-slirp-{os.getpid()}-abc"):
         (tmp_path / name).mkdir()
     (tmp_path / "umlswitch-slirp-other").mkdir()
-    removed = remove_stale_directories(str(tmp_path))
+    served = tmp_path / f"umlswitch-slirp-{dead.pid}-daemon"  # made before -daemon forked
+    served.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(served / "ctl"))
+        listener.listen()
+        removed = remove_stale_directories(str(tmp_path))
     assert removed == [str(tmp_path / f"umlswitch-slirp-{dead.pid}-abc")]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"umlswitch-slirp-{os.getpid()}-abc", "umlswitch-slirp-other"]
+        [f"umlswitch-slirp-{os.getpid()}-abc", "umlswitch-slirp-other", served.name]
     )

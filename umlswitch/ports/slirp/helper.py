@@ -93,7 +93,8 @@ def helper_user() -> tuple[int, int] | None:
 
 def remove_stale_directories(parent: str | None = None) -> list[str]:
     """Remove the private directories of switches that are gone (killed with SIGKILL: no
-    clean-up ran); return them. Only those of our own user or the helper's."""
+    clean-up ran): the pid in the name has exited and nobody listens in it. Only those of our
+    own user or the helper's. Returns them."""
     parent = parent or tempfile.gettempdir()
     owners = {os.geteuid(), *(() if (user := helper_user()) is None else (user[0],))}
     removed: list[str] = []
@@ -107,13 +108,24 @@ def remove_stale_directories(parent: str | None = None) -> list[str]:
             continue
         path = os.path.join(parent, name)
         try:
-            if os.lstat(path).st_uid not in owners or _alive(int(pid)):
+            if os.lstat(path).st_uid not in owners or _alive(int(pid)) or _served(path):
                 continue
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
+
+
+def _served(directory: str) -> bool:
+    """Somebody still listens on the directory's control socket (a switch under -daemon has
+    another pid than the one that made the directory)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(os.path.join(directory, "ctl"))
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -332,7 +332,7 @@ class StreamLink:
         try:
             if sock.family == socket.AF_UNIX:
                 port.peer = peer_cred(sock)
-                self.peer = f"{self.target} ({port.peer})"
+                self.peer = str(port.peer)
             else:
                 host, number = sock.getpeername()[:2]
                 self.peer = f"{host}:{number}"

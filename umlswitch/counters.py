@@ -54,6 +54,9 @@ MAC_MOVE_HELD = "mac_move_held"
 MAC_MOVED = "mac_moved"
 MAC_EXPIRED = "mac_expired"
 STP_FLUSHED = "stp_flushed"  # MACs forgotten because of a topology change
+LINK_LOST = "link_lost"  # --stream-connect: a link's connection ended (it reconnects)
+LINK_CONNECT_FAILED = "link_connect_failed"  # --stream-connect: an attempt to connect failed
+SLIRP_HELPER_EXIT = "slirp_helper_exit"  # --slirp: the helper exited (a new one is started)
 LOOP_SUSPECTED = "loop_suspected"  # STP off: own flooded frames came back on another port
 
 

@@ -363,6 +363,7 @@ class Switch:
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
     links: list[StreamLink] = field(default_factory=list)  # --stream-connect
+    slirp: SlirpUplink | None = None  # --slirp (set once it is started)
 
     @property
     def stream_names(self) -> list[str]:
@@ -373,6 +374,10 @@ class Switch:
         events.update(self.control.events)
         for stream in self.streams:
             events.update(stream.events)
+        for link in self.links:
+            events.update(link.events)
+        if self.slirp is not None:
+            events.update(self.slirp.events)
         return events
 
     def unknown_senders(self) -> int:
@@ -652,6 +657,7 @@ async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSo
     for link in switch.links:
         nursery.start_soon(link.run)
     if sockets.slirp is not None:
+        switch.slirp = sockets.slirp
         nursery.start_soon(sockets.slirp.run)
     for stream in switch.streams:
         await nursery.start(stream.serve)

@@ -139,6 +139,7 @@ def test_slirp_serves_dhcp_survives_its_helper_and_leaves_nothing(tmp_path: Path
             c2.receive(timeout=5, match=lambda p: bytes(p).endswith(b"while the helper is down"))
             port = wait_for_slirp_port(switch, not_pid=first_pid)
             assert "start 2" in str(port["description"])
+            assert switch.counters()["info"]["events"]["slirp_helper_exit"] == 1
             dhcp_offer(c1, timeout=max(10 - (time.monotonic() - killed_at), 1))
             assert time.monotonic() - killed_at < 10
         second_pid = port["peer"]["pid"]

@@ -135,6 +135,7 @@ def test_two_switches_linked_over_tcp_are_one_lan_and_relink(
             link = link_port(b_switch)["link"]
             assert isinstance(link, dict) and link["reconnections"] == 1
             assert "link lost" in b_switch.log
+            assert b_switch.counters()["info"]["events"]["link_lost"] == 1
     finally:
         a_switch.stop()
         b_switch.stop()

@@ -34,10 +34,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 
 import trio
 
+from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME
 from umlswitch.listener import LISTEN_BACKLOG, PeerCred
@@ -175,6 +177,7 @@ class SlirpUplink:
         self.pid = 0  # the helper running now (0: none)
         self.starts = 0
         self.exits = 0
+        self.events: Counter[str] = Counter()  # slirp_helper_exit
         self.last_exit = ""
         self.backoff = Backoff()
 
@@ -238,6 +241,7 @@ class SlirpUplink:
             started = trio.current_time()
             how = await self._run_once()
             self.exits += 1
+            self.events[counters.SLIRP_HELPER_EXIT] += 1
             self.last_exit = how
             if trio.current_time() - started >= STABLE:
                 self.backoff.reset()

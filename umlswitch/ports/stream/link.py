@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 import trio
@@ -169,6 +170,7 @@ class StreamLink:
         self.failures = 0  # attempts that failed
         self.last_error = ""
         self.backoff = Backoff()
+        self.events: Counter[str] = Counter()  # link_lost, link_connect_failed
         self._port: Port | None = None  # the port holding the number now
         self._guard_settings: GuardSettings | None = None  # likewise, once there was a port
         self._sock: socket.socket | None = None  # a fresh connection, between two ports
@@ -253,6 +255,7 @@ class StreamLink:
             if trio.current_time() - started >= STABLE:
                 self.backoff.reset()
             self.last_error = reason
+            self.events[counters.LINK_LOST] += 1
             log.warning("port %d (%s): link lost (%s); reconnecting", port.id, self.name, reason)
             self.state = "connecting"
             self._hold(DownPort(self.port_id, self.name, self))
@@ -288,6 +291,7 @@ class StreamLink:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
+        self.events[counters.LINK_CONNECT_FAILED] += 1
         if isinstance(exc, OSError):
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             self.last_error = f"cannot connect: {reason}"

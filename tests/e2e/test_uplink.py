@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import http.server
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -201,8 +202,9 @@ def passt_dir() -> Iterator[Path]:
     """A directory passt (which drops to nobody) can bind its socket in."""
     if shutil.which("passt") is None:
         pytest.skip("needs passt (Debian passt)")
+    nobody = pwd.getpwnam("nobody")
     directory = Path(tempfile.mkdtemp(prefix="umlsw-passt-"))
-    os.chown(directory, 65534, 65534)
+    os.chown(directory, nobody.pw_uid, nobody.pw_gid)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 

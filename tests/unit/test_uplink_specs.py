@@ -14,7 +14,8 @@ from umlswitch.config import parse_args
 from umlswitch.errors import StartupError
 from umlswitch.fabric.impair import Impairment
 from umlswitch.fabric.vlan import Membership
-from umlswitch.ports.slirp.helper import find_program, remove_stale_directories
+from umlswitch.ports.slirp.helper import find_program
+from umlswitch.ports.slirp.private import remove_stale_directories
 from umlswitch.ports.slirp.spec import (
     Forward,
     SlirpSpec,
@@ -203,7 +204,7 @@ def test_private_directories_of_switches_that_are_gone_are_removed(tmp_path: Pat
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(served / "ctl"))
         listener.listen()
-        removed = remove_stale_directories(str(tmp_path))
+        removed = remove_stale_directories(str(tmp_path), owners={os.geteuid()})
     assert removed == [str(tmp_path / f"umlswitch-slirp-{dead.pid}-abc")]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"umlswitch-slirp-{os.getpid()}-abc", "umlswitch-slirp-other", served.name]

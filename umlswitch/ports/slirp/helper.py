@@ -4,11 +4,9 @@ A network stack that parses every guest's traffic does not belong inside the swi
 process with root's privileges. So the router is ``vde_plug vde://DIR slirp:///...`` (Debian
 ``vdeplug`` and ``libvdeplug-slirp``), a VDE client like any other, started by the switch:
 
-* **A private listener.** The switch makes a directory of its own (``umlswitch-slirp-PID-*``
-  in ``$TMPDIR``, mode 0700, owned by the helper's user; those of switches that are gone
-  without cleaning up are removed at start-up) holding a control socket ``ctl`` that
-  only the helper's user may open, and the control server refuses every connection on it whose
-  peer is not the helper's current process (``admit``, by ``SO_PEERCRED``). Its port is named
+* **A private listener** (``private.py``): a control socket that only the helper's user may
+  open, and the control server refuses every connection on it whose peer is not the helper's
+  current process (``admit``, by ``SO_PEERCRED``). Its port is named
   ``slirp:N pid=P`` and described ``slirp uplink net ... router ..., start K``.
 * **Without root.** Started by root, the helper runs as ``nobody`` (its group, no
   supplementary groups); started by another user, as that user.
@@ -31,9 +29,7 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 
@@ -42,7 +38,8 @@ import trio
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.frame import DEFAULT_MAX_FRAME
-from umlswitch.listener import LISTEN_BACKLOG, PeerCred
+from umlswitch.listener import PeerCred
+from umlswitch.ports.slirp.private import PrivateSocket
 from umlswitch.ports.slirp.spec import SlirpSpec, slirp_url
 from umlswitch.ports.stream.link import Backoff
 from umlswitch.ports.unix.server import Entrance
@@ -63,7 +60,6 @@ HELPER_USER = "nobody"  # who the helper runs as when the switch is root
 STABLE = 30.0  # a helper that ran this long restarts after the first delay again
 STOP_TIMEOUT = 2.0  # seconds between SIGTERM and SIGKILL at shutdown
 PR_SET_PDEATHSIG = 1
-DIR_PREFIX = "umlswitch-slirp-"  # then the switch's pid, a dash and mkdtemp's letters
 ETH_OVERHEAD = 18  # header and FCS: the MTU of --max-frame
 
 
@@ -74,7 +70,7 @@ def find_program(programs: str = PROGRAM, plugin_globs: tuple[str, ...] = PLUGIN
     if program is None or not plugins:
         missing = f"{PROGRAM}" if program is None else f"the slirp plugin ({PLUGIN})"
         raise StartupError(
-            f"--slirp needs {PROGRAM} with its slirp plugin and {missing} is not installed; "
+            f"--slirp needs {PROGRAM} and its slirp plugin, but {missing} is not installed; "
             f"install the Debian packages {PACKAGES} (apt install {PACKAGES})"
         )
     return program
@@ -91,53 +87,6 @@ def helper_user() -> tuple[int, int] | None:
             f"--slirp: there is no user {HELPER_USER!r} to run the slirp helper as"
         ) from None
     return entry.pw_uid, entry.pw_gid
-
-
-def remove_stale_directories(parent: str | None = None) -> list[str]:
-    """Remove the private directories of switches that are gone (killed with SIGKILL: no
-    clean-up ran): the pid in the name has exited and nobody listens in it. Only those of our
-    own user or the helper's. Returns them."""
-    parent = parent or tempfile.gettempdir()
-    owners = {os.geteuid(), *(() if (user := helper_user()) is None else (user[0],))}
-    removed: list[str] = []
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return removed
-    for name in names:
-        pid, dash, _ = name.removeprefix(DIR_PREFIX).partition("-")
-        if not name.startswith(DIR_PREFIX) or not dash or not pid.isdigit():
-            continue
-        path = os.path.join(parent, name)
-        try:
-            if os.lstat(path).st_uid not in owners or _alive(int(pid)) or _served(path):
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
-
-
-def _served(directory: str) -> bool:
-    """Somebody still listens on the directory's control socket (a switch under -daemon has
-    another pid than the one that made the directory)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(os.path.join(directory, "ctl"))
-        except OSError:
-            return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _die_with(parent: int) -> Callable[[], None]:
@@ -163,40 +112,13 @@ class SlirpUplink:
         self.program = program
         self.max_frame = max_frame
         self.user = helper_user()
-        remove_stale_directories()
-        self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
-        self.control_path = os.path.join(self.directory, "ctl")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._bind()
-        except OSError as exc:
-            self.close()
-            raise StartupError(
-                f"--slirp: cannot create the helper's socket in {self.directory}: {exc.strerror}"
-            ) from None
+        self.private = PrivateSocket(self.user)
         self.pid = 0  # the helper running now (0: none)
         self.starts = 0
         self.exits = 0
         self.events: Counter[str] = Counter()  # slirp_helper_exit
         self.last_exit = ""
         self.backoff = Backoff()
-
-    def _bind(self) -> None:
-        old_umask = os.umask(0o177)
-        try:
-            self.listener.bind(self.control_path)
-        finally:
-            os.umask(old_umask)
-        if self.user is not None:
-            uid, gid = self.user
-            os.chown(self.control_path, uid, gid)
-            os.chown(self.directory, uid, gid)
-        self.listener.listen(LISTEN_BACKLOG)
-        self.listener.setblocking(False)
-
-    @property
-    def data_path_prefix(self) -> str:
-        return os.path.join(self.directory, "")
 
     def admit(self, cred: PeerCred) -> str | None:
         """Why a connection to the private listener is refused (None: it is the helper)."""
@@ -207,9 +129,9 @@ class SlirpUplink:
     def entrance(self) -> Entrance:
         """The private listener as the control server serves it: the helper's only."""
         return Entrance(
-            trio.socket.from_stdlib_socket(self.listener),
-            self.data_path_prefix,
-            label=f"slirp helper's socket {self.control_path}",
+            trio.socket.from_stdlib_socket(self.private.listener),
+            self.private.data_path_prefix,
+            label=f"slirp helper's socket {self.private.control_path}",
             name_prefix="slirp",
             admit=self.admit,
         )
@@ -226,14 +148,13 @@ class SlirpUplink:
             self.program,
             "-D",
             description,
-            f"vde://{self.directory}",
+            f"vde://{self.private.directory}",
             slirp_url(self.spec, mtu),
         ]
 
     def close(self) -> None:
         """Close the listener and remove the private directory (at exit)."""
-        self.listener.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.private.close()
 
     async def run(self) -> None:
         """Keep one helper running until cancelled; then stop it."""

@@ -49,6 +49,7 @@ from umlswitch.ports.stream.spec import (
     parse_stream,
     parse_stream_connect,
     stream_conflicts,
+    target_of,
 )
 from umlswitch.ports.udp.spec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
@@ -152,8 +153,7 @@ def _absolute_stream(spec: StreamSpec) -> StreamSpec:
 
 def link_name(spec: StreamSpec) -> str:
     """The port name of a --stream-connect link (its VLANs and impairment are found by it)."""
-    target = f"unix:{spec.path}" if spec.kind == "unix" else f"tcp:{spec.host}:{spec.port}"
-    return f"stream-connect:{target}"
+    return f"stream-connect:{target_of(spec)}"
 
 
 def mgmt_path_for(control_path: str) -> str:

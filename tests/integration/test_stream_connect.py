@@ -144,3 +144,25 @@ async def test_a_link_keeps_its_vlans_stp_and_storm_settings_across_reconnection
             assert vlans.membership(1) == Membership(7)
             assert guard.stp.ports[1].cost == 42 and guard.storm_limit(1) == 500
     listener.close()
+
+
+async def test_a_tcp_link_to_an_ipv6_address(tmp_path) -> None:
+    listener = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        await listener.bind(("::1", 0))
+    except OSError as exc:
+        listener.close()
+        pytest.skip(f"no IPv6 loopback: {exc.strerror}")
+    listener.listen()
+    port = listener.getsockname()[1]
+    spec = parse_stream_connect(f"tcp:[::1]:{port}")
+    async with run_switch(tmp_path, stream_connects=(spec,)) as switch:
+        with trio.fail_after(5):
+            conn, _ = await listener.accept()
+        with conn:
+            await wait_until(lambda: link_doc(switch, 1)["state"] == "connected", what="up")
+            doc = link_doc(switch, 1)
+            assert doc["target"] == f"tcp:[::1]:{port}"
+            assert doc["peer"] == f"[::1]:{port}"
+            await exchange(switch, conn, b"over IPv6")
+    listener.close()

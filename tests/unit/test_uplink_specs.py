@@ -34,6 +34,7 @@ from umlswitch.ports.stream.spec import StreamSpec, parse_stream_connect
         ("unix:/run/passt.sock", StreamSpec("unix", path="/run/passt.sock")),
         ("tcp:127.0.0.1:5555", StreamSpec("tcp", host="127.0.0.1", port=5555)),
         ("tcp:switch2.example:5555", StreamSpec("tcp", host="switch2.example", port=5555)),
+        ("tcp:[::1]:5555", StreamSpec("tcp", host="::1", port=5555)),
     ],
 )
 def test_stream_connect_specs(text: str, spec: StreamSpec) -> None:
@@ -44,6 +45,8 @@ def test_stream_connect_specs(text: str, spec: StreamSpec) -> None:
     "text, message",
     [
         ("tcp:5555", "give the peer's address and port"),
+        ("tcp:[]:5555", "is not a host name or an address"),
+        ("tcp:a,b:5555", "is not a host name or an address"),
         ("tcp:127.0.0.1:0", "from 1 to 65535"),
         ("tcp:127.0.0.1:x", "from 1 to 65535"),
         ("unix:", "needs a socket path"),

@@ -46,7 +46,7 @@ from umlswitch.listener import peer_cred
 from umlswitch.ports.attachments import REMOVED, Attachments
 from umlswitch.ports.base import Frame, Port, PortInfo, Unsent, ratelog
 from umlswitch.ports.stream.port import StreamPort
-from umlswitch.ports.stream.spec import StreamSpec
+from umlswitch.ports.stream.spec import StreamSpec, target_of
 
 log = logging.getLogger("umlswitch.stream")
 
@@ -74,11 +74,6 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.first
-
-
-def target_of(spec: StreamSpec) -> str:
-    """``unix:PATH`` or ``tcp:HOST:PORT``: what a link connects to."""
-    return f"unix:{spec.path}" if spec.kind == "unix" else f"tcp:{spec.host}:{spec.port}"
 
 
 class GuardSettings:
@@ -339,6 +334,6 @@ class StreamLink:
                 self.peer = str(port.peer)
             else:
                 host, number = sock.getpeername()[:2]
-                self.peer = f"{host}:{number}"
+                self.peer = f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
         except OSError:
             self.peer = self.target

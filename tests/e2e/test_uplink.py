@@ -3,7 +3,8 @@
 * Two UML guests on ``umlswitch -unix CTL --slirp`` get different addresses from slirp's DHCP
   (busybox ``udhcpc``) and download 4 MiB each **at the same time** from an HTTP server the
   test runs on the host's 127.0.0.1 (reached at the router, 10.0.2.2); the server counts the
-  downloads in flight. Then the slirp helper is killed: the switch starts a new one and a
+  downloads in flight. The host reaches a guest's iperf3 server through ``--slirp-forward``.
+  Then the slirp helper is killed: the switch starts a new one and a
   guest's DHCP and download work again within 10 s. SIGTERM leaves no helper behind.
 * One UML guest on ``umlswitch --stream-connect unix:PATH`` to a passt the test starts gets its
   address from passt and downloads through it; passt is killed and started again, and the link
@@ -15,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import json
 import os
 import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -133,6 +136,34 @@ def fetch(port: int, after: str | None = None) -> str:
     return f"{wait}curl -sS --max-time 30 http://{router}:{port}/blob | md5sum"
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def iperf3_through(port: int, timeout: float = 20.0) -> int:
+    """Bytes a 1-second iperf3 test sent to 127.0.0.1:``port`` (retried until the server
+    listens)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "1", "-J"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        try:
+            report = json.loads(result.stdout)
+        except ValueError:
+            report = {}
+        sent = report.get("end", {}).get("sum_sent")  # none: it did not reach a server yet
+        if result.returncode == 0 and sent is not None:
+            return int(sent["bytes"])
+        assert time.monotonic() < deadline, result.stdout + result.stderr
+        time.sleep(0.5)
+
+
 def mgmt_json(switch: Switch, command: str) -> Any:
     with connect(f"{switch.ctl}.mgmt") as client:
         return client.json(command)
@@ -156,7 +187,10 @@ def slirp_helper_pid(switch: Switch, not_pid: int = 0) -> int:
 def test_two_slirp_guests_download_at_once_and_survive_a_new_helper(
     switch: Switches, guests: GuestPool, http_server: BlobServer, tmp_path: Path
 ) -> None:
-    sw = switch(False, "--slirp")
+    # a host port forwarded to each of the first two DHCP addresses, for g2's iperf3 server
+    forwards = {f"10.0.2.{n}": free_tcp_port() for n in (15, 16)}
+    forward_args = [f"--slirp-forward={port}:{ip}:5201" for ip, port in forwards.items()]
+    sw = switch(False, "--slirp", *forward_args)
     g1, g2 = guests(
         sw,
         [
@@ -164,7 +198,7 @@ def test_two_slirp_guests_download_at_once_and_survive_a_new_helper(
             fetch(http_server.port, after="go"),
             dhcp(tmp_path) + " && " + fetch(http_server.port, after="killed"),
         ],
-        [dhcp(tmp_path), fetch(http_server.port, after="go")],
+        [dhcp(tmp_path), fetch(http_server.port, after="go"), "iperf3 -s -1 -p 5201"],
     )
     leases = [g.result(0) for g in (g1, g2)]
     for lease in leases:
@@ -178,6 +212,8 @@ def test_two_slirp_guests_download_at_once_and_survive_a_new_helper(
         got = guest.result(1, timeout=60)
         assert got.returncode == 0 and got.stdout.split()[0] == BLOB_MD5, got.describe()
     assert http_server.most_in_flight == 2, "the two downloads did not overlap"
+    # --slirp-forward: the host reaches g2's iperf3 server on 127.0.0.1
+    assert iperf3_through(forwards[ip2]) > 0
 
     first = slirp_helper_pid(sw)
     os.kill(first, signal.SIGKILL)

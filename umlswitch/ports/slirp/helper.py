@@ -16,7 +16,7 @@ process with root's privileges. So the router is ``vde_plug vde://DIR slirp:///.
   thread (not one of trio's worker threads, whose exit would count as the parent's death).
 * **Supervised.** If it exits, the switch logs how, counts it and starts a new one after a
   back-off (1 s doubling to 30 s; a helper that ran 30 s starts it again at 1 s). Its stderr is
-  logged. On shutdown it gets SIGTERM, then SIGKILL after ``STOP_TIMEOUT``.
+  logged, at a bounded rate. On shutdown it gets SIGTERM, then SIGKILL after ``STOP_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ from umlswitch.ports.slirp.private import PrivateSocket
 from umlswitch.ports.slirp.spec import SlirpSpec, slirp_url
 from umlswitch.ports.stream.link import Backoff
 from umlswitch.ports.unix.server import Entrance
+from umlswitch.ratelog import RateLimitedLog
 
 log = logging.getLogger("umlswitch.slirp")
+helper_log = RateLimitedLog(log)  # the helper's stderr: a chatty helper cannot flood the log
 
 PROGRAM = "vde_plug"
 PLUGIN = "libvdeplug_slirp.so"
@@ -260,7 +262,11 @@ class SlirpUplink:
                 *lines, pending = (pending + data).split(b"\n")
                 for line in lines:
                     if line.strip():
-                        log.warning("slirp helper: %s", line.decode(errors="replace").strip())
+                        helper_log.warning(
+                            "stderr", "slirp helper: %s", line.decode(errors="replace").strip()
+                        )
                 pending = pending[-4096:]
         if pending.strip():
-            log.warning("slirp helper: %s", pending.decode(errors="replace").strip())
+            helper_log.warning(
+                "stderr", "slirp helper: %s", pending.decode(errors="replace").strip()
+            )

@@ -6,6 +6,7 @@ helper said in one line. (UML guests fetching pages through it: tests/e2e/test_u
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -183,3 +184,37 @@ def test_a_missing_helper_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "--slirp needs vde_plug" in line and "apt install vdeplug libvdeplug-slirp" in line
     assert not (tmp_path / "ctl").exists()
     assert shutil.which("vde_plug") is not None  # the real one is still there for the others
+
+
+async def test_the_supervisor_logs_the_helpers_stderr_and_restarts_it_with_back_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import tempfile
+
+    import trio
+
+    from umlswitch.ports.slirp.helper import SlirpUplink
+    from umlswitch.ports.slirp.spec import SlirpSpec
+
+    caplog.set_level(logging.INFO)
+    scratch = Path(tempfile.mkdtemp(prefix="umlsw-fake-helper-"))
+    try:
+        scratch.chmod(0o755)
+        fake = scratch / "vde_plug"
+        fake.write_text('#!/bin/sh\necho "boom as uid $(id -u)" >&2\nexit 3\n')
+        fake.chmod(0o755)
+        uplink = SlirpUplink(SlirpSpec(), str(fake))
+        try:
+            with trio.move_on_after(3.5):  # starts at 0 s, 1 s and 3 s
+                await uplink.run()
+        finally:
+            uplink.close()
+        assert uplink.starts == 3 and uplink.events["slirp_helper_exit"] == 3
+        uid = 65534 if os.geteuid() == 0 else os.geteuid()
+        assert f"slirp helper: boom as uid {uid}" in caplog.text
+        assert "exited with status 3" in caplog.text
+        assert "starting a new one in 1 s" in caplog.text
+        assert "starting a new one in 2 s" in caplog.text
+        assert not Path(uplink.private.directory).exists()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -38,7 +38,19 @@ from umlswitch.ports.overlay.spec import (
     parse_vxlan,
     parse_vxvde,
 )
-from umlswitch.ports.stream.spec import StreamSpec, parse_stream, stream_conflicts
+from umlswitch.ports.slirp.spec import (
+    SlirpSpec,
+    parse_forward,
+    parse_slirp_net,
+    slirp_problem,
+)
+from umlswitch.ports.stream.spec import (
+    StreamSpec,
+    parse_stream,
+    parse_stream_connect,
+    stream_conflicts,
+    target_of,
+)
 from umlswitch.ports.udp.spec import McastSpec, UcastSpec, conflicts, parse_mcast, parse_ucast
 
 DEFAULT_CONTROL = "/tmp/uml.ctl"
@@ -66,6 +78,10 @@ class SwitchConfig:
     vxlan: tuple[VxlanSpec, ...] = ()
     vxvde: tuple[VxvdeSpec, ...] = ()
     streams: tuple[StreamSpec, ...] = ()  # --stream unix:PATH | tcp:[ADDR:]PORT listeners
+    # --stream-connect unix:PATH | tcp:HOST:PORT: links (their VLANs and impairment in vlans,
+    # impair under the port's name, stream-connect:unix:PATH or stream-connect:tcp:HOST:PORT)
+    stream_connects: tuple[StreamSpec, ...] = ()
+    slirp: SlirpSpec | None = None  # --slirp (--slirp-net, --slirp-forward): the NAT uplink
     daemon: bool = False
     compat_v0: bool = False
     pidfile: str | None = None
@@ -126,12 +142,19 @@ class SwitchConfig:
                 "vlan_controls": tuple(
                     (os.path.abspath(path), vlans) for path, vlans in self.vlan_controls
                 ),
-                "streams": tuple(
-                    replace(spec, path=os.path.abspath(spec.path)) if spec.kind == "unix" else spec
-                    for spec in self.streams
-                ),
+                "streams": tuple(map(_absolute_stream, self.streams)),
+                "stream_connects": tuple(map(_absolute_stream, self.stream_connects)),
             }
         )
+
+
+def _absolute_stream(spec: StreamSpec) -> StreamSpec:
+    return replace(spec, path=os.path.abspath(spec.path)) if spec.kind == "unix" else spec
+
+
+def link_name(spec: StreamSpec) -> str:
+    """The port name of a --stream-connect link (its VLANs and impairment are found by it)."""
+    return f"stream-connect:{target_of(spec)}"
 
 
 def mgmt_path_for(control_path: str) -> str:
@@ -153,6 +176,9 @@ a UML ucast guest:    umlswitch -ucast 1102:127.0.0.1:1103
 QEMU stream guests:   umlswitch --stream unix:/tmp/q.sock --stream tcp:5555    with
                       qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/q.sock
                       qemu ... -netdev socket,id=n0,connect=127.0.0.1:5555
+guests online without root: umlswitch --slirp    with udhcpc in the guests (NAT, 10.0.2.0/24)
+link two switches:    umlswitch --stream tcp:0.0.0.0:5555   and on the other host
+                      umlswitch --stream-connect tcp:HOST:5555   (passt: unix:PATH)
 manage a running switch: umlswitch ctl help; umlswitch top; vdeterm CTL.mgmt
 impair a port (a bad network for tests): umlswitch ctl port/impair N out loss=5 delay=40ms
                       and ports given here, with their options: -tap tap0,loss=1,out-delay=40ms
@@ -172,6 +198,8 @@ USAGE = (
     "                 [--port-queue FRAMES] [--queue-memory MIB]\n"
     "                 [--vxlan VNI@DEST[:PORT]] [--vxvde [GROUP]]\n"
     "                 [--stream unix:PATH | --stream tcp:[ADDR:]PORT]\n"
+    "                 [--stream-connect unix:PATH | --stream-connect tcp:HOST:PORT]\n"
+    "                 [--slirp [--slirp-net ADDR/LEN] [--slirp-forward HOSTPORT:ADDR:PORT]]\n"
     "                 [-M PATH | --no-mgmt] [--pcap FILE] [--rc FILE] [--metrics [ADDR:]PORT]\n"
     "                 [--stp] [--stp-priority N] [--stp-port-priority N] [--stp-cost N]\n"
     "                 [--storm-limit N]\n"
@@ -326,6 +354,11 @@ _vxlan = _static_port(parse_vxlan)
 _vxvde = _static_port(parse_vxvde)
 
 
+_stream_connect = _static_port(parse_stream_connect)
+_slirp_net = _option_type(parse_slirp_net)
+_slirp_forward = _option_type(parse_forward)
+
+
 @_option_type
 def _stream(text: str) -> StreamSpec:
     rest, vlans = split_vlan_options(text)
@@ -334,7 +367,16 @@ def _stream(text: str) -> StreamSpec:
 
 
 def _add_port_options(p: argparse.ArgumentParser) -> None:
-    """The ports: control sockets, taps, UDP peers, overlays, stream listeners."""
+    """The ports: control sockets, taps, UDP peers, overlays, stream listeners and links,
+    the slirp uplink."""
+    _add_local_port_options(p)
+    _add_udp_port_options(p)
+    _add_stream_options(p)
+    _add_slirp_options(p)
+
+
+def _add_local_port_options(p: argparse.ArgumentParser) -> None:
+    """Control sockets, hub mode, taps."""
     p.add_argument(
         "-unix",
         "--unix",
@@ -361,6 +403,10 @@ def _add_port_options(p: argparse.ArgumentParser) -> None:
         "DEV,loss=1,out-delay=40ms impairs it (as port/impair; all as -mcast, -ucast, --vxlan, "
         "--vxvde)",
     )
+
+
+def _add_udp_port_options(p: argparse.ArgumentParser) -> None:
+    """UDP peers and overlays."""
     p.add_argument(
         "-mcast",
         "--mcast",
@@ -407,6 +453,10 @@ def _add_port_options(p: argparse.ArgumentParser) -> None:
         help="join a vdeplug4 vxvde:// network as one port (default 239.0.0.1, port 14789, "
         "VNI 1); repeatable; ,vlan=N and ,trunk=N,M set its VLANs",
     )
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    """QEMU stream listeners and links."""
     p.add_argument(
         "--stream",
         action="append",
@@ -418,6 +468,45 @@ def _add_port_options(p: argparse.ArgumentParser) -> None:
         "--group and is removed on exit; tcp:PORT listens on 127.0.0.1 only, tcp:ADDR:PORT on "
         "ADDR (0.0.0.0: every address; anyone who reaches it joins the LAN); repeatable; "
         ",vlan=N and ,trunk=N,M put every connection in those VLANs",
+    )
+    p.add_argument(
+        "--stream-connect",
+        action="append",
+        default=[],
+        type=_stream_connect,
+        metavar="unix:PATH|tcp:HOST:PORT",
+        help="one port that connects to a listener speaking QEMU's stream framing (passt's "
+        "socket, another umlswitch's --stream, QEMU -netdev stream,server=on) and reconnects "
+        "when it goes away (back-off 1 s doubling to 30 s), keeping its port number; "
+        "repeatable; ,vlan=N, ,trunk=N,M and impairment options as for -tap",
+    )
+
+
+def _add_slirp_options(p: argparse.ArgumentParser) -> None:
+    """The slirp uplink."""
+    p.add_argument(
+        "--slirp",
+        action="store_true",
+        help="put a NAT router on the LAN without root or a tap: the switch runs libslirp "
+        "(vde_plug slirp://, Debian vdeplug and libvdeplug-slirp) as a child process without "
+        "root's privileges and restarts it if it dies; guests get addresses by DHCP "
+        "(10.0.2.15 on), router 10.0.2.2 (which reaches the host's 127.0.0.1), DNS 10.0.2.3",
+    )
+    p.add_argument(
+        "--slirp-net",
+        type=_slirp_net,
+        metavar="ADDR/LEN",
+        help="--slirp's network (default 10.0.2.0/24; router .2, DNS .3, DHCP from .15), or "
+        "ADDR/LEN with ADDR the router's address",
+    )
+    p.add_argument(
+        "--slirp-forward",
+        action="append",
+        default=[],
+        type=_slirp_forward,
+        metavar="[HOSTADDR:]HOSTPORT:GUESTADDR:GUESTPORT",
+        help="forward TCP HOSTPORT of the host (on 127.0.0.1 unless HOSTADDR is given) to "
+        "GUESTADDR:GUESTPORT on --slirp's network; repeatable",
     )
 
 
@@ -694,6 +783,21 @@ def _socket_paths(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> So
     return control_path, data_path, vlan_controls
 
 
+def _slirp_spec(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> SlirpSpec | None:
+    """--slirp with its network and forwards; a usage error where they do not fit."""
+    if not ns.slirp:
+        if ns.slirp_net is not None or ns.slirp_forward:
+            parser.error("--slirp-net and --slirp-forward configure --slirp: add --slirp")
+        return None
+    spec = SlirpSpec(forwards=tuple(ns.slirp_forward))
+    if ns.slirp_net is not None:
+        spec = replace(spec, router=ns.slirp_net)
+    problem = slirp_problem(spec)
+    if problem is not None:
+        parser.error(problem)
+    return spec
+
+
 def parse_args(argv: list[str]) -> SwitchConfig:
     """Parse argv (without the program name). Exits 2 with usage on a bad command line."""
     parser = build_parser()
@@ -709,11 +813,14 @@ def parse_args(argv: list[str]) -> SwitchConfig:
     )
     if conflict is not None:
         parser.error(conflict)
+    slirp = _slirp_spec(parser, ns)
     vlans = [(f"tap:{device}", member) for device, member, _ in ns.tap]
     impaired = [(f"tap:{device}", impair) for device, _, impair in ns.tap]
     for given in (ns.mcast, ns.ucast, ns.vxlan, ns.vxvde):
         vlans += [(spec.name, member) for spec, member, _ in given]
         impaired += [(spec.name, impair) for spec, _, impair in given]
+    vlans += [(link_name(spec), member) for spec, member, _ in ns.stream_connect]
+    impaired += [(link_name(spec), impair) for spec, _, impair in ns.stream_connect]
     return SwitchConfig(
         control_path=control_path,
         data_path=data_path,
@@ -725,6 +832,8 @@ def parse_args(argv: list[str]) -> SwitchConfig:
         vxlan=tuple(vxlan),
         vxvde=tuple(vxvde),
         streams=tuple(ns.stream),
+        stream_connects=tuple(spec for spec, *_ in ns.stream_connect),
+        slirp=slirp,
         daemon=ns.daemon,
         compat_v0=ns.compat_v0,
         pidfile=ns.pidfile,

@@ -25,6 +25,7 @@ VXLAN_BAD_FLAGS = "vxlan_bad_flags"  # vxlan, vxvde: I flag clear or a reserved 
 VXLAN_WRONG_VNI = "vxlan_wrong_vni"  # vxlan, vxvde: no segment of ours has the datagram's VNI
 STREAM_OVERSIZE = "stream_oversize"  # stream: a length over --max-frame; connection dropped
 STREAM_TRUNCATED = "stream_truncated"  # stream: the peer left in the middle of a frame
+LINK_DOWN = "link_down"  # --stream-connect: sent to a link while it is not connected
 STP_DISCARD = "stp_discard"  # --stp: arrived on a port the spanning tree does not forward
 BAD_BPDU = "bad_bpdu"  # --stp: a frame to 01:80:c2:00:00:00 that is no BPDU we understand
 STORM = "storm"  # --storm-limit: more flooded frames per second than the port's limit
@@ -53,6 +54,9 @@ MAC_MOVE_HELD = "mac_move_held"
 MAC_MOVED = "mac_moved"
 MAC_EXPIRED = "mac_expired"
 STP_FLUSHED = "stp_flushed"  # MACs forgotten because of a topology change
+LINK_LOST = "link_lost"  # --stream-connect: a link's connection ended (it reconnects)
+LINK_CONNECT_FAILED = "link_connect_failed"  # --stream-connect: an attempt to connect failed
+SLIRP_HELPER_EXIT = "slirp_helper_exit"  # --slirp: the helper exited (a new one is started)
 LOOP_SUSPECTED = "loop_suspected"  # STP off: own flooded frames came back on another port
 
 

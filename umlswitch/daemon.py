@@ -29,7 +29,7 @@ import trio
 
 from umlswitch import __version__, guard_control
 from umlswitch.capture import CaptureControl, open_capture_file
-from umlswitch.config import SwitchConfig
+from umlswitch.config import SwitchConfig, link_name
 from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.events import EventBus
@@ -48,6 +48,8 @@ from umlswitch.ports.attachments import Attachments
 from umlswitch.ports.base import Port, PortClosed
 from umlswitch.ports.overlay.vxlan import open_vxlan_ports
 from umlswitch.ports.overlay.vxvde import open_vxvde_port
+from umlswitch.ports.slirp.helper import SlirpUplink, find_program
+from umlswitch.ports.stream.link import StreamLink
 from umlswitch.ports.stream.server import StreamServer, bind_tcp_listener, listener_name
 from umlswitch.ports.udp.mcast import open_mcast_port
 from umlswitch.ports.udp.ucast import open_ucast_port
@@ -89,9 +91,12 @@ class BoundSockets:
     # more control sockets, each for guests in VLANs: (socket, path, membership)
     vlan_controls: list[tuple[socket.socket, str, Membership]] = field(default_factory=list)
     rc_text: str | None = None  # the --rc file, read before the event loop starts
+    slirp: SlirpUplink | None = None  # --slirp: the helper's private listener and directory
 
     def close(self) -> None:
         self.control.close()
+        if self.slirp is not None:
+            self.slirp.close()
         for _, listener, _ in self.streams:
             listener.close()
         for sock, _, _ in self.vlan_controls:
@@ -326,6 +331,8 @@ def bind_sockets(config: SwitchConfig, inherited: Inherited = NONE_INHERITED) ->
                     "choose another path"
                 ) from None
         _bind_streams(config, bound, gid)
+        if config.slirp is not None:
+            bound.slirp = SlirpUplink(config.slirp, find_program(), max_frame=config.max_frame)
         bound.static_ports.extend(open_mcast_port(spec) for spec in config.mcast)
         bound.static_ports.extend(open_ucast_port(spec) for spec in config.ucast)
         bound.static_ports.extend(open_vxlan_ports(config.vxlan))
@@ -362,6 +369,8 @@ class Switch:
     bus: EventBus = field(default_factory=EventBus)
     live_captures: LiveCaptures = field(init=False)
     metrics: MetricsServer = field(init=False)
+    links: list[StreamLink] = field(default_factory=list)  # --stream-connect
+    slirp: SlirpUplink | None = None  # --slirp (set once it is started)
 
     def __post_init__(self) -> None:
         self.fabric.publish = self.bus.publish
@@ -377,6 +386,10 @@ class Switch:
         events.update(self.control.events)
         for stream in self.streams:
             events.update(stream.events)
+        for link in self.links:
+            events.update(link.events)
+        if self.slirp is not None:
+            events.update(self.slirp.events)
         return events
 
     def unknown_senders(self) -> int:
@@ -551,6 +564,8 @@ def _control_server(
         server.add_listener(
             trio.socket.from_stdlib_socket(sock), data_path_prefix(path), vlans, path
         )
+    if sockets.slirp is not None:
+        server.add_private_listener(sockets.slirp.entrance())
     return server
 
 
@@ -571,9 +586,10 @@ def _stream_servers(
 
 def _attach_static_ports(
     config: SwitchConfig, ports: list[Port], attachments: Attachments, impair: ImpairControl
-) -> None:
+) -> list[StreamLink]:
     """Attach the command line's ports (UDP peers, overlays, taps) in their VLANs, impaired
-    as the command line says; they run once the --rc file has run."""
+    as the command line says, then the --stream-connect links' ports (held while they
+    connect); they run once the --rc file has run. Returns the links."""
     port_vlans = dict(config.vlans)
     impairments = dict(config.impair)
     for port in ports:
@@ -584,6 +600,14 @@ def _attach_static_ports(
         log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
         if port.name in impairments:
             impair.apply(port, impairments[port.name])
+    links = []
+    for spec in config.stream_connects:
+        name = link_name(spec)
+        vlans = port_vlans.get(name, DEFAULT_MEMBERSHIP)
+        link = StreamLink(spec, attachments, impair, vlans=vlans, impairment=impairments.get(name))
+        link.open()
+        links.append(link)
+    return links
 
 
 def _announce(config: SwitchConfig, sockets: BoundSockets, streams: list[StreamServer]) -> None:
@@ -660,12 +684,18 @@ async def _stop_metrics_at_exit(switch: Switch) -> None:
 
 async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSockets) -> None:
     """Run the command line's ports (those the --rc file left) and accept clients on the control
-    socket(s), the --stream listeners and the management socket."""
+    socket(s), the --stream listeners and the management socket; start the --stream-connect
+    links and the --slirp helper."""
     for port in sockets.static_ports:
         if port.id in switch.attachments:  # not removed by the --rc file
             life = functools.partial(_static_port_life, port, switch.fabric)
             nursery.start_soon(switch.attachments.run, port, life)
     await nursery.start(switch.control.serve)
+    for link in switch.links:
+        nursery.start_soon(link.run)
+    if sockets.slirp is not None:
+        switch.slirp = sockets.slirp
+        nursery.start_soon(sockets.slirp.run)
     for stream in switch.streams:
         await nursery.start(stream.serve)
     if sockets.mgmt is not None:
@@ -717,7 +747,7 @@ async def serve(
                     capture.start(sockets.capture_file, config.pcap)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
-                _attach_static_ports(config, sockets.static_ports, attachments, impair)
+                links = _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -733,6 +763,7 @@ async def serve(
                     impair=impair,
                     mgmt_path=sockets.mgmt_path,
                     streams=streams,
+                    links=links,
                 )
                 _start_metrics(nursery, switch)
                 # The start-up commands run before any frame moves or any client attaches.

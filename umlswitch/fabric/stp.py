@@ -215,6 +215,7 @@ class StpPort:
     priority: int = DEFAULT_PORT_PRIORITY
     cost: int = DEFAULT_PATH_COST
     edge: bool = False  # operational edge
+    admin_edge: bool = False  # the edge setting given (set_edge); a stream link restores it
     role: Role = Role.DESIGNATED
     state: State = State.DISCARDING
     rstp: bool = True  # speaks RSTP on this link (False: fell back to 802.1D)
@@ -293,7 +294,14 @@ class Bridge:
     # --- configuration ---------------------------------------------------------------------
 
     def add_port(self, number: int, name: str, *, edge: bool, now: float) -> None:
-        port = StpPort(number, name, priority=self.port_priority, cost=self.path_cost, edge=edge)
+        port = StpPort(
+            number,
+            name,
+            priority=self.port_priority,
+            cost=self.path_cost,
+            edge=edge,
+            admin_edge=edge,
+        )
         port.send_now = True
         port.edge_at = None if edge else now + EDGE_DELAY
         self.ports[number] = port
@@ -322,7 +330,7 @@ class Bridge:
 
     def set_edge(self, number: int, edge: bool, now: float) -> None:
         port = self.ports[number]
-        port.edge = edge
+        port.admin_edge = port.edge = edge
         port.edge_at = None
         port.send_now = True
         self._update(now)

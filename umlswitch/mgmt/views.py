@@ -102,6 +102,7 @@ def port_doc(switch: ManagedSwitch, port: FabricPort) -> Doc:
         "macs": switch.fabric.table.count(port.id),
         "vlans": switch.fabric.vlans.membership(port.id).doc(),
         "vteps": info.vteps,
+        "link": info.link,
         "queue": {
             "depth": port.stats.queued,
             "high": port.stats.queue_high,
@@ -206,6 +207,9 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
             lines.append(f" description {port['description']!r}")
         if port.get("socket"):
             lines.append(f" data socket {port['socket']}")
+        link = port.get("link")
+        if link is not None:
+            lines.append(link_line(link))
         lines.append(f" MACs {port['macs']}")
         vlans = port.get("vlans")
         if vlans is not None and (vlans["untagged"] != DEFAULT_VLAN or vlans["tagged"]):
@@ -235,6 +239,16 @@ def port_lines(doc: Mapping[str, Any]) -> list[str]:
                     lines.append(f" impair {direction}: {side['text']} (seed {side['seed']})")
         lines.extend(_traffic_lines(port))
     return lines
+
+
+def link_line(link: Mapping[str, Any]) -> str:
+    """`` link tcp:10.0.0.2:5555 connected (10.0.0.2:5555, 1m02s), 3 reconnection(s)``."""
+    state = link["state"]
+    if link["connected_for"] is not None:
+        state += f" ({link['peer']}, {format_duration(link['connected_for'])})"
+    elif link["last_error"]:
+        state += f" (last: {link['last_error']})"
+    return f" link {link['target']} {state}, {link['reconnections']} reconnection(s)"
 
 
 def impair_doc(switch: ManagedSwitch, port: FabricPort) -> Doc:

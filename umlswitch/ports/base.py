@@ -83,6 +83,7 @@ class PortInfo:
     description: str = ""  # what a vde client said it is
     data_socket: str | None = None  # the switch's socket of a client port, by which it finds it
     vteps: dict[str, list[str]] | None = None  # an overlay's remote VTEPs and the MACs behind
+    link: dict[str, Any] | None = None  # a --stream-connect link: target, state, reconnections
 
 
 class Port:

@@ -13,6 +13,11 @@
 Every connection to a listener becomes one port, a member of the listener's VLANs (``vlans``,
 from ``,vlan=N``/``,trunk=N,M`` after the address: ``config.py`` takes those off). Errors are
 ``ValueError`` with a message fit for ``umlswitch: error: argument --stream: ...``.
+
+``--stream-connect unix:PATH`` and ``--stream-connect tcp:HOST:PORT`` (``parse_stream_connect``)
+name a listener to connect to instead (passt, another umlswitch's ``--stream``, QEMU with
+``-netdev stream,server=on``): the same spec, where HOST may also be a host name, resolved at
+each connection attempt, or an IPv6 address in brackets.
 """
 
 from __future__ import annotations
@@ -70,6 +75,33 @@ def parse_stream(text: str) -> StreamSpec:
             raise ValueError(f"{text!r}: the TCP port must be a number from 0 to 65535")
         return StreamSpec("tcp", host=host, port=int(port_text))
     raise ValueError(f"expected unix:PATH or tcp:[ADDR:]PORT, not {text!r}")
+
+
+def parse_stream_connect(text: str) -> StreamSpec:
+    """``unix:PATH`` or ``tcp:HOST:PORT`` (HOST an address or a name) -> StreamSpec."""
+    kind, sep, rest = text.partition(":")
+    if kind == "unix" and sep:
+        return parse_stream(text)
+    if kind == "tcp" and sep:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r}: give the peer's address and port, e.g. tcp:127.0.0.1:5555")
+        if not is_decimal(port_text) or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: the TCP port must be a number from 1 to 65535")
+        if host.startswith("[") and host.endswith("]"):  # an IPv6 address: tcp:[::1]:5555
+            host = host[1:-1]
+        if not host or any(c.isspace() or c in ",/[]" for c in host):
+            raise ValueError(f"{text!r}: {host!r} is not a host name or an address")
+        return StreamSpec("tcp", host=host, port=int(port_text))
+    raise ValueError(f"expected unix:PATH or tcp:HOST:PORT, not {text!r}")
+
+
+def target_of(spec: StreamSpec) -> str:
+    """``unix:PATH`` or ``tcp:HOST:PORT`` (``tcp:[ADDR]:PORT`` for IPv6): a link's target."""
+    if spec.kind == "unix":
+        return f"unix:{spec.path}"
+    host = f"[{spec.host}]" if ":" in spec.host else spec.host
+    return f"tcp:{host}:{spec.port}"
 
 
 def stream_conflicts(specs: Iterable[StreamSpec]) -> str | None:

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -63,6 +64,9 @@ class Entrance:
     data_path_prefix: str
     vlans: Membership = DEFAULT_MEMBERSHIP
     label: str = "control socket"
+    name_prefix: str = "unix"  # its ports are named PREFIX:N pid=P
+    # who may attach here: the reason a peer is refused, None to let it in (None: anybody)
+    admit: Callable[[PeerCred], str | None] | None = None
 
 
 class ControlServer:
@@ -106,6 +110,11 @@ class ControlServer:
         label = f"control socket {path} ({vlans.describe()})"
         self.entrances.append(Entrance(listener, data_path_prefix, vlans, label))
 
+    def add_private_listener(self, entrance: Entrance) -> None:
+        """Serve a control socket for one client the switch started itself (``--slirp``'s
+        helper), which ``entrance.admit`` recognises (before serve)."""
+        self.entrances.append(entrance)
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
@@ -130,6 +139,17 @@ class ControlServer:
             except OSError:
                 cred = PeerCred(0, -1, -1)
             log.debug("new control connection from %s", cred)
+            refusal = entrance.admit(cred) if entrance.admit is not None else None
+            if refusal is not None:
+                self.events[counters.PEER_REFUSED] += 1
+                ratelog.warning(
+                    f"admit:{entrance.label}",
+                    "refused %s on the %s: %s",
+                    cred,
+                    entrance.label,
+                    refusal,
+                )
+                return
             if len(self._pending) >= self.max_pending:
                 # Make room by closing the connection that has waited longest: a client that
                 # really means to attach completes its handshake in milliseconds.
@@ -243,7 +263,7 @@ class ControlServer:
         except PortNumberTaken as exc:
             self._refuse(counters.ATTACH_FAILED, "refused %s (%s): %s", cred, request.dialect, exc)
             return None
-        name = f"unix:{port_id} pid={cred.pid}"
+        name = f"{entrance.name_prefix}:{port_id} pid={cred.pid}"
         peer = request.peer_address
         if request.dialect == "v0":
             return self._open_shared_port(port_id, name, peer, cred)

@@ -22,12 +22,13 @@ import stat
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__, stpd
+from umlswitch import __version__, lifecycle, stpd
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
 from umlswitch.digits import is_decimal
@@ -52,6 +53,7 @@ from umlswitch.ports.unix import peercheck
 from umlswitch.ports.unix.clients import SharedDataSocket
 from umlswitch.ports.unix.control import SUN_PATH_LEN
 from umlswitch.ports.unix.server import ControlServer
+from umlswitch.restart.handover import Incoming, Restarter, RestartFailed
 from umlswitch.systemd import NONE_INHERITED, STATUS_INTERVAL, Inherited, Notifier
 from umlswitch.tap.port import open_tap
 
@@ -355,6 +357,8 @@ class Switch:
     mgmt_path: str | None = None
     # the --stream listeners, whose connections are ports
     streams: list[StreamServer] = field(default_factory=list)
+    restarts: int = 0  # seamless restarts this switch has been through (umlswitch/restart/)
+    restarter: Restarter | None = None
 
     @property
     def stream_names(self) -> list[str]:
@@ -376,6 +380,23 @@ class Switch:
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
+
+    async def restart(self, answer: Callable[[int], None] | None = None) -> None:
+        """Hand over to a new process (this one exits); RestartFailed: this one serves on."""
+        if self.restarter is None:
+            raise RestartFailed("the switch is not serving yet")
+        await self.restarter.restart(answer)
+
+    def request_restart(self, nursery: trio.Nursery) -> None:
+        """SIGUSR2: restart in the background; a failure is logged, the switch serves on."""
+
+        async def restart() -> None:
+            try:
+                await self.restart()
+            except RestartFailed as exc:
+                log.error("restart failed: %s; this process (pid %d) serves on", exc, os.getpid())
+
+        nursery.start_soon(restart)
 
     def remove_port(self, port_id: int) -> trio.Event | None:
         """Detach a port as if its peer had left (management's port/remove): the event set once
@@ -408,12 +429,30 @@ async def _watch_stdin(scope: trio.CancelScope) -> None:
             return
 
 
-async def _watch_signals(scope: trio.CancelScope, log_file: str | None = None) -> None:
-    """SIGINT, SIGTERM: exit cleanly. SIGHUP: reopen --log-file (logrotate); without one, exit."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+async def _watch_signals(
+    scope: trio.CancelScope,
+    log_file: str | None = None,
+    on_restart: Callable[[], None] | None = None,
+) -> None:
+    """SIGINT, SIGTERM: exit cleanly. SIGHUP: reopen --log-file (logrotate); without one, exit.
+    SIGUSR2: ``on_restart`` (a seamless restart)."""
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+    with trio.open_signal_receiver(*wanted) as signals:
+        early = lifecycle.stop_requested()  # caught before this receiver existed
+        if early is not None:
+            log.info("caught %s while starting, cleaning up and exiting", early.name)
+            scope.cancel()
+            return
         async for signum in signals:
             if signum == signal.SIGHUP and log_file is not None:
                 reopen_log_file(log_file)
+                continue
+            if signum == signal.SIGUSR2:
+                if on_restart is None:
+                    log.warning("caught SIGUSR2 before the switch serves; no restart")
+                else:
+                    log.info("caught SIGUSR2, restarting")
+                    on_restart()
                 continue
             log.info("caught %s, cleaning up and exiting", signal.Signals(signum).name)
             scope.cancel()
@@ -462,6 +501,14 @@ async def _ticker(fabric: Fabric) -> None:
     while True:
         fabric.tick(trio.current_time())
         await trio.sleep(TICK)
+
+
+def _call_first(hooks: list[Callable[[], None]]) -> None:
+    """Call the first of ``hooks``; none yet: the switch does not serve yet, say so."""
+    if hooks:
+        hooks[0]()
+    else:
+        log.warning("caught SIGUSR2 before the switch serves; no restart")
 
 
 def _write_pidfile(path: str) -> None:
@@ -643,20 +690,24 @@ async def serve(
     handle_signals: bool = True,
     watch_stdin: bool | None = None,
     notify: Notifier | None = None,
+    handover: Incoming | None = None,
     task_status: trio.TaskStatus[Switch] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the switch until cancelled, a signal, or EOF on stdin.
 
     With ``notify`` (``$NOTIFY_SOCKET``), tell systemd READY=1 once serving, the ports and MACs
-    in STATUS= while running, and STOPPING=1 when the shutdown begins.
+    in STATUS= while running, and STOPPING=1 when the shutdown begins. With ``handover`` (this
+    process was started by a restart), take over the previous process's ports and state
+    instead of attaching the command line's ports and running the --rc file.
     """
     if sockets is None:
         sockets = bind_sockets(config)
     if watch_stdin is None:
         watch_stdin = _stdin_is_watched()
     pidfile_written = False
+    restart_hook: list[Callable[[], None]] = []
     try:
-        if config.pidfile:
+        if config.pidfile and handover is None:
             _write_pidfile(config.pidfile)
             pidfile_written = True
         fabric = _build_fabric(config)
@@ -670,7 +721,8 @@ async def serve(
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
-                    nursery.start_soon(_watch_signals, root, config.log_file)
+                    on_usr2 = functools.partial(_call_first, restart_hook)
+                    nursery.start_soon(_watch_signals, root, config.log_file, on_usr2)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 _start_clocks(nursery, fabric, guard, shared)
@@ -680,7 +732,8 @@ async def serve(
                     capture.start(sockets.capture_file, config.pcap)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
-                _attach_static_ports(config, sockets.static_ports, attachments, impair)
+                if handover is None:
+                    _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -699,9 +752,20 @@ async def serve(
                 )
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
-                if sockets.rc_text is not None and config.rc is not None:
+                if handover is not None:
+                    for runner in await handover.take_over(switch, sockets):
+                        nursery.start_soon(runner)
+                    switch.restarts = handover.restarts
+                    switch.started_at = handover.started_at or switch.started_at
+                    handover.running(sockets)
+                    if config.pidfile:
+                        _write_pidfile(config.pidfile)
+                        pidfile_written = True
+                elif sockets.rc_text is not None and config.rc is not None:
                     rc = await run_rc_file(switch, config.rc, sockets.rc_text)
                 await _start_serving(nursery, switch, sockets)
+                switch.restarter = Restarter(switch, sockets)
+                restart_hook.append(functools.partial(switch.request_restart, nursery))
                 _announce(config, sockets, streams)
                 if notify is not None:
                     notify.ready(_status_line(fabric, sockets.control_path))
@@ -711,7 +775,7 @@ async def serve(
                     log.info("shutdown requested by --rc %s", config.rc)
                     switch.shutdown()
     finally:
-        if notify is not None:
+        if notify is not None and (handover is None or handover.done):
             notify.stopping()
         with trio.CancelScope(shield=True):
             _clean_up(config, sockets, pidfile_written)

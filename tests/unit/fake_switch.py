@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,6 +47,7 @@ from umlswitch.mgmt.protocol import (
 )
 from umlswitch.ports.attachments import Attachments
 from umlswitch.ports.base import Frame, Port, PortInfo
+from umlswitch.restart.handover import RestartFailed
 
 ME = PeerCred(os.getpid(), os.geteuid(), os.getegid())
 
@@ -114,6 +116,9 @@ class FakeSwitch:
     attach_events: Counter[str] = field(default_factory=Counter)  # the attach paths' refusals
     unknown: int = 0  # datagrams of unknown senders on the shared data socket
     shutdowns: int = 0  # how often shutdown() was called
+    restarts: int = 0  # seamless restarts the switch has been through
+    restart_requests: int = 0  # how often restart() was called
+    restart_refusal: str = "the new process (pid 1234) exited 1 before it took over"
 
     def __post_init__(self) -> None:
         config = self.config
@@ -160,6 +165,11 @@ class FakeSwitch:
 
     def shutdown(self) -> None:
         self.shutdowns += 1
+
+    async def restart(self, answer: Callable[[int], None] | None = None) -> None:
+        """A fake has no process to hand over: the restart fails, as a broken one does."""
+        self.restart_requests += 1
+        raise RestartFailed(self.restart_refusal)
 
 
 def session(switch: FakeSwitch, peer: PeerCred = ME) -> commands.Session:

@@ -1,0 +1,325 @@
+"""Seamless restart as a user sees it: guests keep their ports, frames keep flowing, the pid
+changes; a broken upgrade leaves the old switch serving; a stop at any moment is clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from umlswitch.mgmt.client import connect
+from umlswitch.testing import SwitchProcess, SyncPort, attach_sync
+
+pytestmark = pytest.mark.integration
+
+ETHERTYPE = 0x88B5  # local experimental: the test's numbered frames
+MAC_A, MAC_B, MAC_C = "02:00:00:00:01:0a", "02:00:00:00:01:0b", "02:00:00:00:01:0c"
+
+
+def ctl_cli(ctl: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "umlswitch", "ctl", "-unix", ctl, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def serving_pid(ctl: str) -> int:
+    with connect(ctl + ".mgmt") as client:
+        pid: int = client.json("showinfo")["pid"]
+        return pid
+
+
+def info(ctl: str) -> dict[str, Any]:
+    with connect(ctl + ".mgmt") as client:
+        doc: dict[str, Any] = client.json("showinfo")
+        return doc
+
+
+def wait_for_new_pid(ctl: str, old: int, timeout: float = 15.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = serving_pid(ctl)
+        except OSError:
+            pid = old
+        if pid != old:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"pid {old} still serves {ctl} after {timeout} s")
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM a switch that is not our child (a restart started it) and wait until it is gone."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"pid {pid} ignored SIGTERM for {timeout} s")
+        time.sleep(0.01)
+
+
+def numbered(src: str, dst: str, seq: int) -> bytes:
+    header = bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", ""))
+    return (header + struct.pack("!HQ", ETHERTYPE, seq)).ljust(60, b"\0")
+
+
+def learn(*ports: SyncPort) -> None:
+    """Every port sends one broadcast, so that the switch knows where each MAC is."""
+    for port in ports:
+        port.send(numbered(str(port.mac), "ff:ff:ff:ff:ff:ff", 0))
+        for other in ports:
+            if other is not port:
+                other.receive_bytes()
+
+
+class Receiver(threading.Thread):
+    """Records (sequence number, arrival time) of the numbered frames a port receives."""
+
+    def __init__(self, port: SyncPort) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.got: list[tuple[int, float]] = []
+        self.unicast_of_others = 0
+        self.stopping = False
+
+    def run(self) -> None:
+        while not self.stopping:
+            try:
+                raw = self.port.receive_bytes(timeout=0.2)
+            except TimeoutError:
+                continue
+            ethertype, seq = struct.unpack("!HQ", raw[12:22])
+            if ethertype != ETHERTYPE or raw[0] & 1:
+                continue
+            if raw[:6] != bytes.fromhex(str(self.port.mac).replace(":", "")):
+                self.unicast_of_others += 1
+                continue
+            self.got.append((seq, time.monotonic()))
+
+
+def check_stream(receiver: Receiver, sent: int) -> None:
+    seqs = [seq for seq, _ in receiver.got]
+    assert seqs == sorted(set(seqs)), "frames were duplicated or reordered"
+    lost = sent - len(seqs)
+    assert lost <= sent * 0.005, f"{lost} of {sent} frames lost"
+    times = [t for _, t in receiver.got]
+    gap = max(b - a for a, b in zip(times, times[1:], strict=False))
+    assert gap <= 0.25, f"no frame for {gap * 1000:.0f} ms"
+
+
+def test_ten_restarts_under_traffic_lose_nothing(tmp_path: Path) -> None:
+    switch = SwitchProcess(directory=str(tmp_path))
+    ctl = switch.control_path
+    pids = [switch.process.pid]
+    try:
+        with (
+            attach_sync(ctl, mac=MAC_A) as a,
+            attach_sync(ctl, mac=MAC_B) as b,
+            attach_sync(ctl, mac=MAC_C) as c,
+        ):
+            learn(a, b, c)
+            receivers = [Receiver(a), Receiver(b), Receiver(c)]
+            for receiver in receivers:
+                receiver.start()
+            sent = 0
+            stop = threading.Event()
+
+            def send() -> None:
+                nonlocal sent
+                due = time.monotonic()
+                while not stop.is_set():
+                    sent += 1
+                    a.send(numbered(MAC_A, MAC_B, sent))
+                    b.send(numbered(MAC_B, MAC_A, sent))
+                    due += 0.001
+                    time.sleep(max(0.0, due - time.monotonic()))
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            for n in range(10):
+                time.sleep(1.5)
+                if n % 2 == 0:
+                    result = ctl_cli(ctl, "restart")
+                    assert result.returncode == 0, result.stderr
+                    assert f"handed the switch over to pid" in result.stdout
+                else:
+                    os.kill(pids[-1], signal.SIGUSR2)
+                pids.append(wait_for_new_pid(ctl, pids[-1]))
+            time.sleep(0.5)
+            stop.set()
+            sender.join()
+            time.sleep(0.5)
+            for receiver in receivers:
+                receiver.stopping = True
+                receiver.join()
+        assert len(set(pids)) == 11, pids
+        assert switch.process.wait(5) == 0  # the first switch handed over and exited 0
+        check_stream(receivers[1], sent)  # a -> b
+        check_stream(receivers[0], sent)  # b -> a
+        assert receivers[2].got == [] and receivers[2].unicast_of_others == 0
+        doc = info(ctl)
+        assert doc["restarts"] == 10
+        assert doc["uptime"] >= 15
+    finally:
+        stop_pid(pids[-1])
+    assert not os.path.exists(ctl) and not os.path.exists(ctl + ".mgmt")
+    for pid in pids:
+        assert not running(pid)
+
+
+def test_restart_keeps_ports_counters_vlans_and_table(tmp_path: Path) -> None:
+    switch = SwitchProcess(directory=str(tmp_path))
+    ctl = switch.control_path
+    try:
+        with attach_sync(ctl, mac=MAC_A) as a, attach_sync(ctl, mac=MAC_B) as b:
+            learn(a, b)
+            with connect(ctl + ".mgmt") as client:
+                client.run("vlan/create 20")
+                client.run("port/setstormlimit 2 500")
+                client.json("port/impair 1 out delay=1ms")
+                before = client.json("port/print")["ports"]
+                table = client.json("hash/print")
+            result = ctl_cli(ctl, "--json", "restart")
+            assert result.returncode == 0, result.stderr
+            new_pid = wait_for_new_pid(ctl, switch.process.pid)
+            with connect(ctl + ".mgmt") as client:
+                after = client.json("port/print")["ports"]
+                assert client.json("hash/print") == table
+                assert 20 in client.json("showinfo")["vlans"]["ids"]
+                assert client.json("port/impair 1")["out"]["setting"]["delay"] == 0.001
+            for old, new in zip(before, after, strict=True):
+                assert (old["id"], old["name"], old["rx_frames"]) == (
+                    new["id"],
+                    new["name"],
+                    new["rx_frames"],
+                )
+            a.send(numbered(MAC_A, MAC_B, 7))
+            assert struct.unpack("!Q", b.receive_bytes()[14:22])[0] == 7
+    finally:
+        stop_pid(serving_pid(ctl))
+    assert new_pid != switch.process.pid
+    assert switch.process.wait(5) == 0
+
+
+def test_broken_upgrade_leaves_the_old_switch_serving(tmp_path: Path) -> None:
+    script = tmp_path / "umlswitch"
+    good = f"#!{sys.executable}\nfrom umlswitch.__main__ import run\nrun()\n"
+    script.write_text(good)
+    script.chmod(0o755)
+    ctl = str(tmp_path / "ctl")
+    with open(tmp_path / "log", "w") as log:
+        process = subprocess.Popen(
+            [str(script), "-unix", ctl], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(ctl + ".mgmt"):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        with attach_sync(ctl, mac=MAC_A) as a, attach_sync(ctl, mac=MAC_B) as b:
+            learn(a, b)
+            script.write_text("#!/bin/sh\nexit 1\n")  # the upgrade that broke
+            result = ctl_cli(ctl, "restart")
+            assert result.returncode == 1
+            assert "restart failed: the new process" in result.stderr
+            assert "exited 1 before it took over" in result.stderr
+            assert f"this switch (pid {process.pid}) serves on" in result.stderr
+            assert serving_pid(ctl) == process.pid
+            a.send(numbered(MAC_A, MAC_B, 1))
+            assert struct.unpack("!Q", b.receive_bytes()[14:22])[0] == 1
+            script.write_text(good)  # fixed: the restart runs the script anew
+            assert ctl_cli(ctl, "restart").returncode == 0
+            assert process.wait(10) == 0
+            b.send(numbered(MAC_B, MAC_A, 2))
+            assert struct.unpack("!Q", a.receive_bytes()[14:22])[0] == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+        with __import__("contextlib").suppress(OSError):
+            stop_pid(serving_pid(ctl))
+
+
+def test_sigterm_during_a_restart_stops_cleanly(tmp_path: Path) -> None:
+    switch = SwitchProcess(directory=str(tmp_path))
+    ctl = switch.control_path
+    os.kill(switch.process.pid, signal.SIGUSR2)
+    time.sleep(0.05)  # the new process is starting
+    assert switch.stop() == 0
+    assert not os.path.exists(ctl) and not os.path.exists(ctl + ".mgmt")
+    assert "restart: starting" in switch.log
+    time.sleep(0.5)
+    assert (
+        subprocess.run(["pgrep", "-f", f"umlswitch -unix {ctl}"], capture_output=True).stdout == b""
+    )
+
+
+@pytest.mark.parametrize("attempt", range(20))
+def test_sigterm_when_the_control_socket_appears(tmp_path: Path, attempt: int) -> None:
+    """The issue's recipe: SIGTERM the moment ``ctl`` exists, before the switch serves."""
+    ctl = tmp_path / "ctl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "umlswitch", "-unix", str(ctl)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while not ctl.exists():
+        assert time.monotonic() < deadline, "the control socket never appeared"
+        time.sleep(0.0002)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    assert sorted(os.listdir(tmp_path)) == [], output
+
+
+def test_daemon_names_the_live_pid(tmp_path: Path) -> None:
+    ctl, pidfile = str(tmp_path / "ctl"), tmp_path / "pid"
+    started = subprocess.run(
+        [sys.executable, "-m", "umlswitch", "-daemon", "-unix", ctl, "--pidfile", str(pidfile)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(pidfile.read_text())
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "umlswitch", "-unix", ctl],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert second.returncode == 1
+        assert f"has another server attached to it (pid {pid})" in second.stderr
+    finally:
+        stop_pid(pid)
+
+
+def test_shutdown_says_what_it_did(switch: SwitchProcess) -> None:
+    result = ctl_cli(switch.control_path, "shutdown")
+    assert result.returncode == 0
+    assert f"shutting down: pid {switch.process.pid}" in result.stdout
+    assert switch.process.wait(10) == 0

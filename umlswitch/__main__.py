@@ -19,7 +19,7 @@ import trio
 
 from umlswitch import daemon, lifecycle, systemd
 from umlswitch.config import SwitchConfig, parse_args
-from umlswitch.restart import command
+from umlswitch.restart import command, fdstore
 from umlswitch.restart.handover import Incoming
 
 LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
@@ -112,11 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        handover = Incoming.from_environ()  # started by a restart: adopt, never bind
-        if handover is not None:
-            sockets = handover.startup(config)
+        handover: Incoming | fdstore.Recovery | None = None
+        incoming = Incoming.from_environ()
+        if incoming is not None:  # started by a restart: adopt, never bind
+            handover = incoming
+            sockets = incoming.startup(config)
         else:
-            config, inherited = systemd.inherit(config, systemd.listen_sockets())
+            names = os.environ.get("LISTEN_FDNAMES", "")
+            passed, stored = fdstore.split(systemd.listen_sockets(), names)
+            if stored:  # systemd kept them for us in its fd store: the switch had crashed
+                handover = fdstore.Recovery(stored)
+                passed += handover.listeners()
+            config, inherited = systemd.inherit(config, passed)
             sockets = daemon.bind_sockets(config, inherited)
     except daemon.StartupError as exc:
         print(f"umlswitch: {exc}", file=sys.stderr)

@@ -53,6 +53,7 @@ from umlswitch.ports.unix import peercheck
 from umlswitch.ports.unix.clients import SharedDataSocket
 from umlswitch.ports.unix.control import SUN_PATH_LEN
 from umlswitch.ports.unix.server import ControlServer
+from umlswitch.restart import fdstore
 from umlswitch.restart.handover import Incoming, Restarter, RestartFailed
 from umlswitch.systemd import NONE_INHERITED, STATUS_INTERVAL, Inherited, Notifier
 from umlswitch.tap.port import open_tap
@@ -690,7 +691,7 @@ async def serve(
     handle_signals: bool = True,
     watch_stdin: bool | None = None,
     notify: Notifier | None = None,
-    handover: Incoming | None = None,
+    handover: Incoming | fdstore.Recovery | None = None,
     task_status: trio.TaskStatus[Switch] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the switch until cancelled, a signal, or EOF on stdin.
@@ -770,6 +771,8 @@ async def serve(
                 if notify is not None:
                     notify.ready(_status_line(fabric, sockets.control_path))
                     nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
+                    if fdstore.enabled():
+                        nursery.start_soon(fdstore.FdStore(notify).run, switch, sockets)
                 task_status.started(switch)
                 if rc is not None and rc.shutdown:
                     log.info("shutdown requested by --rc %s", config.rc)

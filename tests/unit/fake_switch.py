@@ -103,6 +103,9 @@ class BarePort:
             self.send_nowait(batch.frame(index))
 
 
+NEW_PID = 4321  # the pid a FakeSwitch's restart hands over to
+
+
 @dataclass
 class FakeSwitch:
     """What the management console sees of a running switch (``ManagedSwitch``)."""
@@ -118,7 +121,7 @@ class FakeSwitch:
     shutdowns: int = 0  # how often shutdown() was called
     restarts: int = 0  # seamless restarts the switch has been through
     restart_requests: int = 0  # how often restart() was called
-    restart_refusal: str = "the new process (pid 1234) exited 1 before it took over"
+    restart_refusal: str | None = None  # why restart() fails; None: it succeeds
 
     def __post_init__(self) -> None:
         config = self.config
@@ -167,9 +170,13 @@ class FakeSwitch:
         self.shutdowns += 1
 
     async def restart(self, answer: Callable[[int], None] | None = None) -> None:
-        """A fake has no process to hand over: the restart fails, as a broken one does."""
+        """A fake has no process to hand over: with ``restart_refusal`` the restart fails, as a
+        broken one does; without, it answers as a real one does (and returns, not exits)."""
         self.restart_requests += 1
-        raise RestartFailed(self.restart_refusal)
+        if self.restart_refusal is not None:
+            raise RestartFailed(self.restart_refusal)
+        if answer is not None:
+            answer(NEW_PID)
 
 
 def session(switch: FakeSwitch, peer: PeerCred = ME) -> commands.Session:

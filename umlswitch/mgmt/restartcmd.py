@@ -21,19 +21,20 @@ if TYPE_CHECKING:
 
 
 async def restart_command(session: Session) -> Doc:
-    """Restart; returns only if the switch has no way to answer later (then the new pid is
-    unknown here): raises RestartFailed when the restart did not happen."""
+    """Restart: on success the process exits once ``answer`` has written the answer (a switch
+    whose restart returns, a test's, answers as usual); RestartFailed if it did not happen."""
     old_pid = os.getpid()
     as_json = session.json
+    doc: Doc = {"restarted": True, "old_pid": old_pid, "pid": None}
 
     def answer(pid: int) -> None:
-        doc: Doc = {"restarted": True, "old_pid": old_pid, "pid": pid}
+        doc["pid"] = pid
         lines = [json.dumps(doc)] if as_json else views.restart_lines(doc)
         if session.send_now is not None:
             session.send_now(protocol.format_reply(Reply.end_of_session(lines), prompt=False))
 
     await session.switch.restart(answer)
-    return {"restarted": True, "old_pid": old_pid, "pid": None}
+    return doc
 
 
 def send_now(fd: int, text: str) -> None:

@@ -30,6 +30,7 @@ from umlswitch.errors import StartupError
 from umlswitch.restart import command, listeners, state, wire
 from umlswitch.restart.document import UnreadableState, check, envelope
 from umlswitch.restart.kinds import CannotAdopt
+from umlswitch.systemd import Notifier
 
 if TYPE_CHECKING:
     from umlswitch.config import SwitchConfig
@@ -116,6 +117,9 @@ class Restarter:
                 check(wire.receive_bundle(channel, APPLY_TIMEOUT)[0], "running")
             except (wire.ChannelError, UnreadableState) as exc:
                 raise RestartFailed(_why(process, exc)) from None
+        notify = Notifier.from_environ()
+        if notify is not None:  # before we exit, or systemd takes the service for stopped
+            notify.send(f"MAINPID={process.pid}")
         for signum in noted:  # a stop asked for meanwhile is the new process's to do
             log.info("restart: passing %s on to pid %d", signal.Signals(signum).name, process.pid)
             os.kill(process.pid, signum)

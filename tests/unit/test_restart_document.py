@@ -50,7 +50,7 @@ def test_a_vanished_peer_is_a_channel_error() -> None:
 
 def test_silence_is_a_channel_error_after_the_timeout() -> None:
     old, new = wire.channel_pair()
-    with pytest.raises(wire.ChannelError, match="within 0.05 s"):
+    with pytest.raises(wire.ChannelError, match=r"within 0\.05 s"):
         wire.receive_bundle(new, 0.05)
     old.close()
     new.close()
@@ -83,7 +83,7 @@ def test_a_newer_version_is_refused_with_what_to_do() -> None:
 )
 def test_other_documents_are_refused(doc: dict[str, object], message: str) -> None:
     with pytest.raises(UnreadableState, match=message):
-        check(doc, "state")  # type: ignore[arg-type]
+        check(doc, "state")
 
 
 @pytest.mark.parametrize(

@@ -388,6 +388,11 @@ class Switch:
             raise RestartFailed("the switch is not serving yet")
         await self.restarter.restart(answer)
 
+    def allow_restarts(self, sockets: BoundSockets, nursery: trio.Nursery) -> Callable[[], None]:
+        """From now on the switch may restart; the callable restarts it in ``nursery``."""
+        self.restarter = Restarter(self, sockets)
+        return functools.partial(self.request_restart, nursery)
+
     def request_restart(self, nursery: trio.Nursery) -> None:
         """SIGUSR2: restart in the background; a failure is logged, the switch serves on."""
 
@@ -512,12 +517,54 @@ def _call_first(hooks: list[Callable[[], None]]) -> None:
         log.warning("caught SIGUSR2 before the switch serves; no restart")
 
 
-def _write_pidfile(path: str) -> None:
+async def _take_over(
+    handover: Incoming | fdstore.Recovery,
+    switch: Switch,
+    sockets: BoundSockets,
+    nursery: trio.Nursery,
+) -> bool:
+    """Take the previous process's ports and state (a restart; or systemd's fd store after a
+    crash) and run the ports; from then on the socket files, and the pidfile (whether written),
+    are ours."""
+    for runner in await handover.take_over(switch, sockets):
+        nursery.start_soon(runner)
+    switch.restarts = handover.restarts
+    switch.started_at = handover.started_at or switch.started_at
+    handover.running(sockets)
+    return _write_pidfile(switch.config.pidfile)
+
+
+async def _start_capture(
+    nursery: trio.Nursery, fabric: Fabric, config: SwitchConfig, sockets: BoundSockets
+) -> CaptureControl:
+    """The capture control, capturing to the --pcap file from the start if there is one."""
+    capture = CaptureControl(fabric)
+    await nursery.start(capture.run)
+    if sockets.capture_file is not None and config.pcap is not None:
+        capture.start(sockets.capture_file, config.pcap)
+    return capture
+
+
+def _report_to_systemd(
+    nursery: trio.Nursery, notify: Notifier, switch: Switch, sockets: BoundSockets
+) -> None:
+    """READY=1 now, STATUS= while running, and the fd store if the unit keeps one."""
+    notify.ready(_status_line(switch.fabric, sockets.control_path))
+    nursery.start_soon(_report_status, notify, switch.fabric, sockets.control_path)
+    if fdstore.enabled():
+        nursery.start_soon(fdstore.FdStore(notify).run, switch, sockets)
+
+
+def _write_pidfile(path: str | None) -> bool:
+    """Write our pid to ``path`` (none: nothing); whether a pidfile was written."""
+    if not path:
+        return False
     try:
         with open(path, "w") as f:
             f.write(f"{os.getpid()}\n")
     except OSError as exc:
         raise StartupError(f"cannot write pidfile '{path}': {exc.strerror}") from None
+    return True
 
 
 async def _report_status(notify: Notifier, fabric: Fabric, control_path: str) -> None:
@@ -697,10 +744,8 @@ async def serve(
     """Run the switch until cancelled, a signal, or EOF on stdin.
 
     With ``notify`` (``$NOTIFY_SOCKET``), tell systemd READY=1 once serving, the ports and MACs
-    in STATUS= while running, and STOPPING=1 when the shutdown begins. With ``handover`` (this
-    process was started by a restart), take over the previous process's ports and state
-    instead of attaching the command line's ports and running the --rc file.
-    """
+    in STATUS= while running, and STOPPING=1 when the shutdown begins. With ``handover``, take
+    over a previous process's ports and state instead (no --rc file, see ``_take_over``)."""
     if sockets is None:
         sockets = bind_sockets(config)
     if watch_stdin is None:
@@ -708,9 +753,7 @@ async def serve(
     pidfile_written = False
     restart_hook: list[Callable[[], None]] = []
     try:
-        if config.pidfile and handover is None:
-            _write_pidfile(config.pidfile)
-            pidfile_written = True
+        pidfile_written = handover is None and _write_pidfile(config.pidfile)
         fabric = _build_fabric(config)
         guard = stpd.install(fabric, config)
         attachments = Attachments(fabric)
@@ -727,10 +770,7 @@ async def serve(
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 _start_clocks(nursery, fabric, guard, shared)
-                capture = CaptureControl(fabric)
-                await nursery.start(capture.run)
-                if sockets.capture_file is not None and config.pcap is not None:
-                    capture.start(sockets.capture_file, config.pcap)
+                capture = await _start_capture(nursery, fabric, config, sockets)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
                 if handover is None:
@@ -754,25 +794,14 @@ async def serve(
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
                 if handover is not None:
-                    for runner in await handover.take_over(switch, sockets):
-                        nursery.start_soon(runner)
-                    switch.restarts = handover.restarts
-                    switch.started_at = handover.started_at or switch.started_at
-                    handover.running(sockets)
-                    if config.pidfile:
-                        _write_pidfile(config.pidfile)
-                        pidfile_written = True
+                    pidfile_written = await _take_over(handover, switch, sockets, nursery)
                 elif sockets.rc_text is not None and config.rc is not None:
                     rc = await run_rc_file(switch, config.rc, sockets.rc_text)
                 await _start_serving(nursery, switch, sockets)
-                switch.restarter = Restarter(switch, sockets)
-                restart_hook.append(functools.partial(switch.request_restart, nursery))
+                restart_hook.append(switch.allow_restarts(sockets, nursery))
                 _announce(config, sockets, streams)
                 if notify is not None:
-                    notify.ready(_status_line(fabric, sockets.control_path))
-                    nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
-                    if fdstore.enabled():
-                        nursery.start_soon(fdstore.FdStore(notify).run, switch, sockets)
+                    _report_to_systemd(nursery, notify, switch, sockets)
                 task_status.started(switch)
                 if rc is not None and rc.shutdown:
                     log.info("shutdown requested by --rc %s", config.rc)

@@ -324,3 +324,32 @@ def test_shutdown_says_what_it_did(switch: SwitchProcess) -> None:
     assert result.returncode == 0
     assert f"shutting down: pid {switch.process.pid}" in result.stdout
     assert switch.process.wait(10) == 0
+
+
+def test_a_running_capture_goes_on_in_the_new_process(tmp_path: Path) -> None:
+    from scapy.utils import rdpcap
+
+    pcap = tmp_path / "lan.pcap"
+    switch = SwitchProcess("--pcap", str(pcap), directory=str(tmp_path))
+    ctl = switch.control_path
+    try:
+        with attach_sync(ctl, mac=MAC_A) as a, attach_sync(ctl, mac=MAC_B) as b:
+            learn(a, b)
+            for seq in range(1, 4):
+                a.send(numbered(MAC_A, MAC_B, seq))
+                b.receive_bytes()
+            assert ctl_cli(ctl, "restart").returncode == 0
+            for seq in range(4, 7):
+                a.send(numbered(MAC_A, MAC_B, seq))
+                b.receive_bytes()
+            with connect(ctl + ".mgmt") as client:
+                assert client.json("pcap/showinfo")["file"] == str(pcap)
+    finally:
+        stop_pid(serving_pid(ctl))
+    assert switch.process.wait(5) == 0
+    seqs = [
+        struct.unpack("!Q", bytes(p)[14:22])[0]
+        for p in rdpcap(str(pcap))
+        if bytes(p)[12:14] == struct.pack("!H", ETHERTYPE) and not bytes(p)[0] & 1
+    ]
+    assert seqs == [1, 2, 3, 4, 5, 6]

@@ -4,8 +4,9 @@ What travels (document version 1): the restart count and the time the switch fir
 hub mode and the MAC table (each entry with its age); the VLANs; every port with its number,
 name, peer, description, VLAN membership, counters, impairment, storm limit and the frames its
 egress backlog still held; the spanning tree (on/off, bridge priority, each port's priority,
-cost and edge setting); the switch-wide counters. Frames an impairment was delaying are not
-carried (they count as lost, as on a real link that is re-plugged).
+cost and edge setting); the switch-wide counters; the running capture (its file, written up to
+the last frame it queued, goes on in the new process). Frames an impairment was delaying are
+not carried (they count as lost, as on a real link that is re-plugged).
 
 ``export`` must run with no trio checkpoint between it and the end of the old process's part:
 that is what guarantees that the old process reads no frame after the state was taken.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +95,34 @@ def _stp(switch: Switch) -> dict[str, Any] | None:
     return {"priority": bridge.priority, "ports": ports}
 
 
+def _capture(switch: Switch, fds: Descriptors) -> dict[str, Any] | None:
+    """The running capture: its file (what it queued is written first) and its counters."""
+    capture = switch.capture.current
+    if capture is None:
+        return None
+    try:
+        capture._write(capture._take())
+    except OSError as exc:
+        log.warning("restart: the capture to '%s' lost its last frames: %s", capture.path, exc)
+        return None
+    return {
+        "file": fds.index(capture.file.fileno()),
+        "path": capture.path,
+        "port": capture.port,
+        "counters": [capture.captured, capture.written, capture.dropped, capture.bytes_written],
+    }
+
+
+def _apply_capture(switch: Switch, doc: dict[str, Any] | None, fds: list[int]) -> None:
+    if doc is None:
+        return
+    file = os.fdopen(fds[doc["file"]], "wb", buffering=0)
+    capture = switch.capture.start(file, str(doc["path"]), doc.get("port"))
+    captured, written, dropped, size = (int(n) for n in doc["counters"])
+    capture.captured, capture.written, capture.dropped = captured, written, dropped
+    capture.bytes_written = size
+
+
 def export(switch: Switch, restarts: int) -> tuple[dict[str, Any], list[int]]:
     """The state document and the descriptors of every port it names."""
     fabric = switch.fabric
@@ -118,6 +148,7 @@ def export(switch: Switch, restarts: int) -> tuple[dict[str, Any], list[int]]:
         departed=_stats(fabric.departed),
         events=dict(fabric.events),
         control_events=dict(switch.control.events),
+        capture=_capture(switch, fds),
     )
     return doc, fds.fds
 
@@ -226,6 +257,7 @@ def apply(
         _restore_stats(fabric.departed, doc.get("departed", {}))
         fabric.events.update(doc.get("events", {}))
         switch.control.events.update(doc.get("control_events", {}))
+        _apply_capture(switch, doc.get("capture"), fds)
     except (KeyError, TypeError, ValueError) as exc:
         raise UnreadableState(f"the state document is malformed: {exc!r}") from None
     for port in static.values():

@@ -84,6 +84,15 @@ def numbered(src: str, dst: str, seq: int) -> bytes:
     return (header + struct.pack("!HQ", ETHERTYPE, seq)).ljust(60, b"\0")
 
 
+def receive_seq(port: SyncPort) -> int:
+    """The sequence number of the next numbered frame ``port`` receives (BPDUs skipped)."""
+    while True:
+        raw = port.receive_bytes()
+        ethertype, seq = struct.unpack("!HQ", raw[12:22])
+        if ethertype == ETHERTYPE:
+            return int(seq)
+
+
 def learn(*ports: SyncPort) -> None:
     """Every port sends one broadcast, so that the switch knows where each MAC is."""
     for port in ports:
@@ -198,7 +207,12 @@ def test_restart_keeps_ports_counters_vlans_and_table(tmp_path: Path) -> None:
                 client.run("vlan/create 20")
                 client.run("port/setstormlimit 2 500")
                 client.json("port/impair 1 out delay=1ms")
+                client.run("fstp/setfstp 1")
+                client.run("fstp/setpriority 4096")
+                client.run("fstp/setcost 2 300")
                 before = client.json("port/print")["ports"]
+                stp = client.json("fstp/print")
+                stp_before = (stp["bridge"], [p["cost"] for p in stp["ports"] if p["id"] == 2])
                 table = client.json("hash/print")
             result = ctl_cli(ctl, "--json", "restart")
             assert result.returncode == 0, result.stderr
@@ -208,6 +222,11 @@ def test_restart_keeps_ports_counters_vlans_and_table(tmp_path: Path) -> None:
                 assert client.json("hash/print") == table
                 assert 20 in client.json("showinfo")["vlans"]["ids"]
                 assert client.json("port/impair 1")["out"]["setting"]["delay"] == 0.001
+                assert client.json("port/print 2")["ports"][0]["storm_limit"] == 500
+                stp = client.json("fstp/print")
+                stp_after = (stp["bridge"], [p["cost"] for p in stp["ports"] if p["id"] == 2])
+                assert stp_after == stp_before and stp_after[1] == [300]
+                assert stp["bridge"].startswith("4096.")
             for old, new in zip(before, after, strict=True):
                 assert (old["id"], old["name"], old["rx_frames"]) == (
                     new["id"],
@@ -215,7 +234,7 @@ def test_restart_keeps_ports_counters_vlans_and_table(tmp_path: Path) -> None:
                     new["rx_frames"],
                 )
             a.send(numbered(MAC_A, MAC_B, 7))
-            assert struct.unpack("!Q", b.receive_bytes()[14:22])[0] == 7
+            assert receive_seq(b) == 7
     finally:
         stop_pid(serving_pid(ctl))
     assert new_pid != switch.process.pid

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,7 @@ class Restarter:
     ) -> None:
         """The part without a checkpoint: from here on no task of this process runs."""
         switch = self.switch
+        paused = time.monotonic()
         doc, fds = state.export(switch, switch.restarts + 1)
         with _stop_signals_noted() as noted:
             try:
@@ -124,10 +126,12 @@ class Restarter:
             log.info("restart: passing %s on to pid %d", signal.Signals(signum).name, process.pid)
             os.kill(process.pid, signum)
         log.info(
-            "restart: pid %d took over %d port(s) and %d MAC(s); pid %d exits",
+            "restart: pid %d took over %d port(s) and %d MAC(s) (no frame read for %.0f ms); "
+            "pid %d exits",
             process.pid,
             len(doc["ports"]),
             len(doc["table"]),
+            (time.monotonic() - paused) * 1000,
             os.getpid(),
         )
         if answer is not None:

@@ -92,7 +92,7 @@ def _stp(switch: Switch) -> dict[str, Any] | None:
         str(n): {"priority": p.priority, "cost": p.cost, "edge": p.admin_edge}
         for n, p in bridge.ports.items()
     }
-    return {"priority": bridge.priority, "ports": ports}
+    return {"mac": bridge.mac.hex(), "priority": bridge.priority, "ports": ports}
 
 
 def _capture(switch: Switch, fds: Descriptors) -> dict[str, Any] | None:
@@ -217,8 +217,11 @@ def _apply_stp(switch: Switch, doc: dict[str, Any] | None) -> None:
         if guard.stp is not None:
             guard.disable_stp()
         return
-    if guard.stp is None:
-        guard.enable_stp(stpd.new_bridge(switch.config))
+    mac = bytes.fromhex(doc["mac"])
+    if guard.stp is not None and guard.stp.mac != mac:
+        guard.disable_stp()
+    if guard.stp is None:  # the same bridge id: the other bridges see no change
+        guard.enable_stp(stpd.new_bridge(switch.config, mac))
     bridge = guard.stp
     assert bridge is not None
     now = switch.fabric.now

@@ -372,3 +372,63 @@ def test_a_running_capture_goes_on_in_the_new_process(tmp_path: Path) -> None:
         if bytes(p)[12:14] == struct.pack("!H", ETHERTYPE) and not bytes(p)[0] & 1
     ]
     assert seqs == [1, 2, 3, 4, 5, 6]
+
+
+# Upgrades that fail in each phase: a future umlswitch that reads only version 2 of the
+# document (refuses the listeners), and one that fails to apply the final state (after the old
+# process stopped reading: it must read again).
+FUTURE_VERSION = """\
+import umlswitch.restart.document as document
+document.READS = frozenset({2})
+"""
+FAILS_TO_APPLY = """\
+import umlswitch.restart.state as state
+from umlswitch.restart.document import UnreadableState
+def apply(*args, **kwargs):
+    raise UnreadableState("cannot apply the state (a test's broken upgrade)")
+state.apply = apply
+"""
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [
+        (FUTURE_VERSION, "state document version 1 written by umlswitch"),
+        (FAILS_TO_APPLY, "cannot apply the state (a test's broken upgrade)"),
+    ],
+    ids=["unreadable-document", "fails-to-apply"],
+)
+def test_an_upgrade_that_cannot_take_over_leaves_the_old_switch_serving(
+    tmp_path: Path, patch: str, reason: str
+) -> None:
+    script = tmp_path / "umlswitch"
+    script.write_text(f"#!{sys.executable}\nfrom umlswitch.__main__ import run\nrun()\n")
+    script.chmod(0o755)
+    ctl = str(tmp_path / "ctl")
+    with open(tmp_path / "log", "w") as log:
+        process = subprocess.Popen(
+            [str(script), "-unix", ctl], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(ctl + ".mgmt"):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        with attach_sync(ctl, mac=MAC_A) as a, attach_sync(ctl, mac=MAC_B) as b:
+            learn(a, b)
+            script.write_text(
+                f"#!{sys.executable}\n{patch}from umlswitch.__main__ import run\nrun()\n"
+            )
+            a.send(numbered(MAC_A, MAC_B, 1))  # waits in the switch's queue if it is paused
+            result = ctl_cli(ctl, "restart")
+            assert result.returncode == 1
+            assert reason in result.stderr
+            assert f"this switch (pid {process.pid}) serves on" in result.stderr
+            assert serving_pid(ctl) == process.pid
+            assert receive_seq(b) == 1
+            b.send(numbered(MAC_B, MAC_A, 2))
+            assert receive_seq(a) == 2
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+    assert not os.path.exists(ctl)

@@ -48,12 +48,32 @@ class RestartFailed(Exception):
     """The restart did not happen; the old process serves on. The message says why."""
 
 
+class FrameReading:
+    """Where the handover stops and resumes the reading of frames: the one seam to re-point
+    when frames are read elsewhere than in trio tasks (a data-plane thread: its pause, and its
+    barrier, then its resume).
+
+    Today every frame socket is read by a trio task, and the handover's critical part runs
+    without a trio checkpoint: no task runs, so none reads, and returning to trio resumes them.
+    Both methods are therefore empty here.
+    """
+
+    def stop(self) -> None:
+        """From now on no frame is read (until ``resume``); called before the state is taken."""
+
+    def resume(self) -> None:
+        """Read again: the new process did not take over."""
+
+
 class Restarter:
     """The old process's side: one restart at a time."""
 
-    def __init__(self, switch: Switch, sockets: BoundSockets) -> None:
+    def __init__(
+        self, switch: Switch, sockets: BoundSockets, reading: FrameReading | None = None
+    ) -> None:
         self.switch = switch
         self.sockets = sockets
+        self.reading = reading if reading is not None else FrameReading()
         self.busy = False
 
     async def restart(self, answer: Callable[[int], None] | None = None) -> None:
@@ -111,6 +131,7 @@ class Restarter:
         """The part without a checkpoint: from here on no task of this process runs."""
         switch = self.switch
         paused = time.monotonic()
+        self.reading.stop()
         doc, fds = state.export(switch, switch.restarts + 1)
         with _stop_signals_noted() as noted:
             try:
@@ -118,6 +139,7 @@ class Restarter:
                 wire.send_bundle(channel, doc, fds)
                 check(wire.receive_bundle(channel, APPLY_TIMEOUT)[0], "running")
             except (wire.ChannelError, UnreadableState) as exc:
+                self.reading.resume()
                 raise RestartFailed(_why(process, exc)) from None
         notify = Notifier.from_environ()
         if notify is not None:  # before we exit, or systemd takes the service for stopped

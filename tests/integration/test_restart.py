@@ -127,6 +127,14 @@ class Receiver(threading.Thread):
             self.got.append((seq, time.monotonic()))
 
 
+def _report(receivers: list[Receiver], sent: int) -> None:
+    """The figures, for ``pytest -s`` (the assertions come after)."""
+    for receiver in receivers:
+        times = [t for _, t in receiver.got]
+        gap = max(b - a for a, b in itertools.pairwise(times))
+        print(f"sent {sent}, received {len(times)}, longest gap {gap * 1000:.0f} ms")
+
+
 def check_stream(receiver: Receiver, sent: int) -> None:
     seqs = [seq for seq, _ in receiver.got]
     assert seqs == sorted(set(seqs)), "frames were duplicated or reordered"
@@ -182,6 +190,7 @@ def test_ten_restarts_under_traffic_lose_nothing(tmp_path: Path) -> None:
             for receiver in receivers:
                 receiver.stopping = True
                 receiver.join()
+        _report(receivers[:2], sent)
         assert len(set(pids)) == 11, pids
         assert switch.process.wait(5) == 0  # the first switch handed over and exited 0
         check_stream(receivers[1], sent)  # a -> b
@@ -336,6 +345,31 @@ def test_daemon_names_the_live_pid(tmp_path: Path) -> None:
         assert f"has another server attached to it (pid {pid})" in second.stderr
     finally:
         stop_pid(pid)
+
+
+def test_a_daemon_restarts_and_its_pidfile_follows(tmp_path: Path) -> None:
+    ctl, pidfile = str(tmp_path / "ctl"), tmp_path / "pid"
+    started = subprocess.run(
+        [sys.executable, "-m", "umlswitch", "-daemon", "-unix", ctl, "--pidfile", str(pidfile)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert started.returncode == 0, started.stderr
+    old = int(pidfile.read_text())
+    result = ctl_cli(ctl, "restart")
+    assert result.returncode == 0, result.stderr
+    new = wait_for_new_pid(ctl, old)
+    assert int(pidfile.read_text()) == new and not running(old)
+    second = subprocess.run(
+        [sys.executable, "-m", "umlswitch", "-unix", ctl],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert f"has another server attached to it (pid {new})" in second.stderr
+    stop_pid(new)
+    assert not pidfile.exists() and not os.path.exists(ctl)
 
 
 def test_shutdown_says_what_it_did(switch: SwitchProcess) -> None:

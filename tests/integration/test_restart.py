@@ -466,3 +466,43 @@ def test_an_upgrade_that_cannot_take_over_leaves_the_old_switch_serving(
         process.terminate()
         assert process.wait(10) == 0
     assert not os.path.exists(ctl)
+
+
+def test_every_kind_of_client_survives_a_restart(tmp_path: Path) -> None:
+    """A v0 client on the shared data socket, a vde client with a pathname data socket, and a
+    stream client keep their ports; the vde client's socket file stays, then goes at the stop."""
+    data, stream = tmp_path / "data", tmp_path / "qemu.sock"
+    switch = SwitchProcess(str(data), "--stream", f"unix:{stream}", directory=str(tmp_path))
+    ctl = switch.control_path
+    macs = ["02:00:00:00:02:01", "02:00:00:00:02:02", "02:00:00:00:02:03"]
+    try:
+        with (
+            attach_sync(ctl, mac=macs[0], dialect="v0", data_path=str(data)) as v0,
+            attach_sync(
+                ctl, mac=macs[1], dialect="vde", address=str(tmp_path / "vde-client")
+            ) as vde,
+            attach_sync(str(stream), mac=macs[2], transport="stream") as qemu,
+        ):
+            ports = [v0, vde, qemu]
+            deadline = time.monotonic() + 5  # a stream connection is attached once accepted
+            while info(ctl)["ports"] < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            learn(*ports)
+            # the vde client's data socket, beside ctl as vde_switch names it: 002.N
+            switch_side = [p for p in tmp_path.iterdir() if p.name.startswith("002.")]
+            assert len(switch_side) == 1
+            assert ctl_cli(ctl, "restart").returncode == 0
+            wait_for_new_pid(ctl, switch.process.pid)
+            assert switch_side[0].exists()
+            seq = 10
+            for sender, mac in zip(ports, macs, strict=True):
+                for receiver, other in zip(ports, macs, strict=True):
+                    if receiver is not sender:
+                        seq += 1
+                        sender.send(numbered(mac, other, seq))
+                        assert receive_seq(receiver) == seq
+    finally:
+        stop_pid(serving_pid(ctl))
+    assert switch.process.wait(5) == 0
+    assert not switch_side[0].exists() and not os.path.exists(ctl) and not data.exists()

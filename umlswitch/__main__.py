@@ -9,7 +9,6 @@ why and what to do), 2 for a bad command line.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import logging.handlers
 import os
@@ -18,8 +17,10 @@ import sys
 
 import trio
 
-from umlswitch import daemon, systemd
+from umlswitch import daemon, lifecycle, systemd
 from umlswitch.config import SwitchConfig, parse_args
+from umlswitch.restart import command, fdstore
+from umlswitch.restart.handover import Incoming
 
 CLIENTS = ("ctl", "top", "capture", "events")
 LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in CLIENTS:  # no uml_switch command line starts with a word
         return run_client(args[0], args[1:])
     config = parse_args(args)
+    lifecycle.install()  # from here on, SIGTERM and SIGINT mean a clean stop
+    command.remember(sys.argv if argv is None else [sys.argv[0], *args])
     raise_fd_limit()
     if config.daemon:
         config = config.absolute()
@@ -114,23 +117,42 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        config, inherited = systemd.inherit(config, systemd.listen_sockets())
-        sockets = daemon.bind_sockets(config, inherited)
+        handover: Incoming | fdstore.Recovery | None = None
+        incoming = Incoming.from_environ()
+        if incoming is not None:  # started by a restart: adopt, never bind
+            handover = incoming
+            sockets = incoming.startup(config)
+        else:
+            names = os.environ.get("LISTEN_FDNAMES", "")
+            passed, stored = fdstore.split(systemd.listen_sockets(), names)
+            if stored:  # systemd kept them for us in its fd store: the switch had crashed
+                handover = fdstore.Recovery(stored)
+                passed += handover.listeners()
+            config, inherited = systemd.inherit(config, passed)
+            sockets = daemon.bind_sockets(config, inherited)
     except daemon.StartupError as exc:
         print(f"umlswitch: {exc}", file=sys.stderr)
         return 1
+    stopped = lifecycle.stop_requested()
+    if stopped is not None:  # while binding: nothing served yet
+        sockets.close()
+        sockets.unlink_created()
+        logging.getLogger("umlswitch").info("caught %s while starting; exiting", stopped.name)
+        return 0
     ready_fd: int | None = None
-    if config.daemon:
+    if config.daemon and handover is None:
         ready_fd = daemonize()
+        ours = [sockets.control, sockets.mgmt, *(s for s, _, _ in sockets.vlan_controls)]
+        lifecycle.relisten(
+            [s for s in ours if s is not None and s.getsockname() in sockets.created]
+        )
     notify = systemd.Notifier.from_environ()
 
     async def run_switch() -> None:
-        async with trio.open_nursery() as nursery:
-            serve = functools.partial(daemon.serve, config, sockets=sockets, notify=notify)
-            await nursery.start(serve)
-            if ready_fd is not None:
-                os.write(ready_fd, b"1")
-                os.close(ready_fd)
+        ready = lifecycle.ReadyReporter(lambda _: lifecycle.write_ready_byte(ready_fd))
+        await daemon.serve(
+            config, sockets=sockets, notify=notify, handover=handover, task_status=ready
+        )
 
     failed: list[daemon.StartupError] = []
     try:

@@ -166,6 +166,10 @@ class Capture:
         self._queue.append((self._clock(), bytes(frame)))
         self.captured += 1
 
+    def restore_counters(self, captured: int, written: int, dropped: int) -> None:
+        """Carry on the counts of the same capture in the process before a restart."""
+        self.captured, self.written, self._refused = captured, written, dropped
+
     @property
     def dropped(self) -> int:
         """Frames not captured: refused while the writer fell behind, or never written."""

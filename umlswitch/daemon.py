@@ -22,17 +22,18 @@ import stat
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__, guard_control
+from umlswitch import __version__, guard_control, lifecycle
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig, link_name
 from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
-from umlswitch.events import EventBus
+from umlswitch.events import RESTART, EventBus
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.mactable import MacTable
@@ -57,6 +58,8 @@ from umlswitch.ports.unix import peercheck
 from umlswitch.ports.unix.clients import SharedDataSocket
 from umlswitch.ports.unix.control import SUN_PATH_LEN
 from umlswitch.ports.unix.server import ControlServer
+from umlswitch.restart import fdstore
+from umlswitch.restart.handover import Incoming, Restarter, RestartFailed
 from umlswitch.systemd import NONE_INHERITED, STATUS_INTERVAL, Inherited, Notifier
 from umlswitch.tap.port import open_tap
 
@@ -371,6 +374,8 @@ class Switch:
     metrics: MetricsServer = field(init=False)
     links: list[StreamLink] = field(default_factory=list)  # --stream-connect
     slirp: SlirpUplink | None = None  # --slirp (set once it is started)
+    restarts: int = 0  # seamless restarts this switch has been through (umlswitch/restart/)
+    restarter: Restarter | None = None
 
     def __post_init__(self) -> None:
         self.fabric.publish = self.bus.publish
@@ -401,6 +406,28 @@ class Switch:
 
     def shutdown(self) -> None:
         self.cancel_scope.cancel()
+
+    async def restart(self, answer: Callable[[int], None] | None = None) -> None:
+        """Hand over to a new process (this one exits); RestartFailed: this one serves on."""
+        if self.restarter is None:
+            raise RestartFailed("the switch is not serving yet")
+        await self.restarter.restart(answer)
+
+    def allow_restarts(self, sockets: BoundSockets, nursery: trio.Nursery) -> Callable[[], None]:
+        """From now on the switch may restart; the callable restarts it in ``nursery``."""
+        self.restarter = Restarter(self, sockets)
+        return functools.partial(self.request_restart, nursery)
+
+    def request_restart(self, nursery: trio.Nursery) -> None:
+        """SIGUSR2: restart in the background; a failure is logged, the switch serves on."""
+
+        async def restart() -> None:
+            try:
+                await self.restart()
+            except RestartFailed as exc:
+                log.error("restart failed: %s; this process (pid %d) serves on", exc, os.getpid())
+
+        nursery.start_soon(restart)
 
     def remove_port(self, port_id: int) -> trio.Event | None:
         """Detach a port as if its peer had left (management's port/remove): the event set once
@@ -433,12 +460,30 @@ async def _watch_stdin(scope: trio.CancelScope) -> None:
             return
 
 
-async def _watch_signals(scope: trio.CancelScope, log_file: str | None = None) -> None:
-    """SIGINT, SIGTERM: exit cleanly. SIGHUP: reopen --log-file (logrotate); without one, exit."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+async def _watch_signals(
+    scope: trio.CancelScope,
+    log_file: str | None = None,
+    on_restart: Callable[[], None] | None = None,
+) -> None:
+    """SIGINT, SIGTERM: exit cleanly. SIGHUP: reopen --log-file (logrotate); without one, exit.
+    SIGUSR2: ``on_restart`` (a seamless restart)."""
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+    with trio.open_signal_receiver(*wanted) as signals:
+        early = lifecycle.stop_requested()  # caught before this receiver existed
+        if early is not None:
+            log.info("caught %s while starting, cleaning up and exiting", early.name)
+            scope.cancel()
+            return
         async for signum in signals:
             if signum == signal.SIGHUP and log_file is not None:
                 reopen_log_file(log_file)
+                continue
+            if signum == signal.SIGUSR2:
+                if on_restart is None:
+                    log.warning("caught SIGUSR2 before the switch serves; no restart")
+                else:
+                    log.info("caught SIGUSR2, restarting")
+                    on_restart()
                 continue
             log.info("caught %s, cleaning up and exiting", signal.Signals(signum).name)
             scope.cancel()
@@ -489,12 +534,63 @@ async def _ticker(fabric: Fabric) -> None:
         await trio.sleep(TICK)
 
 
-def _write_pidfile(path: str) -> None:
+def _call_first(hooks: list[Callable[[], None]]) -> None:
+    """Call the first of ``hooks``; none yet: the switch does not serve yet, say so."""
+    if hooks:
+        hooks[0]()
+    else:
+        log.warning("caught SIGUSR2 before the switch serves; no restart")
+
+
+async def _take_over(
+    handover: Incoming | fdstore.Recovery,
+    switch: Switch,
+    sockets: BoundSockets,
+    nursery: trio.Nursery,
+) -> bool:
+    """Take the previous process's ports and state (a restart; or systemd's fd store after a
+    crash) and run the ports; from then on the socket files, and the pidfile (whether written),
+    are ours."""
+    for runner in await handover.take_over(switch, sockets):
+        nursery.start_soon(runner)
+    switch.restarts = handover.restarts
+    switch.bus.publish(RESTART, phase="done", restarts=switch.restarts)
+    switch.started_at = handover.started_at or switch.started_at
+    handover.running(sockets)
+    return _write_pidfile(switch.config.pidfile)
+
+
+async def _start_capture(
+    nursery: trio.Nursery, fabric: Fabric, config: SwitchConfig, sockets: BoundSockets
+) -> CaptureControl:
+    """The capture control, capturing to the --pcap file from the start if there is one."""
+    capture = CaptureControl(fabric)
+    await nursery.start(capture.run)
+    if sockets.capture_file is not None and config.pcap is not None:
+        capture.start(sockets.capture_file, config.pcap)
+    return capture
+
+
+def _report_to_systemd(
+    nursery: trio.Nursery, notify: Notifier, switch: Switch, sockets: BoundSockets
+) -> None:
+    """READY=1 now, STATUS= while running, and the fd store if the unit keeps one."""
+    notify.ready(_status_line(switch.fabric, sockets.control_path))
+    nursery.start_soon(_report_status, notify, switch.fabric, sockets.control_path)
+    if fdstore.enabled():
+        nursery.start_soon(fdstore.FdStore(notify).run, switch, sockets)
+
+
+def _write_pidfile(path: str | None) -> bool:
+    """Write our pid to ``path`` (none: nothing); whether a pidfile was written."""
+    if not path:
+        return False
     try:
         with open(path, "w") as f:
             f.write(f"{os.getpid()}\n")
     except OSError as exc:
         raise StartupError(f"cannot write pidfile '{path}': {exc.strerror}") from None
+    return True
 
 
 async def _report_status(notify: Notifier, fabric: Fabric, control_path: str) -> None:
@@ -586,10 +682,9 @@ def _stream_servers(
 
 def _attach_static_ports(
     config: SwitchConfig, ports: list[Port], attachments: Attachments, impair: ImpairControl
-) -> list[StreamLink]:
+) -> None:
     """Attach the command line's ports (UDP peers, overlays, taps) in their VLANs, impaired
-    as the command line says, then the --stream-connect links' ports (held while they
-    connect); they run once the --rc file has run. Returns the links."""
+    as the command line says."""
     port_vlans = dict(config.vlans)
     impairments = dict(config.impair)
     for port in ports:
@@ -600,6 +695,16 @@ def _attach_static_ports(
         log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
         if port.name in impairments:
             impair.apply(port, impairments[port.name])
+
+
+def _open_links(
+    config: SwitchConfig, attachments: Attachments, impair: ImpairControl
+) -> list[StreamLink]:
+    """The --stream-connect links' ports (held while they connect), in their VLANs and
+    impaired as the command line says; they run once the --rc file has run. A restarted
+    switch opens them anew: a link is not handed over (its peer sees the old connection end)."""
+    port_vlans = dict(config.vlans)
+    impairments = dict(config.impair)
     links = []
     for spec in config.stream_connects:
         name = link_name(spec)
@@ -710,22 +815,22 @@ async def serve(
     handle_signals: bool = True,
     watch_stdin: bool | None = None,
     notify: Notifier | None = None,
+    handover: Incoming | fdstore.Recovery | None = None,
     task_status: trio.TaskStatus[Switch] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the switch until cancelled, a signal, or EOF on stdin.
 
     With ``notify`` (``$NOTIFY_SOCKET``), tell systemd READY=1 once serving, the ports and MACs
-    in STATUS= while running, and STOPPING=1 when the shutdown begins.
-    """
+    in STATUS= while running, and STOPPING=1 when the shutdown begins. With ``handover``, take
+    over a previous process's ports and state instead (no --rc file, see ``_take_over``)."""
     if sockets is None:
         sockets = bind_sockets(config)
     if watch_stdin is None:
         watch_stdin = _stdin_is_watched()
     pidfile_written = False
+    restart_hook: list[Callable[[], None]] = []
     try:
-        if config.pidfile:
-            _write_pidfile(config.pidfile)
-            pidfile_written = True
+        pidfile_written = handover is None and _write_pidfile(config.pidfile)
         fabric = _build_fabric(config)
         guard = guard_control.install(fabric, config)
         attachments = Attachments(fabric)
@@ -737,17 +842,16 @@ async def serve(
         with trio.CancelScope() as root:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
-                    nursery.start_soon(_watch_signals, root, config.log_file)
+                    on_usr2 = functools.partial(_call_first, restart_hook)
+                    nursery.start_soon(_watch_signals, root, config.log_file, on_usr2)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
                 _start_clocks(nursery, fabric, guard, shared)
-                capture = CaptureControl(fabric)
-                await nursery.start(capture.run)
-                if sockets.capture_file is not None and config.pcap is not None:
-                    capture.start(sockets.capture_file, config.pcap)
+                capture = await _start_capture(nursery, fabric, config, sockets)
                 impair = ImpairControl(fabric)
                 await nursery.start(impair.run)
-                links = _attach_static_ports(config, sockets.static_ports, attachments, impair)
+                if handover is None:
+                    _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -763,24 +867,26 @@ async def serve(
                     impair=impair,
                     mgmt_path=sockets.mgmt_path,
                     streams=streams,
-                    links=links,
                 )
                 _start_metrics(nursery, switch)
                 # The start-up commands run before any frame moves or any client attaches.
                 rc = None
-                if sockets.rc_text is not None and config.rc is not None:
+                if handover is not None:
+                    pidfile_written = await _take_over(handover, switch, sockets, nursery)
+                switch.links = _open_links(config, attachments, impair)
+                if handover is None and sockets.rc_text is not None and config.rc is not None:
                     rc = await run_rc_file(switch, config.rc, sockets.rc_text)
                 await _start_serving(nursery, switch, sockets)
+                restart_hook.append(switch.allow_restarts(sockets, nursery))
                 _announce(config, sockets, streams)
                 if notify is not None:
-                    notify.ready(_status_line(fabric, sockets.control_path))
-                    nursery.start_soon(_report_status, notify, fabric, sockets.control_path)
+                    _report_to_systemd(nursery, notify, switch, sockets)
                 task_status.started(switch)
                 if rc is not None and rc.shutdown:
                     log.info("shutdown requested by --rc %s", config.rc)
                     switch.shutdown()
     finally:
-        if notify is not None:
+        if notify is not None and (handover is None or handover.done):
             notify.stopping()
         with trio.CancelScope(shield=True):
             _clean_up(config, sockets, pidfile_written)

@@ -390,6 +390,7 @@ def test_systemd_analyze_verify_finds_nothing_wrong_with_the_units(tmp_path):
         text = (UNITS / name).read_text()
         if not any(Path(d, "umlswitch").exists() for d in ("/usr/local/bin", "/usr/bin", "/bin")):
             text = text.replace("ExecStart=umlswitch ", f"ExecStart={umlswitch} ")
+            text = text.replace("ExecReload=umlswitch ", f"ExecReload={umlswitch} ")
         (tmp_path / name).write_text(text)
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(tmp_path / "umlswitch.service"),

@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -49,6 +50,7 @@ from umlswitch.mgmt.protocol import (
 )
 from umlswitch.ports.attachments import Attachments
 from umlswitch.ports.base import Frame, Port, PortInfo
+from umlswitch.restart.handover import RestartFailed
 
 ME = PeerCred(os.getpid(), os.geteuid(), os.getegid())
 
@@ -105,6 +107,9 @@ class BarePort:
         return False
 
 
+NEW_PID = 4321  # the pid a FakeSwitch's restart hands over to
+
+
 @dataclass
 class FakeSwitch:
     """What the management console sees of a running switch (``ManagedSwitch``)."""
@@ -118,6 +123,9 @@ class FakeSwitch:
     attach_events: Counter[str] = field(default_factory=Counter)  # the attach paths' refusals
     unknown: int = 0  # datagrams of unknown senders on the shared data socket
     shutdowns: int = 0  # how often shutdown() was called
+    restarts: int = 0  # seamless restarts the switch has been through
+    restart_requests: int = 0  # how often restart() was called
+    restart_refusal: str | None = None  # why restart() fails; None: it succeeds
 
     def __post_init__(self) -> None:
         config = self.config
@@ -168,6 +176,15 @@ class FakeSwitch:
 
     def shutdown(self) -> None:
         self.shutdowns += 1
+
+    async def restart(self, answer: Callable[[int], None] | None = None) -> None:
+        """A fake has no process to hand over: with ``restart_refusal`` the restart fails, as a
+        broken one does; without, it answers as a real one does (and returns, not exits)."""
+        self.restart_requests += 1
+        if self.restart_refusal is not None:
+            raise RestartFailed(self.restart_refusal)
+        if answer is not None:
+            answer(NEW_PID)
 
 
 def session(switch: FakeSwitch, peer: PeerCred = ME) -> commands.Session:

@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ import trio.testing
 
 from tests.unit.fake_switch import (
     ME,
+    NEW_PID,
     BarePort,
     FakeSwitch,
     MemoryPort,
@@ -168,6 +170,8 @@ async def test_showinfo_text(switch: FakeSwitch, s: Session, tmp_path: Path) -> 
     (tmp_path / "ctl").chmod(0o600)
     switch.stream_names = ["tcp:0.0.0.0:5555"]
     switch.started_at -= 3700
+    switch.restarts = 3
+    since = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(switch.started_at))
     a, _ = switch.attach(1), switch.attach(2)
     switch.fabric.forward(a, frame(MAC_A, BROADCAST))
     switch.fabric.forward(a, b"runt")
@@ -176,7 +180,7 @@ async def test_showinfo_text(switch: FakeSwitch, s: Session, tmp_path: Path) -> 
     lines = await text(s, "showinfo")
     assert lines == [
         f"umlswitch V.{__version__}",
-        f"pid {os.getpid()} uptime 1h01m40s",
+        f"pid {os.getpid()} uptime 1h01m40s, running since {since}, 3 restart(s)",
         "mode switch, 2 port(s), 1 MAC(s), max frame 1518 bytes",
         f"control {tmp_path / 'ctl'} perm 0600",
         "stream  tcp:0.0.0.0:5555",
@@ -846,8 +850,37 @@ async def test_logout_ends_the_session(s: Session) -> None:
 
 async def test_shutdown_ends_the_session_and_asks_to_stop(s: Session) -> None:
     reply = await ask(s, "json shutdown")
-    assert (reply.code, reply.lines) == (9999, ('{"shutdown": true}',))
+    assert reply.code == 9999 and reply.lines is not None
+    assert json.loads(reply.lines[0]) == {"shutdown": True, "pid": os.getpid()}
     assert s.ended and s.shutdown
+
+
+async def test_shutdown_says_what_it_does(s: Session) -> None:
+    reply = await ask(s, "shutdown")
+    assert reply.lines == (f"shutting down: pid {os.getpid()} stops and removes its socket files",)
+
+
+async def test_restart_answers_with_the_new_pid(switch: FakeSwitch, s: Session) -> None:
+    sent: list[str] = []
+    s.send_now = sent.append
+    reply = await ask(s, "restart")
+    assert switch.restart_requests == 1
+    assert sent == [  # written at once, before the process would exit
+        "0000 DATA END WITH '.'\n"
+        f"restarted: pid {os.getpid()} handed the switch over to pid {NEW_PID}\n"
+        ".\n9999 END OF SESSION\n"
+    ]
+    assert reply.ok
+
+
+async def test_a_failed_restart_says_why_and_that_the_switch_serves_on(
+    switch: FakeSwitch, s: Session
+) -> None:
+    switch.restart_refusal = "the new process (pid 1234) exited 1 before it took over"
+    assert await failure(s, "restart") == (
+        "1125 Operation canceled: restart failed: the new process (pid 1234) exited 1 before "
+        f"it took over; this switch (pid {os.getpid()}) serves on"
+    )
 
 
 @pytest.mark.parametrize(
@@ -906,6 +939,7 @@ VALID: dict[str, list[str]] = {
     "json": ["json showinfo"],
     "logout": ["logout"],
     "shutdown": ["shutdown"],
+    "restart": ["restart"],
     "showinfo": ["showinfo"],
     "port/print": ["port/print 1"],
     "port/remove": ["port/remove 2"],
@@ -1119,7 +1153,14 @@ async def test_shutdown_stops_the_switch_after_the_answer(
     with await connect() as conn:
         await conn.send(b"shutdown\n")
         with trio.fail_after(5):
-            assert await conn.recv(100) == b"9999 END OF SESSION\n"
+            assert (
+                await conn.recv(200)
+                == (
+                    "0000 DATA END WITH '.'\n"
+                    f"shutting down: pid {os.getpid()} stops and removes its socket files\n"
+                    ".\n9999 END OF SESSION\n"
+                ).encode()
+            )
             assert await conn.recv(100) == b""
     await trio.testing.wait_all_tasks_blocked()
     assert switch.shutdowns == 1

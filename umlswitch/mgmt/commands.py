@@ -29,7 +29,9 @@ from umlswitch.fabric.vlan import VlanError, parse_vid, split_key
 from umlswitch.listener import PeerCred
 from umlswitch.mgmt import views
 from umlswitch.mgmt.protocol import Invocation, Reply
+from umlswitch.mgmt.restartcmd import restart_command
 from umlswitch.mgmt.views import Doc
+from umlswitch.restart.handover import RestartFailed
 
 if TYPE_CHECKING:
     from umlswitch.mgmt.managed import ManagedSwitch
@@ -58,6 +60,9 @@ class Session:
     shutdown: bool = False  # stop the switch once the answer is sent
     # pcap/stream, events/stream (mgmt/observe.py): after the answer the session is this stream
     stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
+    json: bool = False  # the command running now answers in JSON
+    # write an answer now, without a checkpoint (restart: the process exits right after)
+    send_now: Callable[[str], None] | None = None
 
 
 Handler = Callable[[Session, Sequence[str]], Awaitable[Doc]]
@@ -96,6 +101,7 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
             raise CommandError(errno.EINVAL, "json needs a command, e.g. 'json port/print'")
         if cmd is None:
             raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
+        session.json = invocation.json
         doc = await cmd.handler(session, invocation.args)
     except Exception as exc:
         if not isinstance(exc, CommandError):  # a bug: it must not end the switch
@@ -179,11 +185,28 @@ async def _logout(session: Session, args: Sequence[str]) -> Doc:
     return {}
 
 
-@command("shutdown", "", "stop the switch", changes=True)
+@command("shutdown", "", "stop the switch", changes=True, render=views.shutdown_lines)
 async def _shutdown(session: Session, args: Sequence[str]) -> Doc:
     _arity(args, 0, 0, "shutdown")
     session.ended = session.shutdown = True
-    return {"shutdown": True}
+    return {"shutdown": True, "pid": os.getpid()}
+
+
+@command(
+    "restart",
+    "",
+    "hand the switch over to a new process (same command line), guests stay attached",
+    changes=True,
+    render=views.restart_lines,
+)
+async def _restart(session: Session, args: Sequence[str]) -> Doc:
+    _arity(args, 0, 0, "restart")
+    try:
+        return await restart_command(session)
+    except RestartFailed as exc:
+        raise CommandError(
+            errno.ECANCELED, f"restart failed: {exc}; this switch (pid {os.getpid()}) serves on"
+        ) from None
 
 
 @command(

@@ -8,6 +8,7 @@ commands a switch of its own making.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -85,3 +86,11 @@ class ManagedSwitch(Protocol):
 
     def shutdown(self) -> None:
         """Stop the switch (after the current command's answer)."""
+
+    @property
+    def restarts(self) -> int:
+        """Seamless restarts this switch has been through."""
+
+    async def restart(self, answer: Callable[[int], None] | None = None) -> None:
+        """Hand over to a new process, calling ``answer(new_pid)`` just before this one exits;
+        ``RestartFailed`` (this process serves on) if it does not happen."""

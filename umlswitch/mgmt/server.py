@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from umlswitch import __version__
 from umlswitch.listener import PeerCred, peer_cred, serve_listener
 from umlswitch.mgmt import commands, protocol
 from umlswitch.mgmt.protocol import LineReader, LineTooLong, Reply
+from umlswitch.mgmt.restartcmd import send_now
 from umlswitch.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
@@ -116,7 +118,9 @@ class MgmtServer:
                     cred = peer_cred(conn)
                 except OSError:
                     cred = PeerCred(0, -1, -1)
-                session = commands.Session(self.switch, cred)
+                session = commands.Session(
+                    self.switch, cred, send_now=functools.partial(send_now, conn.fileno())
+                )
                 log.debug("management session opened by %s", cred)
                 try:
                     await self._converse(conn, session)

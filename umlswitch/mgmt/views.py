@@ -455,6 +455,8 @@ def info_doc(switch: ManagedSwitch) -> Doc:
         "version": __version__,
         "pid": os.getpid(),
         "uptime": round(time.time() - switch.started_at, 1),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(switch.started_at)),
+        "restarts": getattr(switch, "restarts", 0),
         "mode": "hub" if fabric.hub else "switch",
         "sockets": sockets,
         "perm": {what: _perm(path) for what, path in sockets.items() if path is not None},
@@ -490,10 +492,19 @@ def _stp_summary(switch: ManagedSwitch) -> Doc | None:
     }
 
 
+def shutdown_lines(doc: Mapping[str, Any]) -> list[str]:
+    return [f"shutting down: pid {doc['pid']} stops and removes its socket files"]
+
+
+def restart_lines(doc: Mapping[str, Any]) -> list[str]:
+    return [f"restarted: pid {doc['old_pid']} handed the switch over to pid {doc['pid']}"]
+
+
 def info_lines(doc: Mapping[str, Any]) -> list[str]:
     lines = [
         f"umlswitch V.{doc['version']}",
-        f"pid {doc['pid']} uptime {format_duration(doc['uptime'])}",
+        f"pid {doc['pid']} uptime {format_duration(doc['uptime'])}, running since "
+        f"{doc['started_at']}, {doc['restarts']} restart(s)",
         f"mode {doc['mode']}, {doc['ports']} port(s), {doc['macs']} MAC(s), "
         f"max frame {doc['max_frame']} bytes",
     ]

@@ -64,6 +64,9 @@ class StreamPort(Port):
         self.sock = sock
         self.peer = peer_cred  # SO_PEERCRED of a unix client, shown by port/print
         self._unsent: memoryview | None = None  # the rest of a record sent only in part
+        # the start of a record read but not complete (a restart hands it over: restart/kinds.py)
+        self.reader: RecordReader | None = None
+        self.carried_in = b""  # what the previous process had read of an incomplete record
         self._sendmsg = sock.sendmsg
 
     # --- egress -------------------------------------------------------------------------
@@ -157,7 +160,11 @@ class StreamPort(Port):
     # --- ingress ------------------------------------------------------------------------
 
     async def ingress(self, fabric: Fabric) -> None:
-        reader = RecordReader(fabric.max_frame)
+        reader = self.reader = RecordReader(fabric.max_frame)
+        if self.carried_in:
+            reader.space()[: len(self.carried_in)] = self.carried_in
+            reader.filled(len(self.carried_in))
+            self.carried_in = b""
         sock = self.sock
         recv_into = sock.recv_into
         pause_point = self.pause_point

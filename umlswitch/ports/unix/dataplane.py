@@ -64,8 +64,10 @@ class DataPlane:
         self._ports[fd] = port
         self._fds[port] = fd
         self._sockets[port] = sock
-        self._masks[port] = _IN
-        self.epoll.register(fd, _IN)
+        # a port handed over by a restart may come with frames in its backlog already
+        mask = _IN | (_OUT if port.backlog else 0)
+        self._masks[port] = mask
+        self.epoll.register(fd, mask)
 
     def remove(self, port: Port) -> None:
         fd = self._fds.pop(port, None)

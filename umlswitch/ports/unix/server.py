@@ -102,6 +102,8 @@ class ControlServer:
         self.events: Counter[str] = Counter()
         # the switch's attached ports (shared with its other families), for remove and detach
         self.attachments = attachments if attachments is not None else Attachments(fabric)
+        # each attached client's control connection, by port number (a restart hands them over)
+        self.connections: dict[int, trio.socket.SocketType] = {}
 
     def add_listener(
         self, listener: trio.socket.SocketType, data_path_prefix: str, vlans: Membership, path: str
@@ -245,6 +247,11 @@ class ControlServer:
             return
         self._log_attached(port, cred, request, entrance)
 
+        await self.run_client(port, conn)
+
+    async def run_client(self, port: ClientPort | SharedPort, conn: trio.socket.SocketType) -> None:
+        """Run an attached client's port until its control connection ends (or the switch's)."""
+
         async def life() -> str:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(port.run, self.fabric)
@@ -252,7 +259,11 @@ class ControlServer:
                 nursery.cancel_scope.cancel()
             return reason
 
-        await self.attachments.run(port, life)
+        self.connections[port.id] = conn
+        try:
+            await self.attachments.run(port, life)
+        finally:
+            self.connections.pop(port.id, None)
 
     def _open_port(
         self, cred: PeerCred, request: Request, entrance: Entrance

@@ -6,9 +6,9 @@
 # The guest has one virtio-net NIC on QEMU's `-netdev NETDEV` (its id must be n0; the NIC's MAC
 # is 52:54:00:12:34:XX, XX the last number of IP), eth0 addressed IP/24. It runs COMMAND (a shell
 # command line, busybox's tools) and powers off; without COMMAND it gives a shell on this
-# terminal (`poweroff -f` ends it). No disk image and no download: the kernel is Debian's cloud
-# kernel (linux-image-cloud-amd64, virtio-net as modules), the root an initramfs built here from
-# busybox-static and the kernel's virtio modules. QEMU runs under TCG (-accel tcg), as any user.
+# terminal (`poweroff -f` ends it). Its exit status is the command's. No disk image and no
+# download: the kernel is Debian's cloud kernel (linux-image-cloud-amd64, virtio-net as
+# modules), the root an initramfs built here from busybox-static and the kernel's virtio modules. QEMU runs under TCG (-accel tcg), as any user.
 # The script prints the QEMU command line it runs on stderr. Everything it writes is in a
 # private directory (mktemp -d), removed at the end.
 set -eu
@@ -21,6 +21,7 @@ modules=/lib/modules/${kernel#*/vmlinuz-}/kernel
 busybox=/bin/busybox
 $busybox 2>/dev/null | grep -q cpio || { echo "$0: no $busybox: apt-get install busybox-static" >&2; exit 1; }
 command -v qemu-system-x86_64 >/dev/null || { echo "$0: apt-get install qemu-system-x86" >&2; exit 1; }
+commands=$#
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -43,6 +44,7 @@ done
     echo "ip link set lo up; ip addr add $ip/24 dev eth0; ip link set eth0 up"
     if [ $# -gt 0 ]; then
         echo "$*"
+        echo 'echo "qemu-guest: exit status $?"'
     else
         echo 'echo "guest '"$ip"' on eth0; poweroff -f ends it"; setsid cttyhack sh'
     fi
@@ -57,4 +59,11 @@ set -- qemu-system-x86_64 -accel tcg -m 192M -nodefaults -display none -no-reboo
     -append "console=ttyS0 quiet loglevel=1 panic=-1" \
     -netdev "$netdev" -device "virtio-net-pci,netdev=n0,mac=$mac"
 echo "+ $*" >&2
-"$@"
+if [ "$commands" = 0 ]; then  # a shell on this terminal
+    "$@"
+    exit
+fi
+# The script's exit status is the command's, read from the guest's console.
+"$@" | tee "$dir/console"
+status=$(sed -n 's/^qemu-guest: exit status \([0-9]*\).*/\1/p' "$dir/console" | tail -n 1)
+exit "${status:-1}"

@@ -4,8 +4,10 @@
 #   examples/uml-guest.sh N [COMMAND...]
 #
 # Guest N (1-254) gets MAC 02:00:00:00:00:NN and address 10.0.0.N/24 on eth0=daemon, attached
-# to the switch's control socket $UMLSWITCH_CTL (default /tmp/uml.ctl). It runs COMMAND (a shell
-# command line) and halts; without COMMAND it gives a shell on this terminal (`halt -f` ends it).
+# to the switch's control socket $UMLSWITCH_CTL (default /tmp/uml.ctl), or on the transport
+# $UML_ETH0 when set (UML's eth0= value: `mcast`, `vde,vde:///run/umlswitch`). It runs COMMAND
+# (a shell command line) and halts; without COMMAND it gives a shell on this terminal (`halt -f`
+# ends it). Its exit status is the command's.
 # The guest's root is the host's own / through hostfs, read-only: no disk image is needed, and
 # it needs root and Debian's user-mode-linux package. Its console shows the command's output.
 #
@@ -21,8 +23,10 @@ case $n in *[!0-9]* | '') echo "$0: N must be a number from 1 to 254, not '$n'" 
 ctl=${UMLSWITCH_CTL:-/tmp/uml.ctl}
 linux=${UML_LINUX:-/usr/bin/linux}
 [ -x "$linux" ] || { echo "$0: no $linux: apt-get install user-mode-linux" >&2; exit 1; }
-[ -S "$ctl" ] || { echo "$0: no switch on $ctl: start one with: umlswitch -unix $ctl" >&2; exit 1; }
+[ -n "${UML_ETH0:-}" ] || [ -S "$ctl" ] || { echo "$0: no switch on $ctl: start one with: umlswitch -unix $ctl" >&2; exit 1; }
+mac=$(printf '02:00:00:00:00:%02x' "$n")
 here=$(cd "$(dirname "$0")" && pwd)
+commands=$#
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -39,9 +43,10 @@ fi
     echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin'
     echo 'mount -n -t proc proc /proc'
     echo 'ip link set lo up'
-    echo "ip addr add 10.0.0.$n/24 dev eth0 && ip link set eth0 up"
+    echo "ip link set eth0 address $mac && ip addr add 10.0.0.$n/24 dev eth0 && ip link set eth0 up"
     if [ $# -gt 0 ]; then
         echo "$*"
+        echo 'echo "uml-guest: exit status $?"'
     else
         echo 'echo "guest '"$n"': 10.0.0.'"$n"' on eth0; halt -f ends it"; exec /bin/sh'
     fi
@@ -49,10 +54,18 @@ fi
 } > "$dir/init"
 chmod 755 "$dir/init"
 
-mac=$(printf '02:00:00:00:00:%02x' "$n")
+eth0=${UML_ETH0:-daemon,$mac,unix,$ctl}
 cd "$dir"
 # ubd0=/dev/null: the guest has no block device (without it UML looks for ./root_fs and says
 # "Failed to initialize ubd device 0"). umid and uml_dir keep UML's pid file in $dir.
-LD_PRELOAD=$preload "$linux" mem=64M root=/dev/root rootfstype=hostfs rootflags=/ ro quiet \
-    init="$dir/init" "eth0=daemon,$mac,unix,$ctl" con=null con0=fd:0,fd:1 \
+set -- "$linux" mem=64M root=/dev/root rootfstype=hostfs rootflags=/ ro quiet \
+    init="$dir/init" "eth0=$eth0" con=null con0=fd:0,fd:1 \
     umid=guest$n uml_dir="$dir" ubd0=/dev/null
+if [ "$commands" = 0 ]; then  # a shell on this terminal
+    LD_PRELOAD=$preload "$@"
+    exit
+fi
+# The script's exit status is the command's, read from the guest's console.
+LD_PRELOAD=$preload "$@" | tee "$dir/console"
+status=$(sed -n 's/^uml-guest: exit status \([0-9]*\).*/\1/p' "$dir/console" | tail -n 1)
+exit "${status:-1}"

@@ -6,7 +6,8 @@ What a page may hold, and what this file does with it:
 * ```` ```sh ```` blocks are commands a user copies: each runs as root with ``bash -e -o
   pipefail`` in a sandbox of its own (``unshare``: private network, mount and pid namespaces,
   a fresh tmpfs on /tmp and /run, ``examples/`` in the working directory, multicast routed on
-  lo as a host's default route would), and must exit 0 within its time. Whatever it leaves running is killed with its pid namespace.
+  lo as a host's default route would), and must exit 0 within its time. Whatever it leaves
+  running is killed with its pid namespace.
 * A block that cannot run on one test machine (it installs packages, needs systemd as PID 1 or a
   second host) is preceded by ``<!-- not run: WHY -->``; the reason must be given.
 * ```` ```console ```` blocks are transcripts (a prompt, a command, what it printed: pids and

@@ -43,7 +43,7 @@ done
     echo "for m in $mods; do insmod /modules/\$m.ko; done"
     echo "ip link set lo up; ip addr add $ip/24 dev eth0; ip link set eth0 up"
     if [ $# -gt 0 ]; then
-        echo "$*"
+        echo "( $* )"
         echo 'echo "qemu-guest: exit status $?"'
     else
         echo 'echo "guest '"$ip"' on eth0; poweroff -f ends it"; setsid cttyhack sh'

@@ -7,7 +7,7 @@
 # to the switch's control socket $UMLSWITCH_CTL (default /tmp/uml.ctl), or on the transport
 # $UML_ETH0 when set (UML's eth0= value: `mcast`, `vde,vde:///run/umlswitch`). It runs COMMAND
 # (a shell command line) and halts; without COMMAND it gives a shell on this terminal (`halt -f`
-# ends it). Its exit status is the command's.
+# ends it). Its exit status is the command's; SIGTERM (kill) halts the guest at once.
 # The guest's root is the host's own / through hostfs, read-only: no disk image is needed, and
 # it needs root and Debian's user-mode-linux package. Its console shows the command's output.
 #
@@ -45,7 +45,7 @@ fi
     echo 'ip link set lo up'
     echo "ip link set eth0 address $mac && ip addr add 10.0.0.$n/24 dev eth0 && ip link set eth0 up"
     if [ $# -gt 0 ]; then
-        echo "$*"
+        echo "( $* )"
         echo 'echo "uml-guest: exit status $?"'
     else
         echo 'echo "guest '"$n"': 10.0.0.'"$n"' on eth0; halt -f ends it"; exec /bin/sh'
@@ -65,7 +65,15 @@ if [ "$commands" = 0 ]; then  # a shell on this terminal
     LD_PRELOAD=$preload "$@"
     exit
 fi
-# The script's exit status is the command's, read from the guest's console.
-LD_PRELOAD=$preload "$@" | tee "$dir/console"
-status=$(sed -n 's/^uml-guest: exit status \([0-9]*\).*/\1/p' "$dir/console" | tail -n 1)
+# UML runs in a session of its own, so that killing this script (SIGTERM, Ctrl-C) takes the
+# guest and its helper processes down with it. Its console goes through a FIFO to this terminal
+# and to a file, from which the script's exit status is the command's.
+mkfifo console
+LD_PRELOAD=$preload setsid "$@" < /dev/null > console 2>&1 &
+uml=$!
+trap 'kill -9 "-$uml" 2>/dev/null; exit 143' TERM INT
+tee console.log < console &
+wait "$uml" || true
+wait
+status=$(sed -n 's/^uml-guest: exit status \([0-9]*\).*/\1/p' console.log | tail -n 1)
 exit "${status:-1}"

@@ -127,15 +127,14 @@ exec bash -e -o pipefail -c "$DOC_BLOCK"
 """
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("block", SH, ids=_id)
-def test_sh_block_runs_as_written(block: tuple[str, int, str, str | None]) -> None:
+def run_in_sandbox(code: str) -> subprocess.CompletedProcess[str]:
+    """Run shell ``code`` as a user would, in a sandbox of its own (see the module docstring)."""
     reason = _why_no_sandbox()
     if reason is not None:
         pytest.skip(reason)
-    env = {**os.environ, "DOC_REPO": str(ROOT), "DOC_BLOCK": block[2]}
+    env = {**os.environ, "DOC_REPO": str(ROOT), "DOC_BLOCK": code}
     command = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc"]
-    result = subprocess.run(
+    return subprocess.run(
         [*command, "--propagation", "private", "bash", "-c", SANDBOX],
         capture_output=True,
         text=True,
@@ -143,7 +142,47 @@ def test_sh_block_runs_as_written(block: tuple[str, int, str, str | None]) -> No
         stdin=subprocess.DEVNULL,
         env=env,
     )
-    assert result.returncode == 0, f"{block[2]}\n--- stdout\n{result.stdout}\n--- {result.stderr}"
+
+
+def _report(code: str, result: subprocess.CompletedProcess[str]) -> str:
+    return f"{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("block", SH, ids=_id)
+def test_sh_block_runs_as_written(block: tuple[str, int, str, str | None]) -> None:
+    result = run_in_sandbox(block[2])
+    assert result.returncode == 0, _report(block[2], result)
+
+
+@pytest.mark.e2e
+def test_the_uml_guest_example_boots_quietly_and_returns_the_commands_status() -> None:
+    code = """umlswitch -daemon
+examples/uml-guest.sh 7 'ip -o link show eth0; cat /proc/partitions'
+status=0; examples/uml-guest.sh 8 'exit 3' || status=$?; echo "status $status"
+umlswitch ctl shutdown"""
+    result = run_in_sandbox(code)
+    assert result.returncode == 0, _report(code, result)
+    assert "link/ether 02:00:00:00:00:07" in result.stdout, _report(code, result)
+    assert "uml-guest: exit status 0" in result.stdout and "status 3" in result.stdout
+    # ubd0=/dev/null: no "Failed to initialize ubd device 0" for a guest without a disk
+    assert "ubd" not in result.stdout + result.stderr, _report(code, result)
+
+
+@pytest.mark.e2e
+def test_the_qemu_guest_example_returns_the_commands_status() -> None:
+    code = """umlswitch -daemon --stream unix:/tmp/qemu.sock
+status=0
+examples/qemu-guest.sh 10.0.0.9 stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/qemu.sock \
+    'ip -o addr show eth0; exit 3' || status=$?
+echo "status $status"
+umlswitch ctl shutdown"""
+    result = run_in_sandbox(code)
+    assert result.returncode == 0, _report(code, result)
+    assert "inet 10.0.0.9/24" in result.stdout and "status 3" in result.stdout, _report(
+        code, result
+    )
+    assert "+ qemu-system-x86_64 -accel tcg" in result.stderr  # it shows what it runs
 
 
 def test_blocks_not_run_say_why() -> None:

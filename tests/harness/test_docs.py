@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,11 +128,46 @@ exec bash -e -o pipefail -c "$DOC_BLOCK"
 """
 
 
+def _cpu_needs_the_uml_shim() -> bool:
+    return bool({"avx512f", "amx_tile"} & set(Path("/proc/cpuinfo").read_text().split()))
+
+
+def _cloud_kernel() -> bool:
+    return any(Path("/boot").glob("vmlinuz-*-cloud-amd64"))
+
+
+# What a block's words need from the machine: (word in the block, is it there?, what to install)
+NEEDS: list[tuple[str, Callable[[], bool], str]] = [
+    ("uml-guest.sh", lambda: Path("/usr/bin/linux").exists(), "Debian package user-mode-linux"),
+    ("probe_uml_guest", lambda: Path("/usr/bin/linux").exists(), "Debian package user-mode-linux"),
+    ("uml-guest.sh", lambda: not _cpu_needs_the_uml_shim() or bool(shutil.which("cc")), "gcc"),
+    ("probe_uml_guest", lambda: not _cpu_needs_the_uml_shim() or bool(shutil.which("cc")), "gcc"),
+    ("ping ", lambda: bool(shutil.which("ping")), "Debian package iputils-ping"),
+    ("qemu-guest.sh", lambda: bool(shutil.which("qemu-system-x86_64")), "qemu-system-x86"),
+    ("qemu-guest.sh", _cloud_kernel, "Debian package linux-image-cloud-amd64"),
+    ("qemu-guest.sh", lambda: Path("/bin/busybox").exists(), "Debian package busybox-static"),
+    ("vde", lambda: bool(shutil.which("vde_plug")), "Debian package vde2 (libvdeplug)"),
+    ("tcpdump", lambda: bool(shutil.which("tcpdump")), "Debian package tcpdump"),
+    ("socat", lambda: bool(shutil.which("socat")), "Debian package socat"),
+    ("tap", lambda: Path("/dev/net/tun").exists(), "/dev/net/tun (the tun module)"),
+]
+
+
+def _missing(code: str) -> list[str]:
+    return sorted({need for word, there, need in NEEDS if word in code and not there()})
+
+
 def run_in_sandbox(code: str) -> subprocess.CompletedProcess[str]:
-    """Run shell ``code`` as a user would, in a sandbox of its own (see the module docstring)."""
+    """Run shell ``code`` as a user would, in a sandbox of its own (see the module docstring).
+
+    Skips, saying what to install, when the block uses something this machine lacks.
+    """
     reason = _why_no_sandbox()
     if reason is not None:
         pytest.skip(reason)
+    missing = _missing(code)
+    if missing:
+        pytest.skip(f"the block needs {', '.join(missing)}")
     env = {**os.environ, "DOC_REPO": str(ROOT), "DOC_BLOCK": code}
     command = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc"]
     return subprocess.run(

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.e2e import uml as e2e_uml
 from tests.e2e.uml import SWITCH_ENV, GuestPool, Switch, Switches
+from tests.umlshim import private_uml_shim
 
 TAP = "tap0"
 HOST_IP = "10.0.0.254"  # the tap's address, in the guests' 10.0.0.0/24 (uml.ip_for)
@@ -176,4 +177,5 @@ def report(results: dict[str, list[tuple[float, float]]]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with private_uml_shim():  # UML 6.1 on AVX-512/AMX hosts (tests/umlshim.py)
+        main()

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.e2e import uml as e2e_uml
 from tests.e2e.uml import SWITCH_ENV, GuestPool, PingSummary, Switch, Switches, ip_for
+from tests.umlshim import private_uml_shim
 
 PORT = 5201
 SWITCHES = ("umlswitch", "uml_switch")
@@ -135,4 +136,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with private_uml_shim():  # UML 6.1 on AVX-512/AMX hosts (tests/umlshim.py)
+        main()

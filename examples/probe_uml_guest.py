@@ -1,8 +1,9 @@
 """Probe a real UML guest with the umlswitch scapy harness: ARP for it, then ping it.
 
-Run as root on a machine with Debian's user-mode-linux package:
+Run as root on a machine with Debian's user-mode-linux package (and gcc on a CPU with AVX-512
+or AMX, where UML 6.1 needs uml_xstate_shim.c, built into the script's private temp dir):
 
-    python examples/probe_uml_guest.py
+    python3 examples/probe_uml_guest.py
 
 It starts a umlswitch, boots a UML guest (hostfs root, an init script written here) on
 ``eth0=daemon`` with address 10.0.0.2, attaches a harness port as 10.0.0.1, and asserts the
@@ -40,6 +41,17 @@ halt -d -f
 """
 
 
+def fp_state_shim(workdir: Path) -> dict[str, str]:
+    """The environment for UML: on AVX-512/AMX hosts, Debian's UML 6.1 needs uml_xstate_shim.c."""
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    if not flags & {"avx512f", "amx_tile"}:
+        return dict(os.environ)
+    shim = workdir / "xstate.so"
+    source = Path(__file__).with_name("uml_xstate_shim.c")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"], check=True)
+    return {**os.environ, "LD_PRELOAD": str(shim)}
+
+
 def boot_guest(ctl: str, workdir: Path) -> subprocess.Popen[bytes]:
     init = workdir / "init.sh"
     init.write_text(INIT)
@@ -50,7 +62,7 @@ def boot_guest(ctl: str, workdir: Path) -> subprocess.Popen[bytes]:
          f"init={init}", f"dir={workdir}", f"eth0=daemon,{GUEST_MAC},unix,{ctl}",
          "con=null", "con0=fd:0,fd:1", f"umid=probe-{os.getpid()}", f"uml_dir={workdir}"],
         stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, env=fp_state_shim(workdir),
     )  # fmt: skip
 
 

@@ -7,21 +7,17 @@ cost 1.5 µs per frame with 4 ports and ~150 µs with 2048, and starved everybod
 In process, with the real ``Fabric`` and ``MacTable`` and ports that only count what they are
 sent: attaching 2048 clients to a daemon would cost seconds and 4096 descriptors, and the per-frame
 work at stake is the fabric's. The same fixed workload (flood frames interleaved with honest
-unicast frames) runs on a switch with 4 ports and on one with 2048, in the same test, and is
-compared by two measures:
-
-* the lines of umlswitch's Python executed (``sys.settrace``): deterministic, so a loop over the
-  ports written in Python shows up exactly (the old code ran its ``max()`` key once per port);
-* the CPU time (best of interleaved rounds): also catches a loop over the ports in C, such as a
-  ``max()`` over a dict without a key function (~20 µs at 2048 ports, several times a frame's
-  whole cost).
+unicast frames) runs on a switch with 4 ports and on one with 2048, in the same test, and the
+lines of umlswitch's Python executed are compared (``sys.settrace``): deterministic, so a loop
+over the ports written in Python shows up exactly (the old code ran its ``max()`` key once per
+port). The CPU time per frame, which also catches a loop over the ports in C (a ``max()`` over a
+dict without a key function), is a timing: ``benchmarks/bench_flood_ports.py`` measures it with
+this file's switches and frames.
 """
 
 from __future__ import annotations
 
-import gc
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -35,8 +31,6 @@ from umlswitch.fabric.mactable import MacTable
 
 MAX_MACS = 8192  # the switch's default --max-macs
 FEW, MANY = 4, 2048
-PAIRS = 1000  # flood frames per timed round, each followed by an honest frame
-ROUNDS = 20
 TRACED_PAIRS = 200
 UMLSWITCH = str(Path(umlswitch.__file__).parent)
 PAYLOAD = b"\x08\x00" + bytes(46)
@@ -169,31 +163,4 @@ def test_flood_runs_the_same_code_per_frame_with_2048_ports_as_with_4() -> None:
     assert lines[MANY] <= lines[FEW] * 1.05, (
         f"per flood+honest frame pair: {lines[FEW] / TRACED_PAIRS:.1f} lines with {FEW} ports, "
         f"{lines[MANY] / TRACED_PAIRS:.1f} with {MANY}"
-    )
-
-
-def test_flood_costs_the_same_cpu_per_frame_with_2048_ports_as_with_4() -> None:
-    """The best of interleaved rounds of the same frames, in this thread's CPU time, so that
-    other processes on the machine hardly matter: within 4 % in trials, on a loaded machine too."""
-    switches = {n: Switch.build(n) for n in (FEW, MANY)}
-    befores = {n: switch.sent() for n, switch in switches.items()}
-    best = dict.fromkeys(switches, float("inf"))
-    for round_ in range(ROUNDS):
-        flood = flood_frames(round_ * PAIRS, PAIRS, host(1))
-        for n, switch in switches.items():
-            gc.disable()
-            try:
-                start = time.thread_time()
-                switch.run(flood)
-                elapsed = time.thread_time() - start
-            finally:
-                gc.enable()
-            best[n] = min(best[n], elapsed)
-    for n, switch in switches.items():
-        switch.check_contained(befores[n], ROUNDS * PAIRS)
-    per_pair = {n: best[n] / PAIRS * 1e6 for n in switches}
-    ratio = per_pair[MANY] / per_pair[FEW]
-    assert ratio < 1.2, (
-        f"CPU per flood+honest frame pair: {per_pair[FEW]:.2f} µs with {FEW} ports, "
-        f"{per_pair[MANY]:.2f} µs with {MANY} ({ratio:.2f}x)"
     )

@@ -34,15 +34,18 @@ def _why_not_runnable() -> str | None:
     if missing:
         return f"e2e: the guests need {', '.join(missing)} (not found in {GUEST_PATH})"
     if shutil.which("cc") is None and shutil.which("gcc") is None:
-        return "e2e: no C compiler for the UML FP-state shim (tests/e2e/uml.py; Debian package gcc)"
+        return (
+            "e2e: no C compiler for the UML FP-state shim (tests/conftest.py; Debian package gcc)"
+        )
     return None
 
 
 @pytest.fixture(autouse=True)
-def _e2e_requirements() -> None:
+def _e2e_requirements(request: pytest.FixtureRequest) -> None:
     reason = _why_not_runnable()
     if reason is not None:
         pytest.skip(reason)
+    request.getfixturevalue("uml_shim")  # guests preload it (tests/conftest.py)
 
 
 def _add_logs(request: pytest.FixtureRequest, logs: Callable[[], list[Path]]) -> None:

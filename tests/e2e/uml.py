@@ -20,9 +20,10 @@ that program instead, with the same `-unix CTL [-hub]` arguments.
 
 UML 6.1 cannot restore a guest process's FP registers on hosts with a larger XSAVE area than it
 knows (AVX-512, AMX): its init dies with "ptrace set fp regs failed, errno = 14". Guests are
-therefore started with `uml_xstate_shim.c` (beside this file, built with `cc` once per run) in
-`LD_PRELOAD`, which completes UML's short FP-state writes; see the comment in that file. (Hiding
-the XSTATE register set from UML instead, with a seccomp filter, makes it fall back to FXSAVE and
+therefore started with `examples/uml_xstate_shim.c` (built with `cc` once per test session, in a
+private directory, by the `uml_shim` fixture of tests/conftest.py) in `LD_PRELOAD`, which
+completes UML's short FP-state writes; see the comment in that file. (Hiding the XSTATE register
+set from UML instead, with a seccomp filter, makes it fall back to FXSAVE and
 lose the guests' AVX state: `ss` printed its format strings and `iperf3 -D` failed.)
 
 Every wait here has a deadline, and every process is started in a session of its own and killed
@@ -33,7 +34,6 @@ behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -128,34 +128,22 @@ def wait_until(
         time.sleep(POLL_INTERVAL)
 
 
-XSTATE_SHIM_SOURCE = Path(__file__).with_name("uml_xstate_shim.c")
-
-
-def xstate_shim() -> Path:
-    """The LD_PRELOAD shim that lets UML 6.1 run on large-XSAVE hosts, built once per run."""
-    digest = hashlib.sha256(XSTATE_SHIM_SOURCE.read_bytes()).hexdigest()[:12]
-    built = Path(tempfile.gettempdir()) / f"umlswitch-e2e-xstate-{digest}.so"
-    if not built.exists():
-        partial = built.with_suffix(f".{os.getpid()}.tmp")
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            raise E2EError(
-                "e2e: no C compiler (cc) to build the UML FP-state shim: apt install gcc"
-            )
-        result = subprocess.run(
-            [cc, "-O2", "-shared", "-fPIC", "-o", str(partial), str(XSTATE_SHIM_SOURCE), "-ldl"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise E2EError(f"e2e: building {XSTATE_SHIM_SOURCE.name} failed:\n{result.stderr}")
-        partial.replace(built)
-    return built
+SHIM_ENV = "UMLSWITCH_TEST_UML_SHIM"  # set by tests/umlshim.py (the uml_shim fixture)
 
 
 def guest_env() -> dict[str, str]:
-    """The environment UML guests are started with (the FP-state shim preloaded)."""
-    return {**os.environ, "LD_PRELOAD": str(xstate_shim())}
+    """The environment UML guests are started with: the FP-state shim preloaded.
+
+    The shim is built by the session fixture ``uml_shim`` (tests/conftest.py) in a private
+    directory of the test session and named in ``UMLSWITCH_TEST_UML_SHIM``; a test that boots
+    UML guests must depend on that fixture (tests/e2e do, through their conftest).
+    """
+    shim = os.environ.get(SHIM_ENV)
+    if not shim:
+        raise E2EError(
+            f"e2e: {SHIM_ENV} is unset: request the uml_shim fixture (tests/conftest.py)"
+        )
+    return {**os.environ, "LD_PRELOAD": shim}
 
 
 def exit_status(proc: subprocess.Popen[bytes]) -> str | None:

@@ -19,9 +19,7 @@ from umlswitch.ports.udp.spec import parse_ucast
 from umlswitch.ports.unix.clients import ClientPort
 from umlswitch.testing import AsyncPort, RunningSwitch, attach, run_switch, wait_until
 
-BROADCAST = "ff:ff:ff:ff:ff:ff"
-MAC_A = "02:00:00:00:00:0a"
-MAC_B = "02:00:00:00:00:0b"
+from .switch import BROADCAST, MAC_A, MAC_B
 
 
 def frame(src: str, dst: str, number: int, size: int = 100) -> bytes:

@@ -8,19 +8,14 @@ later *fence* frame from the same sender must be the next thing the receiver get
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 from pathlib import Path
 
 import pytest
 import trio
-from scapy.layers.inet import ICMP, IP
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
 
-from umlswitch.config import SwitchConfig
-from umlswitch.daemon import Switch, serve
+from umlswitch.daemon import Switch
 from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE
 from umlswitch.ports import vectorio
 from umlswitch.ports.unix.clients import ClientPort, SharedPort
@@ -34,73 +29,20 @@ from .client import (
     request_v3,
     request_vde,
 )
-
-BROADCAST = "ff:ff:ff:ff:ff:ff"
-MAC_A = "02:00:00:00:00:0a"
-MAC_B = "02:00:00:00:00:0b"
-MAC_C = "02:00:00:00:00:0c"
-MAC_D = "02:00:00:00:00:0d"
-
-
-def raw_mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
-def frame(src: str, dst: str, tag: str = "", size: int | None = None) -> bytes:
-    """An ICMP echo from ``src`` to ``dst``; ``tag`` makes frames distinguishable."""
-    packet = Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP()
-    packet = packet / Raw(tag.encode())
-    if size is not None:
-        packet = packet / Raw(b"\xa5" * (size - len(packet)))
-    data = bytes(packet)
-    assert size is None or len(data) == size
-    return data
-
-
-async def start_switch(nursery: trio.Nursery, tmp_path: Path, **options: object) -> Switch:
-    config = SwitchConfig(control_path=str(tmp_path / "ctl"), **options)  # type: ignore[arg-type]
-    switch: Switch = await nursery.start(
-        functools.partial(serve, config, handle_signals=False, watch_stdin=False)
-    )
-    return switch
-
-
-async def wait_attached(switch: Switch, count: int) -> None:
-    """Wait until ``count`` ports are attached (the switch attaches just after its reply)."""
-    await wait_until(lambda: len(switch.fabric.ports) == count, what=f"{count} ports attached")
-
-
-def port_of(switch: Switch, client: SwitchClient) -> ClientPort | SharedPort:
-    """The switch's port for ``client``, found by the client's full address."""
-    for port in switch.fabric.ports.values():
-        if isinstance(port, ClientPort):
-            peer = port.sock.getpeername()
-        else:
-            assert isinstance(port, SharedPort)
-            peer = port.address
-        if peer == client.address:
-            return port
-    raise AssertionError(f"no port for {client.address!r}")
-
-
-async def attach_many(switch: Switch, n: int) -> list[SwitchClient]:
-    clients = [await SwitchClient.attach(switch.control_path) for _ in range(n)]
-    await wait_attached(switch, n)
-    return clients
-
-
-async def attach_uml_like(switch: Switch, n: int) -> list[SwitchClient]:
-    """``n`` clients whose data sockets are unconnected, as UML's: each holds at most
-    net.unix.max_dgram_qlen frames (10 by default)."""
-    clients = [await SwitchClient.attach(switch.control_path, connect=False) for _ in range(n)]
-    await wait_attached(switch, n)
-    return clients
-
-
-def close_all(clients: list[SwitchClient]) -> None:
-    for client in clients:
-        client.close()
-
+from .switch import (
+    BROADCAST,
+    MAC_A,
+    MAC_B,
+    MAC_D,
+    attach_many,
+    attach_uml_like,
+    close_all,
+    frame,
+    port_of,
+    raw_mac,
+    start_switch,
+    wait_attached,
+)
 
 # --- attaching ------------------------------------------------------------------------------------
 
@@ -274,26 +216,6 @@ async def test_broadcast_and_unknown_unicast_flood_to_all_others(
         assert sender.pending() == []
     finally:
         close_all(clients)
-
-
-async def test_hub_floods_known_unicast(nursery: trio.Nursery, tmp_path: Path) -> None:
-    switch = await start_switch(nursery, tmp_path, hub=True)
-    a, b, c = await attach_many(switch, 3)
-    try:
-        hello_b = frame(MAC_B, BROADCAST, "hello-b")
-        await b.send(hello_b)
-        assert await a.recv() == hello_b
-        assert await c.recv() == hello_b
-        to_b = frame(MAC_A, MAC_B, "to-b")
-        await a.send(to_b)
-        assert await b.recv() == to_b
-        assert await c.recv() == to_b
-        assert len(switch.fabric.table) == 0
-        fence = frame(MAC_C, BROADCAST, "fence")
-        await c.send(fence)
-        assert await a.recv() == fence
-    finally:
-        close_all([a, b, c])
 
 
 async def test_detach_forgets_the_ports_macs(nursery: trio.Nursery, tmp_path: Path) -> None:

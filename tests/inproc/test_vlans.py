@@ -22,7 +22,7 @@ from umlswitch.ports.stream.spec import StreamSpec
 from umlswitch.testing import attach, run_switch, wait_until
 
 from .client import SwitchClient, request_vde
-from .test_switching import BROADCAST, MAC_A, MAC_B, MAC_C, port_of, start_switch
+from .switch import BROADCAST, MAC_A, MAC_B, MAC_C, port_of, start_switch
 
 MAC_T = "02:00:00:00:00:74"
 

@@ -134,6 +134,7 @@ def test_jumbo_frames_pass_with_a_larger_max_frame(start_switch, ctl):
 
 
 def test_hub_mode_floods_known_unicast(start_switch, ctl):
+    """``-hub`` on the command line reaches the running switch (the rule: unit/test_fabric.py)."""
     switch = start_switch("-hub")
     assert "hub mode" in switch.log
     with (

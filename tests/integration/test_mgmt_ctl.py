@@ -310,3 +310,20 @@ def test_a_bad_mgmt_path_is_one_line_and_exit_1(tmp_path: Path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "management socket" in result.stderr
     assert not (tmp_path / "ctl").exists()
+
+
+def test_a_reader_that_stops_early_is_no_error(switch: SwitchProcess):
+    """``umlswitch ctl help | head -1``: no traceback, and the command's own status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write fails (EPIPE)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "umlswitch", "ctl", "-unix", switch.control_path, "help"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -22,7 +22,7 @@ from scapy.layers.l2 import Ether
 
 from tests.integration.pty_terminal import Terminal
 from umlswitch.mgmt.client import MgmtClient
-from umlswitch.mgmt.top import render, si, take_sample
+from umlswitch.mgmt.top import Sample, render, si, take_sample
 from umlswitch.testing import SwitchProcess, attach_sync
 
 pytestmark = pytest.mark.integration
@@ -63,11 +63,29 @@ def busy_switch(tmp_path: Path) -> Iterator[SwitchProcess]:
             sender.join()
 
 
+BUSY_COUNTERS = ((1, "rx_frames"), (2, "tx_frames"))
+
+
+def sample_after_traffic(client: MgmtClient, first: Sample) -> Sample:
+    """A sample taken once port 1 has received and port 2 been sent frames since ``first``."""
+    deadline = time.monotonic() + 10
+    while True:
+        sample = take_sample(client)
+        if all(sample.ports[p][k] > first.ports[p][k] + 10 for p, k in BUSY_COUNTERS):
+            return sample
+        assert time.monotonic() < deadline, "no traffic through the switch within 10 s"
+        time.sleep(0.02)
+
+
 def test_render_shows_ports_and_rates_in_80_columns(busy_switch: SwitchProcess):
     with MgmtClient(str(busy_switch.mgmt_path)) as client:
         first = take_sample(client)
-        time.sleep(0.5)
-        second = take_sample(client)
+        second = sample_after_traffic(client, first)
+    seconds = second.at - first.at
+
+    def rate(port: int, key: str) -> str:  # what top must show: the counters' change per second
+        return si((second.ports[port][key] - first.ports[port][key]) / seconds)
+
     console = Console(record=True, width=80, file=io.StringIO(), color_system=None)
     console.print(render(first, second))
     text = console.export_text()
@@ -77,10 +95,12 @@ def test_render_shows_ports_and_rates_in_80_columns(busy_switch: SwitchProcess):
     assert set(rows) == {"1", "2"}, text
     # NAME (two words: unix:N pid=P), MACS, RX f/s, RX b/s, TX f/s, TX b/s, QUEUE, DROPS
     _, _, macs, rx_fps, rx_bps, _, _, queue, drops = rows["1"]
-    assert macs == "1" and float(rx_fps) > 50 and rx_bps.endswith(("k", "M")), text
+    assert macs == "1" and rx_fps == rate(1, "rx_frames") != "0", text
+    assert rx_bps == si((second.ports[1]["rx_bytes"] - first.ports[1]["rx_bytes"]) * 8 / seconds)
     assert queue == "0" and drops == "0", text
     _, _, _, _, _, tx_fps, tx_bps, _, _ = rows["2"]
-    assert float(tx_fps) > 50 and tx_bps.endswith(("k", "M")), text
+    assert tx_fps == rate(2, "tx_frames") != "0", text
+    assert tx_bps == si((second.ports[2]["tx_bytes"] - first.ports[2]["tx_bytes"]) * 8 / seconds)
     total = re.search(r"^\s*total\s+(\d+)\s+(\S+)", text, re.M)
     assert total is not None and total.group(1) == "2" and total.group(2) != "0", text
 

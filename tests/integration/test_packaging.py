@@ -217,3 +217,62 @@ def test_the_wheel_installs_the_man_page_units_completion_and_licence(tmp_path):
     assert 'extra == "test"' in metadata and not re.search(
         r"(mypy|ruff).*extra == \"test\"", metadata
     )
+
+
+def _readme_test_command() -> str:
+    match = re.search(r"Run the tests.*?```sh\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    assert match, "README.md: no 'Run the tests' command block"
+    return match[1].strip()
+
+
+@needs_man
+@pytest.mark.skipif(
+    (_setuptools_version() or (0,)) < (77,),
+    reason="installing offline needs setuptools>=77 here (pip install '.[test]')",
+)
+def test_the_readme_test_command_leaves_man_completion_and_units_installed(tmp_path):
+    """The README's install step, in a virtualenv, installs what `pip install .` does.
+
+    An editable install (`pip install -e`) would install none of the data files: afterwards
+    `man umlswitch` says "No manual entry". The virtualenv sees this machine's packages, so the
+    install runs offline, and the machine's own installation is left alone.
+    """
+    install, _, tests = _readme_test_command().partition(" && ")
+    assert install.startswith("pip install ") and "-e" not in install.split(), install
+    assert tests == "python3 -m pytest -rs"
+    source = tmp_path / "source"  # a copy: the build leaves build/ and *.egg-info behind
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".*")
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("umlswitch", "man", "completion", "systemd"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    pip = venv / "bin" / "pip"  # this machine's pip, run by the virtualenv's python
+    pip.write_text(f'#!/bin/sh\nexec "{venv}/bin/python" -m pip "$@"\n')
+    pip.chmod(0o755)
+    env = {**os.environ, "PATH": f"{venv}/bin:{os.environ['PATH']}", "PIP_NO_INDEX": "1",
+           "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        ["sh", "-c", install], cwd=source, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # man finds pages beside the bin/ directories on PATH (man-db's manpath), as a user runs it
+    found = subprocess.run(["man", "-w", "umlswitch"], env=env, capture_output=True, text=True)
+    assert found.stdout.strip() == f"{venv}/share/man/man1/umlswitch.1", found.stderr
+    page = subprocess.run(
+        ["man", "umlswitch"], env={**env, "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "80"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert page.returncode == 0 and "umlswitch" in page.stdout and "OPTIONS" in page.stdout
+    assert (venv / "share/bash-completion/completions/umlswitch").read_bytes() == (
+        COMPLETION.read_bytes()
+    )
+    for unit in ("umlswitch.service", "umlswitch.socket"):
+        assert (venv / "lib/systemd/system" / unit).is_file()

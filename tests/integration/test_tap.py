@@ -400,3 +400,26 @@ def test_unprivileged_startup_errors_are_one_clear_line(
     assert result.stderr.startswith(f"umlswitch: {message}"), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert not ctl.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (["tuntap", "add", "notap", "mode", "tun"], "a tun device (layer 3, no ethernet frames)"),
+        (["tuntap", "add", "notap", "mode", "tap", "multi_queue"], "a multi-queue tap"),
+        (
+            ["link", "add", "notap", "type", "veth", "peer", "name", "notap-peer"],
+            "a veth interface",
+        ),
+        (["link", "add", "notap", "type", "bridge"], "a bridge interface"),
+    ],
+    ids=["tun", "multi-queue-tap", "veth", "bridge"],
+)
+def test_an_interface_that_is_not_a_tap_is_named_by_its_kind(netns, tmp_path, make, kind):
+    ip(netns, *make)
+    result = run_in_netns(netns, [], "-unix", str(tmp_path / "ctl"), "-tap", "notap")
+    assert result.returncode == 1, result
+    assert result.stderr == (
+        f"umlswitch: -tap notap: 'notap' is not a tap device (it is {kind}); name a tap made "
+        "with: ip tuntap add NAME mode tap user root\n"
+    ), result.stderr

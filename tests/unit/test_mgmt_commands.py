@@ -97,7 +97,11 @@ async def test_help_lists_every_command_as_vdeterm_reads_it(s: Session) -> None:
         "------------       --------------  ------------",
     ]
     listed = [line.split()[0] for line in lines[2:] if "MENU" not in line]
-    assert listed == list(COMMANDS)  # every command, in the table's order
+    assert sorted(listed) == sorted(COMMANDS)  # every command, once
+    menus = [line.split()[0] for line in lines if line.endswith(" MENU")]
+    assert len(menus) == len(set(menus)), menus  # each menu heading once (port/setstormlimit too)
+    groups = [name.partition("/")[0] for name in listed if "/" in name]
+    assert groups == sorted(groups, key=groups.index)  # every menu's commands under its heading
     assert "port/print         [N]             ports: peer, MACs, counters, drops" in lines
     assert "port               ============    PORT MENU" in lines  # before the first port/...
     assert lines.index("port               ============    PORT MENU") < lines.index(

@@ -199,8 +199,12 @@ def main(argv: list[str]) -> int:
     except (OSError, ProtocolError) as exc:
         print(f"umlswitch: management socket '{path}': {exc}", file=sys.stderr)
         return 1
-    for data_line in reply.lines or ():
-        print(data_line)
+    try:
+        for data_line in reply.lines or ():
+            print(data_line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `umlswitch ctl port/print | head`: the reader took what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
     if not reply.ok:
         print(f"umlswitch: {reply.code:04d} {reply.message}", file=sys.stderr)
         return 1

@@ -71,12 +71,22 @@ Renderer = Callable[[Doc], list[str]]
 
 @dataclass(frozen=True)
 class Command:
+    """A command; its arguments' count is read from ``syntax`` (``[X]`` optional, ``...`` any)."""
+
     name: str
     syntax: str
     help: str
     handler: Handler
     render: Renderer | None = None  # None: the text answer has no data block
     changes: bool = False  # changes the switch: logged
+
+    def check_arity(self, args: Sequence[str]) -> None:
+        """CommandError ``usage: NAME SYNTAX`` unless ``args`` fit the syntax's word count."""
+        words = self.syntax.split()
+        low = sum(not word.startswith("[") for word in words)
+        high = len(args) if "..." in self.syntax else len(words)
+        if not low <= len(args) <= high:
+            raise CommandError(errno.EINVAL, f"usage: {self.name} {self.syntax}".rstrip())
 
 
 COMMANDS: dict[str, Command] = {}
@@ -97,11 +107,12 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
     name = invocation.name
     cmd = COMMANDS.get(name)
     try:
-        if not name:
+        if name in ("", "json"):  # `json` alone: the invocation had no command after it
             raise CommandError(errno.EINVAL, "json needs a command, e.g. 'json port/print'")
         if cmd is None:
             raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
         session.json = invocation.json
+        cmd.check_arity(invocation.args)
         doc = await cmd.handler(session, invocation.args)
     except Exception as exc:
         if not isinstance(exc, CommandError):  # a bug: it must not end the switch
@@ -129,11 +140,6 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
 
 
 # --- argument helpers -----------------------------------------------------------------------
-
-
-def _arity(args: Sequence[str], low: int, high: int, syntax: str) -> None:
-    if not low <= len(args) <= high:
-        raise CommandError(errno.EINVAL, f"usage: {syntax}")
 
 
 def _number(text: str, what: str) -> int:
@@ -167,7 +173,6 @@ def _port(session: Session, text: str) -> int:
     "help", "[PREFIX]", "list the commands (those starting with PREFIX)", render=views.help_lines
 )
 async def _help(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 1, "help [PREFIX]")
     prefix = args[0] if args else ""
     entries = [(c.name, c.syntax, c.help) for c in COMMANDS.values() if c.name.startswith(prefix)]
     return views.help_doc(entries)
@@ -180,14 +185,12 @@ async def _json(session: Session, args: Sequence[str]) -> Doc:
 
 @command("logout", "", "end this management session")
 async def _logout(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "logout")
     session.ended = True
     return {}
 
 
 @command("shutdown", "", "stop the switch", changes=True, render=views.shutdown_lines)
 async def _shutdown(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "shutdown")
     session.ended = session.shutdown = True
     return {"shutdown": True, "pid": os.getpid()}
 
@@ -200,7 +203,6 @@ async def _shutdown(session: Session, args: Sequence[str]) -> Doc:
     render=views.restart_lines,
 )
 async def _restart(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "restart")
     try:
         return await restart_command(session)
     except RestartFailed as exc:
@@ -216,7 +218,6 @@ async def _restart(session: Session, args: Sequence[str]) -> Doc:
     render=views.info_lines,
 )
 async def _showinfo(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "showinfo")
     return views.info_doc(session.switch)
 
 
@@ -225,14 +226,12 @@ async def _showinfo(session: Session, args: Sequence[str]) -> Doc:
 
 @command("port/print", "[N]", "ports: peer, MACs, counters, drops", render=views.port_lines)
 async def _port_print(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 1, "port/print [N]")
     only = _port(session, args[0]) if args else None
     return views.ports_doc(session.switch, only)
 
 
 @command("port/remove", "N", "detach port N (closes its connection)", changes=True)
 async def _port_remove(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "port/remove N")
     port = _port(session, args[0])
     detached = session.switch.remove_port(port)
     if detached is None:
@@ -251,7 +250,6 @@ async def _port_remove(session: Session, args: Sequence[str]) -> Doc:
 
 @command("port/resetcounter", "[N]", "zero port N's counters (all and totals)", changes=True)
 async def _port_resetcounter(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 1, "port/resetcounter [N]")
     fabric = session.switch.fabric
     if args:
         port = _port(session, args[0])
@@ -266,7 +264,6 @@ async def _port_resetcounter(session: Session, args: Sequence[str]) -> Doc:
 
 @command("port/sethub", "0/1", "1=hub 0=switch", changes=True)
 async def _port_sethub(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "port/sethub 0/1")
     if args[0] not in ("0", "1"):
         raise CommandError(errno.EINVAL, "port/sethub takes 1 (hub) or 0 (switch)")
     session.switch.fabric.set_hub(args[0] == "1")
@@ -275,7 +272,6 @@ async def _port_sethub(session: Session, args: Sequence[str]) -> Doc:
 
 @command("port/setvlan", "PORT VLAN", "PORT's untagged (access) VLAN", changes=True)
 async def _port_setvlan(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "port/setvlan PORT VLAN")
     port, vlan = _port(session, args[0]), _vlan(args[1])
     with _vlan_errors():
         session.switch.fabric.vlans.set_untagged(port, vlan)
@@ -290,9 +286,7 @@ async def _port_setvlan(session: Session, args: Sequence[str]) -> Doc:
     changes=True,
 )
 async def _port_impair(session: Session, args: Sequence[str]) -> Doc:
-    syntax = "port/impair N [in|out|both] [KEY=VALUE...|off]"
-    if not args:
-        raise CommandError(errno.EINVAL, f"usage: {syntax}")
+    syntax = f"port/impair {COMMANDS['port/impair'].syntax}"
     port = session.switch.fabric.ports[_port(session, args[0])]
     words = list(args[1:])
     if words:
@@ -317,13 +311,11 @@ async def _port_impair(session: Session, args: Sequence[str]) -> Doc:
 
 @command("hash/print", "", "the MAC table: address, VLAN, port, age", render=views.hash_lines)
 async def _hash_print(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "hash/print")
     return views.hash_doc(session.switch)
 
 
 @command("hash/find", "MAC", "the port MAC was learned on", render=views.hash_lines)
 async def _hash_find(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "hash/find MAC")
     try:
         mac = parse_mac(args[0])
     except ValueError:
@@ -341,7 +333,6 @@ async def _hash_find(session: Session, args: Sequence[str]) -> Doc:
 
 @command("hash/flush", "[PORT]", "forget every MAC (learned on PORT)", changes=True)
 async def _hash_flush(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 1, "hash/flush [PORT]")
     table = session.switch.fabric.table
     flushed = table.forget_port(_port(session, args[0])) if args else table.flush()
     return {"flushed": flushed}
@@ -349,13 +340,11 @@ async def _hash_flush(session: Session, args: Sequence[str]) -> Doc:
 
 @command("hash/showinfo", "", "MAC table size, bounds, expiry", render=views.hash_info_lines)
 async def _hash_showinfo(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "hash/showinfo")
     return views.hash_info_doc(session.switch)
 
 
 @command("hash/setexpire", "N", "forget MACs unseen for N seconds", changes=True)
 async def _hash_setexpire(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "hash/setexpire N")
     seconds = _number(args[0], "expire time")
     if seconds < 1:
         raise CommandError(errno.EINVAL, "expire time must be at least 1 second")
@@ -377,7 +366,6 @@ def _vlan_errors() -> Iterator[None]:
 
 @command("vlan/create", "VLAN", "create VLAN N (1 to 4094)", changes=True)
 async def _vlan_create(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "vlan/create VLAN")
     vlan = _vlan(args[0])
     with _vlan_errors():
         session.switch.fabric.vlans.create(vlan)
@@ -386,7 +374,6 @@ async def _vlan_create(session: Session, args: Sequence[str]) -> Doc:
 
 @command("vlan/remove", "VLAN", "remove an unused VLAN", changes=True)
 async def _vlan_remove(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "vlan/remove VLAN")
     vlan = _vlan(args[0])
     with _vlan_errors():
         session.switch.fabric.vlans.remove(vlan)
@@ -395,7 +382,6 @@ async def _vlan_remove(session: Session, args: Sequence[str]) -> Doc:
 
 @command("vlan/addport", "VLAN PORT", "PORT carries VLAN tagged (trunk)", changes=True)
 async def _vlan_addport(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "vlan/addport VLAN PORT")
     vlan, port = _vlan(args[0]), _port(session, args[1])
     with _vlan_errors():
         session.switch.fabric.vlans.add_tagged(vlan, port)
@@ -404,7 +390,6 @@ async def _vlan_addport(session: Session, args: Sequence[str]) -> Doc:
 
 @command("vlan/delport", "VLAN PORT", "PORT stops carrying VLAN tagged", changes=True)
 async def _vlan_delport(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "vlan/delport VLAN PORT")
     vlan, port = _vlan(args[0]), _port(session, args[1])
     with _vlan_errors():
         session.switch.fabric.vlans.remove_tagged(vlan, port)
@@ -413,7 +398,6 @@ async def _vlan_delport(session: Session, args: Sequence[str]) -> Doc:
 
 @command("vlan/print", "[VLAN]", "VLANs and their ports", render=views.vlan_lines)
 async def _vlan_print(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 1, "vlan/print [VLAN]")
     only = _vlan(args[0]) if args else None
     if only is not None and only not in session.switch.fabric.vlans.vlans:
         raise CommandError(errno.ENXIO, f"no VLAN {only}")
@@ -431,7 +415,6 @@ async def _vlan_print(session: Session, args: Sequence[str]) -> Doc:
     changes=True,
 )
 async def _pcap_start(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 2, "pcap/start FILE [PORT]")
     path = args[0]
     if not os.path.isabs(path):
         raise CommandError(
@@ -466,7 +449,6 @@ async def _pcap_start(session: Session, args: Sequence[str]) -> Doc:
     changes=True,
 )
 async def _pcap_stop(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "pcap/stop")
     capture = await session.switch.capture.stop()
     if capture is None:
         raise CommandError(errno.EINVAL, "no capture is running")
@@ -475,7 +457,6 @@ async def _pcap_stop(session: Session, args: Sequence[str]) -> Doc:
 
 @command("pcap/showinfo", "", "the capture: file, port, frames", render=views.capture_lines)
 async def _pcap_showinfo(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "pcap/showinfo")
     return views.capture_doc(session.switch)
 
 
@@ -499,13 +480,11 @@ def _ranged(text: str, what: str, low: int, high: int, step: int = 1) -> int:
 
 @command("fstp/print", "", "the spanning tree: root, roles, states", render=views.stp_lines)
 async def _fstp_print(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "fstp/print")
     return views.stp_doc(session.switch)
 
 
 @command("fstp/setfstp", "0/1", "spanning tree 1=on 0=off", changes=True)
 async def _fstp_setfstp(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "fstp/setfstp 0/1")
     if args[0] not in ("0", "1"):
         raise CommandError(errno.EINVAL, "fstp/setfstp takes 1 (on) or 0 (off)")
     guard = session.switch.guard
@@ -518,7 +497,6 @@ async def _fstp_setfstp(session: Session, args: Sequence[str]) -> Doc:
 
 @command("fstp/setpriority", "N", "bridge priority (0-65535)", changes=True)
 async def _fstp_setpriority(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "fstp/setpriority N")
     priority = _ranged(args[0], "bridge priority", 0, 65535)
     bridge = _bridge(session)
     bridge.set_priority(priority, session.switch.fabric.now)
@@ -528,7 +506,6 @@ async def _fstp_setpriority(session: Session, args: Sequence[str]) -> Doc:
 
 @command("fstp/setportprio", "PORT N", "port priority (0-240, steps of 16)", changes=True)
 async def _fstp_setportprio(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "fstp/setportprio PORT N")
     port = _port(session, args[0])
     priority = _ranged(args[1], "port priority", 0, 240, 16)
     _bridge(session).set_port(port, session.switch.fabric.now, priority=priority)
@@ -538,7 +515,6 @@ async def _fstp_setportprio(session: Session, args: Sequence[str]) -> Doc:
 
 @command("fstp/setcost", "PORT N", "path cost of PORT", changes=True)
 async def _fstp_setcost(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "fstp/setcost PORT N")
     port = _port(session, args[0])
     cost = _ranged(args[1], "path cost", 1, MAX_PATH_COST)
     _bridge(session).set_port(port, session.switch.fabric.now, cost=cost)
@@ -548,7 +524,6 @@ async def _fstp_setcost(session: Session, args: Sequence[str]) -> Doc:
 
 @command("fstp/setedge", "PORT 0/1", "1=edge port (forwards at once)", changes=True)
 async def _fstp_setedge(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "fstp/setedge PORT 0/1")
     port = _port(session, args[0])
     if args[1] not in ("0", "1"):
         raise CommandError(errno.EINVAL, "fstp/setedge takes 1 (edge) or 0 (not)")
@@ -564,7 +539,6 @@ async def _fstp_setedge(session: Session, args: Sequence[str]) -> Doc:
     changes=True,
 )
 async def _port_setstormlimit(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 2, 2, "port/setstormlimit PORT|all N")
     port = None if args[0] == "all" else _port(session, args[0])
     limit = _ranged(args[1], "storm limit", 0, 10_000_000)
     session.switch.guard.set_storm_limit(port, limit)

@@ -30,7 +30,7 @@ import trio
 from umlswitch.events import EVENTS_LOST, Subscription
 from umlswitch.livecapture import Send
 from umlswitch.metrics import parse_listen
-from umlswitch.mgmt.commands import CommandError, Session, _arity, _port, command
+from umlswitch.mgmt.commands import CommandError, Session, _port, command
 from umlswitch.mgmt.views import Doc
 
 SUBSCRIBED = "events/subscribed"
@@ -46,7 +46,6 @@ def _may_capture(session: Session) -> None:
 
 @command("pcap/stream", "[PORT]", "this session becomes a live pcap stream (umlswitch capture)")
 async def _pcap_stream(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 1, "pcap/stream [PORT]")
     port = _port(session, args[0]) if args else None
     _may_capture(session)
     live = session.switch.live_captures
@@ -78,7 +77,6 @@ async def stream_events(subscription: Subscription, send: Send, ports: list[int]
 
 @command("events/stream", "", "this session becomes a stream of events (umlswitch events)")
 async def _events_stream(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "events/stream")
     switch = session.switch
     ports = sorted(switch.fabric.ports)
 
@@ -102,7 +100,6 @@ def _metrics_lines(doc: Doc) -> list[str]:
     changes=True,
 )
 async def _metrics_start(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 1, 1, "metrics/start [ADDR:]PORT")
     try:
         address, port = parse_listen(args[0])
     except ValueError as exc:
@@ -119,7 +116,6 @@ async def _metrics_start(session: Session, args: Sequence[str]) -> Doc:
 
 @command("metrics/stop", "", "stop serving Prometheus metrics", render=_metrics_lines, changes=True)
 async def _metrics_stop(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "metrics/stop")
     metrics = session.switch.metrics
     if metrics.address is None:
         raise CommandError(errno.EINVAL, "metrics are not being served")
@@ -129,5 +125,4 @@ async def _metrics_stop(session: Session, args: Sequence[str]) -> Doc:
 
 @command("metrics/showinfo", "", "where Prometheus metrics are served", render=_metrics_lines)
 async def _metrics_showinfo(session: Session, args: Sequence[str]) -> Doc:
-    _arity(args, 0, 0, "metrics/showinfo")
     return session.switch.metrics.info()

@@ -547,12 +547,12 @@ def help_lines(doc: Mapping[str, Any]) -> list[str]:
         f"{'COMMAND PATH':<18} {'SYNTAX':<15} HELP",
         f"{'------------':<18} {'--------------':<15} ------------",
     ]
-    menu = ""
+    menus: dict[str, list[Mapping[str, Any]]] = {}  # each menu once, in order of first command
     for entry in doc["commands"]:
         name = entry["command"]
-        group = name.partition("/")[0] if "/" in name else ""
-        if group and group != menu:  # vde_switch's menu lines (vdeterm drops them)
+        menus.setdefault(name.partition("/")[0] if "/" in name else "", []).append(entry)
+    for group, entries in menus.items():
+        if group:  # vde_switch's menu lines (vdeterm drops them)
             lines.append(f"{group:<18} {'============':<15} {group.upper()} MENU")
-        menu = group
-        lines.append(f"{name:<18} {entry['syntax']:<15} {entry['help']}")
+        lines += [f"{e['command']:<18} {e['syntax']:<15} {e['help']}" for e in entries]
     return lines

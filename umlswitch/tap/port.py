@@ -32,7 +32,7 @@ from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.listener import user_name
 from umlswitch.ports.base import BATCH, Frame, Port, PortClosed
-from umlswitch.tap import ifreq
+from umlswitch.tap import ifreq, kind
 
 log = logging.getLogger("umlswitch.tap")
 
@@ -204,8 +204,8 @@ def _attach_error(device: str, existed: bool, exc: OSError) -> str:
         )
     if exc.errno == errno.EINVAL and existed:
         return (
-            f"-tap {device}: '{device}' is not a tap device (it is a tun device, a multi-queue "
-            "tap or another kind of interface); name a tap made with: "
+            f"-tap {device}: '{device}' is not a tap device (it is {kind.describe(device)}); "
+            "name a tap made with: "
             f"ip tuntap add NAME mode tap user {user}"
         )
     return f"-tap {device}: cannot attach to tap device '{device}': {exc.strerror}"

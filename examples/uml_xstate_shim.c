@@ -1,5 +1,5 @@
 /*
- * LD_PRELOAD shim for the end-to-end tests: lets Debian's UML 6.1 run on hosts whose XSAVE area
+ * LD_PRELOAD shim for UML guests (examples/uml-guest.sh, the end-to-end tests): lets Debian's UML 6.1 run on hosts whose XSAVE area
  * is larger than UML 6.1 knows (AVX-512, AMX).
  *
  * UML 6.1 saves a guest process's FP state with PTRACE_GETREGSET(NT_X86_XSTATE) into a buffer of

@@ -27,9 +27,10 @@ from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__, guard_control
+from umlswitch import __version__, dataplane, guard_control
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig
+from umlswitch.dataplane import DataPlane
 from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.fabric.fabric import Fabric
@@ -458,9 +459,10 @@ async def _static_port_life(port: Port, fabric: Fabric) -> str:
     return "shutdown"
 
 
-async def _ticker(fabric: Fabric) -> None:
+async def _ticker(fabric: Fabric, plane: DataPlane) -> None:
+    """The fabric's coarse clock and MAC aging, applied by the data plane between two rounds."""
     while True:
-        fabric.tick(trio.current_time())
+        plane.apply(fabric.tick, trio.current_time())
         await trio.sleep(TICK)
 
 
@@ -557,7 +559,7 @@ def _stream_servers(
     return streams
 
 
-def _attach_static_ports(
+async def _attach_static_ports(
     config: SwitchConfig, ports: list[Port], attachments: Attachments, impair: ImpairControl
 ) -> None:
     """Attach the command line's ports (UDP peers, overlays, taps) in their VLANs, impaired
@@ -565,9 +567,9 @@ def _attach_static_ports(
     port_vlans = dict(config.vlans)
     impairments = dict(config.impair)
     for port in ports:
-        port.id = attachments.fabric.allocate_id()
+        port.id = attachments.allocate_id()
         vlans = port_vlans.get(port.name, DEFAULT_MEMBERSHIP)
-        attachments.attach(port, vlans)
+        await attachments.attach(port, vlans)
         in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
         log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
         if port.name in impairments:
@@ -611,14 +613,18 @@ def _clean_up(config: SwitchConfig, sockets: BoundSockets, pidfile_written: bool
 
 
 def _start_clocks(
-    nursery: trio.Nursery, fabric: Fabric, guard: Guard, shared: SharedDataSocket | None
+    nursery: trio.Nursery,
+    fabric: Fabric,
+    guard: Guard,
+    shared: SharedDataSocket | None,
+    plane: DataPlane,
 ) -> None:
     """What runs whatever the ports do: the fabric's clock and MAC aging, the spanning tree's
-    timers, the shared data socket's reader."""
-    nursery.start_soon(_ticker, fabric)
-    nursery.start_soon(guard_control.run, guard)
+    timers (both applied by the data plane), the shared data socket's reader (in it)."""
+    nursery.start_soon(_ticker, fabric, plane)
+    nursery.start_soon(guard_control.run, guard, plane.apply)
     if shared is not None:
-        nursery.start_soon(shared.run)
+        plane.apply(plane.loop.add_source, shared.source())
 
 
 async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSockets) -> None:
@@ -668,19 +674,19 @@ async def serve(
         server = _control_server(config, sockets, fabric, shared, attachments)
         streams = _stream_servers(config, sockets, fabric, attachments)
         with trio.CancelScope() as root:
-            async with trio.open_nursery() as nursery:
+            async with dataplane.running(fabric) as plane, trio.open_nursery() as nursery:
                 if handle_signals:
                     nursery.start_soon(_watch_signals, root, config.log_file)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
-                _start_clocks(nursery, fabric, guard, shared)
+                _start_clocks(nursery, fabric, guard, shared, plane)
                 capture = CaptureControl(fabric)
                 await nursery.start(capture.run)
                 if sockets.capture_file is not None and config.pcap is not None:
                     capture.start(sockets.capture_file, config.pcap)
-                impair = ImpairControl(fabric)
+                impair = ImpairControl(fabric, plane.timers)
                 await nursery.start(impair.run)
-                _attach_static_ports(config, sockets.static_ports, attachments, impair)
+                await _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from umlswitch import guard_control
+from umlswitch import dataplane, guard_control
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.fabric.impair import parse_impairment
@@ -94,7 +94,7 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
             raise CommandError(errno.EINVAL, "json needs a command, e.g. 'json port/print'")
         if cmd is None:
             raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
-        doc = await cmd.handler(session, invocation.args)
+        doc = await _run(session, cmd, invocation.args)
     except Exception as exc:
         if not isinstance(exc, CommandError):  # a bug: it must not end the switch
             log.exception("management client %s: %s: internal error", session.peer, invocation)
@@ -118,6 +118,16 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
     else:
         lines = None if cmd.render is None else cmd.render(doc)
     return Reply.end_of_session(lines) if session.ended else Reply.success(lines)
+
+
+async def _run(session: Session, cmd: Command, args: Sequence[str]) -> Doc:
+    """A command that changes the switch runs while the data plane waits between two rounds
+    (the fabric has one writer at a time); one that only reads runs beside it."""
+    plane = dataplane.current(session.switch.fabric) if cmd.changes else None
+    if plane is None:
+        return await cmd.handler(session, args)
+    async with plane.barrier():
+        return await cmd.handler(session, args)
 
 
 # --- argument helpers -----------------------------------------------------------------------

@@ -20,7 +20,10 @@ import trio
 
 from umlswitch import daemon, systemd
 from umlswitch.config import SwitchConfig, parse_args
+from umlswitch.dataplane import DataPlaneCrashed
 
+# A bug in the data-plane thread ended the switch (EX_SOFTWARE, as sysexits.h says).
+EXIT_CRASHED = 70
 LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
 
 
@@ -128,15 +131,23 @@ def main(argv: list[str] | None = None) -> int:
                 os.close(ready_fd)
 
     failed: list[daemon.StartupError] = []
+    crashed = False
     try:
         trio.run(run_switch)
     except* daemon.StartupError as group:
         failed.extend(_leaves(group))
+    except* DataPlaneCrashed:  # logged with its traceback where it happened
+        crashed = True
     finally:
         sockets.unlink_created()  # already done on a clean exit; this covers a crash
     for error in failed:
         print(f"umlswitch: {error}", file=sys.stderr)
         logging.getLogger("umlswitch").error("%s", error)
+    if crashed:
+        print(
+            "umlswitch: the data plane crashed (see the log); the switch stopped", file=sys.stderr
+        )
+        return EXIT_CRASHED
     return 1 if failed else 0
 
 

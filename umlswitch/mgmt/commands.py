@@ -121,9 +121,10 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
 
 
 async def _run(session: Session, cmd: Command, args: Sequence[str]) -> Doc:
-    """A command that changes the switch runs while the data plane waits between two rounds
-    (the fabric has one writer at a time); one that only reads runs beside it."""
-    plane = dataplane.current(session.switch.fabric) if cmd.changes else None
+    """A command runs while the data plane waits between two rounds: one that changes the
+    switch is then the fabric's only writer, one that reads sees its tables whole (the thread
+    adds and removes ports and MAC entries; a dict must not change while it is read)."""
+    plane = dataplane.current(session.switch.fabric)
     if plane is None:
         return await cmd.handler(session, args)
     async with plane.barrier():

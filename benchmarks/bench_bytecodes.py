@@ -52,7 +52,7 @@ from umlswitch.fabric.fabric import Fabric  # noqa: E402
 from umlswitch.fabric.vlan import Membership  # noqa: E402
 from umlswitch.ports import vectorio  # noqa: E402
 from umlswitch.ports.unix.clients import ClientPort  # noqa: E402
-from umlswitch.ports.unix.dataplane import DataPlane  # noqa: E402
+from umlswitch.ports.base import BATCH, ReadArea  # noqa: E402
 
 MAC_A = bytes.fromhex("02000000000a")
 MAC_B = bytes.fromhex("02000000000b")
@@ -116,9 +116,11 @@ class Link:
 
 def measure(batch_size: int, vlans: bool) -> dict[str, Any]:
     fabric = Fabric()
-    dataplane = DataPlane(fabric)
     links = [Link(), Link()]
-    a, b = (ClientPort(i + 1, f"bench:{i + 1}", links[i].switch, None, dataplane) for i in range(2))
+    a, b = (ClientPort(i + 1, f"bench:{i + 1}", links[i].switch) for i in range(2))
+    area = ReadArea(fabric.max_frame + 1, None, vectorio.BatchSender(BATCH))
+    for port in (a, b):
+        port.sources(fabric, area)  # as the data plane does: the ports get its vector sender
     membership = Membership(10) if vlans else Membership()
     fabric.attach(a, membership)
     fabric.attach(b, membership)
@@ -172,7 +174,6 @@ def measure(batch_size: int, vlans: bool) -> dict[str, Any]:
             "stable": counts[-2].total == last.total,
             "by_code": dict(last.by_code.most_common()),
         }
-    dataplane.close()
     for link in links:
         link.switch.close()
         link.guest.close()

@@ -14,6 +14,10 @@ pushes as fast as the switch's socket accepts (the load generator waits for POLL
 ``loadgen.c``) and reads the receivers between bursts; its loss is what the switch accepted and
 never delivered, and it prints the load generator's own CPU use, which must stay well under 100 %
 for the figures to be the switch's.
+``--mode prompt`` is the open loop with *prompt readers*: the receivers are read by a process of
+their own, each frame as it arrives (as guests on CPUs of their own read), so the switch rarely
+meets a full queue; ``--mode open`` reads them in the senders' thread between bursts (slow
+readers: their 10-frame queues overflow and the switch's backlogs work all the time).
 ``--mode pingpong`` bounces one frame between two ports and prints the median and 99th
 percentile round trip, back to back and with ``--gap-ms`` (default 20) between round trips.
 
@@ -157,7 +161,7 @@ def loadgen_argv(switch: Running, case: Case, args: argparse.Namespace) -> list[
     pid = switch.proc.pid
     if args.mode == "pingpong":
         params = [case["size"], args.seconds, case["gap_us"]]
-    elif args.mode == "open":
+    elif args.mode in ("open", "prompt"):
         params = [case["pairs"], int(case["bcast"]), case["size"], args.seconds, pid]
     else:
         params = [case["pairs"], int(case["bcast"]), case["size"], args.seconds, args.window, pid]
@@ -198,7 +202,7 @@ def figures(mode: str, result: dict[str, Any]) -> Figures:
         "cpu_us": result["cpu_ticks"] * tick_us / delivered,
         "rss_mb": result["vmhwm_kib"] / 1024,
     }
-    if mode == "open":
+    if mode in ("open", "prompt"):
         out.update(gen_cpu=result["gen_cpu"], refused=result["refused"])
     else:
         out.update(attach_s=result["attach_idle_s"], stalls=result["stalls"])
@@ -233,10 +237,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--mode",
-        choices=("closed", "open", "pingpong"),
+        choices=("closed", "open", "prompt", "pingpong"),
         default="closed",
         help="closed: a window of outstanding frames per sender (default); open: senders push "
-        "as fast as the switch accepts; pingpong: round-trip latency of one frame",
+        "as fast as the switch accepts, receivers read between bursts (slow readers); prompt: "
+        "the same with receivers read by a process of their own (prompt readers); pingpong: "
+        "round-trip latency of one frame",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="measured window per run")
@@ -286,7 +292,8 @@ def main() -> None:
     qlen = set_dgram_qlen(args.qlen)
     pattern = {
         "closed": f"closed loop, window {args.window}",
-        "open": "open loop",
+        "open": "open loop, slow readers",
+        "prompt": "open loop, prompt readers (a process of their own)",
         "pingpong": f"ping-pong, back to back and {args.gap_ms:g} ms apart",
     }
     print(
@@ -318,9 +325,9 @@ def medians(runs: Runs) -> dict[str, Figures]:
     return {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
 
 
-def ratio(med: dict[str, Figures], kind: str, field: str) -> float:
-    """`kind`'s median `field` as a multiple of uml_switch's (nan without uml_switch)."""
-    base = med.get("uml_switch", {}).get(field)
+def ratio(med: dict[str, Figures], kind: str, field: str, base_kind: str = "uml_switch") -> float:
+    """`kind`'s median `field` as a multiple of `base_kind`'s (nan without it in the run)."""
+    base = med.get(base_kind, {}).get(field)
     return med[kind][field] / base if base else float("nan")
 
 
@@ -328,22 +335,24 @@ def report(case: Case, runs: Runs, mode: str) -> None:
     print(f"\n## {case['name']}")
     med = medians(runs)
     extra = "  attach idle s" if case["idle"] else ""
-    extra += "  loadgen CPU %" if mode == "open" else ""
+    extra += "  loadgen CPU %" if mode in ("open", "prompt") else ""
     print(
-        f"{'switch':16s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'loss %':>7s} "
-        f"{'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'RSS MB':>7s}{extra}"
+        f"{'switch':16s} {'frames/s median (min-max)':>30s} {'x uml':>6s} {'x vde':>6s} "
+        f"{'loss %':>7s} {'CPU us/frame (min-max)':>24s} {'x uml':>6s} {'x vde':>6s} "
+        f"{'RSS MB':>7s}{extra}"
     )
     for kind, v in runs.items():
         m = med[kind]
         line = (
             f"{kind:16s} {fmt_spread([r['fps'] for r in v], ',.0f'):>30s} "
-            f"{ratio(med, kind, 'fps'):6.2f} {100 * m['loss']:7.3f} "
-            f"{fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
-            f"{ratio(med, kind, 'cpu_us'):6.2f} {m['rss_mb']:7.1f}"
+            f"{ratio(med, kind, 'fps'):6.2f} {ratio(med, kind, 'fps', 'vde_switch'):6.2f} "
+            f"{100 * m['loss']:7.3f} {fmt_spread([r['cpu_us'] for r in v], '.2f'):>24s} "
+            f"{ratio(med, kind, 'cpu_us'):6.2f} {ratio(med, kind, 'cpu_us', 'vde_switch'):6.2f} "
+            f"{m['rss_mb']:7.1f}"
         )
         if case["idle"]:
             line += f"  {m['attach_s']:.3f}"
-        if mode == "open":
+        if mode in ("open", "prompt"):
             line += f"  {100 * m['gen_cpu']:13.0f}"
         print(line, flush=True)
     print_ab(med, {"fps": "frames/s", "cpu_us": "CPU per frame"})
@@ -353,13 +362,14 @@ def report_pingpong(case: Case, runs: Runs) -> None:
     print(f"\n## {case['name']}")
     med = medians(runs)
     print(
-        f"{'switch':16s} {'RTT us p50 (min-max)':>24s} {'x uml':>6s} "
+        f"{'switch':16s} {'RTT us p50 (min-max)':>24s} {'x uml':>6s} {'x vde':>6s} "
         f"{'RTT us p99 (min-max)':>28s} {'x uml':>6s} {'round trips':>12s} {'lost':>5s}"
     )
     for kind, v in runs.items():
         print(
             f"{kind:16s} {fmt_spread([r['p50_us'] for r in v], '.1f'):>24s} "
-            f"{ratio(med, kind, 'p50_us'):6.2f} {fmt_spread([r['p99_us'] for r in v], '.1f'):>28s} "
+            f"{ratio(med, kind, 'p50_us'):6.2f} {ratio(med, kind, 'p50_us', 'vde_switch'):6.2f} "
+            f"{fmt_spread([r['p99_us'] for r in v], '.1f'):>28s} "
             f"{ratio(med, kind, 'p99_us'):6.2f} {sum(r['n'] for r in v):12d} "
             f"{sum(r['lost'] for r in v):5d}",
             flush=True,

@@ -47,7 +47,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -442,18 +445,41 @@ static double self_cpu_seconds(void) {
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* prompt readers: the receivers' counts, kept by the reader process in shared memory */
+static volatile long long *prompt_recvd;
+
 static struct snap take_snap(struct rig *r, int spid) {
     struct snap s = {now(), self_cpu_seconds(), 0, 0, cpu_ticks(spid)};
     for (int i = 0; i < r->nsend; i++) s.sent += r->snd[i].sent;
-    for (int i = 0; i < r->nrecv; i++) s.recvd += r->rcv[i].recvd;
+    for (int i = 0; i < r->nrecv; i++) s.recvd += prompt_recvd ? prompt_recvd[i] : r->rcv[i].recvd;
     return s;
+}
+
+/* The prompt readers: a process of its own that reads every receiver as soon as a frame is
+ * there (as a guest on a CPU of its own does), until END; counts go to shared memory. */
+static pid_t start_prompt_readers(struct rig *rig, double end) {
+    int nrecv = rig->nrecv;
+    prompt_recvd = mmap(NULL, sizeof(long long) * nrecv, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (prompt_recvd == MAP_FAILED) die("mmap");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid > 0) return pid;
+    struct pollfd *pfd = calloc(nrecv, sizeof *pfd);
+    for (int i = 0; i < nrecv; i++) pfd[i].fd = rig->rcv[i].data, pfd[i].events = POLLIN;
+    while (now() < end) {
+        if (poll(pfd, nrecv, 20) > 0)
+            for (int i = 0; i < nrecv; i++)
+                if (pfd[i].revents) drain(&rig->rcv[i]), prompt_recvd[i] = rig->rcv[i].recvd;
+    }
+    _exit(0);
 }
 
 /* Frames a sender sends before the loop looks at the receivers again: small, so that the
  * receivers are read while the switch forwards (a receiver's queue holds max_dgram_qlen). */
 #define OPEN_BURST 8
 
-static void run_open(struct rig *rig, size_t size, double secs, int spid) {
+static void run_open(struct rig *rig, size_t size, double secs, int spid, int prompt) {
     struct port *snd = rig->snd, *rcv = rig->rcv;
     int nsend = rig->nsend, nrecv = rig->nrecv, nfd = nsend + nrecv;
     size_t stride;
@@ -467,6 +493,8 @@ static void run_open(struct rig *rig, size_t size, double secs, int spid) {
     struct snap a = {0}, b = {0};
     int measuring = 0;
     long long refused = 0; /* sends that met EAGAIN */
+    pid_t readers = prompt ? start_prompt_readers(rig, t1 + 0.3) : 0;
+    if (prompt) nfd = nsend; /* the readers' process reads the receivers */
     for (;;) {
         double tn = now();
         if (!measuring && tn >= t0) a = take_snap(rig, spid), measuring = 1;
@@ -487,10 +515,11 @@ static void run_open(struct rig *rig, size_t size, double secs, int spid) {
         if (poll(pfd, nfd, nblocked == nsend ? 5 : 0) < 0 && errno != EINTR) die("poll");
         for (int i = 0; i < nsend; i++)
             if (pfd[i].revents & POLLOUT) blocked[i] = 0;
-        for (int i = 0; i < nrecv; i++)
+        for (int i = 0; i < nrecv && !prompt; i++)
             if (pfd[nsend + i].revents) drain(&rcv[i]);
     }
-    final_drain(pfd + nsend, rcv, nrecv);
+    if (prompt) waitpid(readers, NULL, 0);
+    else final_drain(pfd + nsend, rcv, nrecv);
     struct snap end = take_snap(rig, spid);
     double el = b.t - a.t;
     printf("{\"mode\":\"%s\",\"pairs\":%d,\"bcast\":%d,\"size\":%zu,\"secs\":%.4f,"
@@ -584,6 +613,7 @@ static int usage(void) {
     fprintf(stderr,
             "usage: loadgen closed MODE CTL PAIRS BCAST SIZE SECONDS WINDOW SWITCHPID IDLE MACS\n"
             "       loadgen open MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID\n"
+            "       loadgen prompt MODE CTL PAIRS BCAST SIZE SECONDS SWITCHPID\n"
             "       loadgen pingpong MODE CTL SIZE SECONDS GAP_US\n");
     return 2;
 }
@@ -600,9 +630,9 @@ int main(int argc, char **argv) {
         struct rig rig = setup(atoi(argv[4]), atoi(argv[5]), idle, macs);
         run_closed(&rig, atoi(argv[6]), atof(argv[7]), atoi(argv[8]), atoi(argv[9]), idle, macs);
         cleanup(&rig);
-    } else if (strcmp(pattern, "open") == 0 && argc == 9) {
+    } else if ((strcmp(pattern, "open") == 0 || strcmp(pattern, "prompt") == 0) && argc == 9) {
         struct rig rig = setup(atoi(argv[4]), atoi(argv[5]), 0, 0);
-        run_open(&rig, atoi(argv[6]), atof(argv[7]), atoi(argv[8]));
+        run_open(&rig, atoi(argv[6]), atof(argv[7]), atoi(argv[8]), pattern[0] == 'p');
         cleanup(&rig);
     } else if (strcmp(pattern, "pingpong") == 0 && argc == 7) {
         run_pingpong(atoi(argv[4]), atof(argv[5]), atol(argv[6]));

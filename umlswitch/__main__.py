@@ -19,10 +19,13 @@ import trio
 
 from umlswitch import daemon, lifecycle, systemd
 from umlswitch.config import SwitchConfig, parse_args
+from umlswitch.dataplane import DataPlaneCrashed
 from umlswitch.restart import command, fdstore
 from umlswitch.restart.handover import Incoming
 
 CLIENTS = ("ctl", "top", "capture", "events")
+# A bug in the data-plane thread ended the switch (EX_SOFTWARE, as sysexits.h says).
+EXIT_CRASHED = 70
 LOG_FORMAT = "%(asctime)s umlswitch[%(process)d] %(levelname)s: %(message)s"
 
 
@@ -155,15 +158,23 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     failed: list[daemon.StartupError] = []
+    crashed = False
     try:
         trio.run(run_switch)
     except* daemon.StartupError as group:
         failed.extend(_leaves(group))
+    except* DataPlaneCrashed:  # logged with its traceback where it happened
+        crashed = True
     finally:
         sockets.unlink_created()  # already done on a clean exit; this covers a crash
     for error in failed:
         print(f"umlswitch: {error}", file=sys.stderr)
         logging.getLogger("umlswitch").error("%s", error)
+    if crashed:
+        print(
+            "umlswitch: the data plane crashed (see the log); the switch stopped", file=sys.stderr
+        )
+        return EXIT_CRASHED
     return 1 if failed else 0
 
 

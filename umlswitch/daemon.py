@@ -28,9 +28,10 @@ from typing import BinaryIO
 
 import trio
 
-from umlswitch import __version__, guard_control, lifecycle
+from umlswitch import __version__, dataplane, guard_control, lifecycle
 from umlswitch.capture import CaptureControl, open_capture_file
 from umlswitch.config import SwitchConfig, link_name
+from umlswitch.dataplane import DataPlane
 from umlswitch.digits import is_decimal
 from umlswitch.errors import StartupError as StartupError  # re-exported
 from umlswitch.events import RESTART, EventBus
@@ -528,9 +529,10 @@ async def _static_port_life(port: Port, fabric: Fabric) -> str:
     return "shutdown"
 
 
-async def _ticker(fabric: Fabric) -> None:
+async def _ticker(fabric: Fabric, plane: DataPlane) -> None:
+    """The fabric's coarse clock and MAC aging, applied by the data plane between two rounds."""
     while True:
-        fabric.tick(trio.current_time())
+        plane.apply(fabric.tick, trio.current_time())
         await trio.sleep(TICK)
 
 
@@ -680,7 +682,7 @@ def _stream_servers(
     return streams
 
 
-def _attach_static_ports(
+async def _attach_static_ports(
     config: SwitchConfig, ports: list[Port], attachments: Attachments, impair: ImpairControl
 ) -> None:
     """Attach the command line's ports (UDP peers, overlays, taps) in their VLANs, impaired
@@ -688,16 +690,16 @@ def _attach_static_ports(
     port_vlans = dict(config.vlans)
     impairments = dict(config.impair)
     for port in ports:
-        port.id = attachments.fabric.allocate_id()
+        port.id = attachments.allocate_id()
         vlans = port_vlans.get(port.name, DEFAULT_MEMBERSHIP)
-        attachments.attach(port, vlans)
+        await attachments.attach(port, vlans)
         in_vlans = "" if vlans.is_default else f" (VLAN {vlans.describe()})"
         log.info("port %d attached: %s%s", port.id, port.name, in_vlans)
         if port.name in impairments:
             impair.apply(port, impairments[port.name])
 
 
-def _open_links(
+async def _open_links(
     config: SwitchConfig, attachments: Attachments, impair: ImpairControl
 ) -> list[StreamLink]:
     """The --stream-connect links' ports (held while they connect), in their VLANs and
@@ -710,7 +712,7 @@ def _open_links(
         name = link_name(spec)
         vlans = port_vlans.get(name, DEFAULT_MEMBERSHIP)
         link = StreamLink(spec, attachments, impair, vlans=vlans, impairment=impairments.get(name))
-        link.open()
+        await link.open()
         links.append(link)
     return links
 
@@ -752,14 +754,18 @@ def _clean_up(config: SwitchConfig, sockets: BoundSockets, pidfile_written: bool
 
 
 def _start_clocks(
-    nursery: trio.Nursery, fabric: Fabric, guard: Guard, shared: SharedDataSocket | None
+    nursery: trio.Nursery,
+    fabric: Fabric,
+    guard: Guard,
+    shared: SharedDataSocket | None,
+    plane: DataPlane,
 ) -> None:
     """What runs whatever the ports do: the fabric's clock and MAC aging, the spanning tree's
-    timers, the shared data socket's reader."""
-    nursery.start_soon(_ticker, fabric)
-    nursery.start_soon(guard_control.run, guard)
+    timers (both applied by the data plane), the shared data socket's reader (in it)."""
+    nursery.start_soon(_ticker, fabric, plane)
+    nursery.start_soon(guard_control.run, guard, plane.apply)
     if shared is not None:
-        nursery.start_soon(shared.run)
+        plane.apply(plane.loop.add_source, shared.source())
 
 
 def _start_metrics(nursery: trio.Nursery, switch: Switch) -> None:
@@ -840,18 +846,18 @@ async def serve(
         server = _control_server(config, sockets, fabric, shared, attachments)
         streams = _stream_servers(config, sockets, fabric, attachments)
         with trio.CancelScope() as root:
-            async with trio.open_nursery() as nursery:
+            async with dataplane.running(fabric) as plane, trio.open_nursery() as nursery:
                 if handle_signals:
                     on_usr2 = functools.partial(_call_first, restart_hook)
                     nursery.start_soon(_watch_signals, root, config.log_file, on_usr2)
                 if watch_stdin:
                     nursery.start_soon(_watch_stdin, root)
-                _start_clocks(nursery, fabric, guard, shared)
+                _start_clocks(nursery, fabric, guard, shared, plane)
                 capture = await _start_capture(nursery, fabric, config, sockets)
-                impair = ImpairControl(fabric)
+                impair = ImpairControl(fabric, plane.timers)
                 await nursery.start(impair.run)
                 if handover is None:
-                    _attach_static_ports(config, sockets.static_ports, attachments, impair)
+                    await _attach_static_ports(config, sockets.static_ports, attachments, impair)
                 switch = Switch(
                     config=config,
                     fabric=fabric,
@@ -873,7 +879,7 @@ async def serve(
                 rc = None
                 if handover is not None:
                     pidfile_written = await _take_over(handover, switch, sockets, nursery)
-                switch.links = _open_links(config, attachments, impair)
+                switch.links = await _open_links(config, attachments, impair)
                 if handover is None and sockets.rc_text is not None and config.rc is not None:
                     rc = await run_rc_file(switch, config.rc, sockets.rc_text)
                 await _start_serving(nursery, switch, sockets)

@@ -8,6 +8,7 @@ arrives (``umlswitch.fabric.guard``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import trio
 
@@ -44,8 +45,12 @@ def install(fabric: Fabric, config: SwitchConfig) -> Guard:
     return guard
 
 
-async def run(guard: Guard) -> None:
-    """Run the tree's timers until cancelled (nothing to do while STP is off)."""
+async def run(guard: Guard, apply: Callable[..., None] | None = None) -> None:
+    """Run the tree's timers until cancelled (nothing to do while STP is off); ``apply`` is
+    the data plane's, which applies each tick between two of its rounds."""
     while True:
         await trio.sleep(STP_TICK)
-        guard.tick(trio.current_time())
+        if apply is None:
+            guard.tick(trio.current_time())
+        else:
+            apply(guard.tick, trio.current_time())

@@ -33,6 +33,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from tests.integration.frames import frame, mac
+from umlswitch import dataplane
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import PortClosed
 from umlswitch.tap.port import open_tap
@@ -347,8 +348,9 @@ async def test_frames_to_a_down_tap_are_counted_and_failing_writes_detach_it(net
         ip(netns, "link", "del", tap)
         port.send_nowait(frame(mac(1), mac(2)))  # a write finds the device gone first
         assert port.stats.drops == {"egress_error": 3}
-        with trio.fail_after(5), pytest.raises(PortClosed, match="write failed"):
-            await port.run(fabric)
+        async with dataplane.running(fabric):
+            with trio.fail_after(5), pytest.raises(PortClosed, match="write failed"):
+                await port.run(fabric)
     finally:
         port.close()
 

@@ -155,7 +155,7 @@ class FakeSwitch:
     ) -> MemoryPort:
         """Attach a ``MemoryPort`` the way every attach path does (``Attachments.attach``)."""
         port = MemoryPort(port_id, **info)
-        self.attachments.attach(port, vlans)
+        self.attachments.attach_now(port, vlans)
         return port
 
     # --- ManagedSwitch ---------------------------------------------------------------------

@@ -76,7 +76,7 @@ async def test_ports_attaching_and_leaving_are_published() -> None:
     switch = FakeSwitch()
     with switch.bus.subscribe() as sub:
         port = switch.attach(1)
-        switch.attachments.detach(port, "the peer left")
+        await switch.attachments.detach(port, "the peer left")
         events = sub.take()
     assert [(e["event"], e["port"], e["kind"]) for e in events] == [
         ("port/attach", 1, "memory"),

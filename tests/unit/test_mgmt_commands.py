@@ -139,7 +139,7 @@ async def test_showinfo_json_has_sockets_totals_and_every_event(
     c = switch.attach(3)
     fabric.tick(5.0)
     fabric.forward(c, frame(MAC_A, MAC_B, 80))  # MAC_A moves to port 3
-    switch.attachments.detach(c, "test")
+    await switch.attachments.detach(c, "test")
     switch.unknown = 3
     switch.attach_events.update({"port_limit": 2, "bad_request": 1})
 
@@ -399,7 +399,7 @@ async def test_port_resetcounter_of_one_port_and_of_all(
 ) -> None:
     c = switch.attach(3)
     switch.fabric.forward(c, frame(MAC_C, BROADCAST))
-    switch.attachments.detach(c, "test")
+    await switch.attachments.detach(c, "test")
     assert await ask_json(s, "port/resetcounter 1") == {"reset": [1]}
     one, two = (await ask_json(s, "port/print"))["ports"]
     assert (one["rx_frames"], one["tx_frames"]) == (0, 0)

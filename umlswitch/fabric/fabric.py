@@ -381,8 +381,9 @@ class Fabric:
     ) -> EgressSet:
         """Admit the frame of ``size`` bytes at ``offset`` in ``data`` and say where it goes:
         the egress entries, or ``NOWHERE`` with the drop counted on ``ingress``. Keep the
-        decision under ``key`` (not None) if frames like it may reuse it."""
-        if not ETH_HEADER_LEN <= size <= self.max_frame:
+        decision under ``key`` (not None: the drivers give one only for admissible sizes) if
+        frames like it may reuse it."""
+        if key is None and not ETH_HEADER_LEN <= size <= self.max_frame:
             self._drop(ingress, counters.RUNT if size < ETH_HEADER_LEN else counters.GIANT, size)
             return NOWHERE
         dst, src = _addresses(data, offset)
@@ -421,7 +422,9 @@ class Fabric:
                 ingress.stats.drops[counters.SAME_PORT] += 1
                 return NOWHERE
             else:
-                egress = self._unicast_to(out, kind, vid, ingress_id)
+                egress = self._unicast.get(out, NOWHERE)
+                if self._vlan is not None or not egress:
+                    egress = self._unicast_to(out, kind, vid, ingress_id)
         if keep and key is not None:
             if len(self._flows) >= FLOW_LIMIT:
                 self._flows.clear()  # start again: the flows in use come back at once

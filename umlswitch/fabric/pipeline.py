@@ -110,7 +110,7 @@ def single_driver(
         stats.rx_bytes += size
         if size in sizes:
             owner, egress = flows_get(unpack(frame), _MISS)
-            if owner is not ingress:
+            if owner is not ingress:  # decided anew (the key is unpacked again: rare)
                 egress = decide(ingress, frame, 0, size, unpack(frame))
         else:
             egress = decide(ingress, frame, 0, size, None)  # counts a runt or giant

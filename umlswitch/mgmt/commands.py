@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from umlswitch import guard_control
+from umlswitch import dataplane, guard_control
 from umlswitch.capture import CaptureBusy, open_capture_file
 from umlswitch.fabric.frame import format_mac, parse_mac
 from umlswitch.fabric.impair import parse_impairment
@@ -79,6 +79,9 @@ class Command:
     handler: Handler
     render: Renderer | None = None  # None: the text answer has no data block
     changes: bool = False  # changes the switch: logged
+    # runs while the data plane waits between two rounds (False: a command that waits for long,
+    # as restart does, and pauses the data plane itself where it must)
+    barrier: bool = True
 
     def check_arity(self, args: Sequence[str]) -> None:
         """CommandError ``usage: NAME SYNTAX`` unless ``args`` fit the syntax's word count."""
@@ -93,10 +96,16 @@ COMMANDS: dict[str, Command] = {}
 
 
 def command(
-    name: str, syntax: str, help: str, *, render: Renderer | None = None, changes: bool = False
+    name: str,
+    syntax: str,
+    help: str,
+    *,
+    render: Renderer | None = None,
+    changes: bool = False,
+    barrier: bool = True,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        COMMANDS[name] = Command(name, syntax, help, handler, render, changes)
+        COMMANDS[name] = Command(name, syntax, help, handler, render, changes, barrier)
         return handler
 
     return register
@@ -113,7 +122,7 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
             raise CommandError(errno.ENOSYS, f"unknown command {name!r}; try 'help'")
         session.json = invocation.json
         cmd.check_arity(invocation.args)
-        doc = await cmd.handler(session, invocation.args)
+        doc = await _run(session, cmd, invocation.args)
     except Exception as exc:
         if not isinstance(exc, CommandError):  # a bug: it must not end the switch
             log.exception("management client %s: %s: internal error", session.peer, invocation)
@@ -137,6 +146,17 @@ async def execute(session: Session, invocation: Invocation) -> Reply:
     else:
         lines = None if cmd.render is None else cmd.render(doc)
     return Reply.end_of_session(lines) if session.ended else Reply.success(lines)
+
+
+async def _run(session: Session, cmd: Command, args: Sequence[str]) -> Doc:
+    """A command runs while the data plane waits between two rounds: one that changes the
+    switch is then the fabric's only writer, one that reads sees its tables whole (the thread
+    adds and removes ports and MAC entries; a dict must not change while it is read)."""
+    plane = dataplane.current(session.switch.fabric)
+    if plane is None or not cmd.barrier:
+        return await cmd.handler(session, args)
+    async with plane.barrier():
+        return await cmd.handler(session, args)
 
 
 # --- argument helpers -----------------------------------------------------------------------
@@ -201,6 +221,7 @@ async def _shutdown(session: Session, args: Sequence[str]) -> Doc:
     "hand the switch over to a new process (same command line), guests stay attached",
     changes=True,
     render=views.restart_lines,
+    barrier=False,
 )
 async def _restart(session: Session, args: Sequence[str]) -> Doc:
     try:

@@ -6,6 +6,10 @@ when they end, whatever the reason: the peer left (``PortClosed``, or what the f
 returns), the management console removed the port (``remove``), or the switch shut down. Detaching
 is always the same: out of the fabric (its MAC entries forgotten), the port closed, its
 ``detached`` event set (``port/remove`` waits on it), one log line saying why.
+
+Runs in trio. The fabric changes (attach, detach) are applied by the data plane between two of
+its rounds (``dataplane.plane``), so the fabric has one writer; with no data plane running
+(tests of the fabric alone) they are made here.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from umlswitch.fabric.fabric import Fabric
+from umlswitch.dataplane.plane import current
+from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.ports.base import Port, PortClosed
 
@@ -36,10 +41,41 @@ class Attachments:
     def __contains__(self, port_id: object) -> bool:
         return port_id in self._scopes
 
-    def attach(self, port: Port, vlans: Membership = DEFAULT_MEMBERSHIP) -> None:
+    def allocate_id(self, requested: int | None = None) -> int:
+        """A free port number (``Fabric.allocate_id``), counting the ports being attached: the
+        data plane attaches them between two rounds, after this returns."""
+        taken = self._scopes.keys() | self.fabric.ports.keys()
+        if requested is not None:
+            if requested in taken:
+                raise PortNumberTaken(f"port {requested} is already in use")
+            return requested
+        number = 1
+        while number in taken:
+            number += 1
+        return number
+
+    async def attach(self, port: Port, vlans: Membership = DEFAULT_MEMBERSHIP) -> None:
         """Make ``port`` part of the fabric (it forwards from now on) and keep its record."""
+        plane = current(self.fabric)
+        if plane is None:
+            self.attach_now(port, vlans)
+            return
+        self._scopes[port.id] = trio.CancelScope()  # its number is taken from now on
+        try:
+            await plane.call(self.fabric.attach, port, vlans)
+        except BaseException:
+            self._scopes.pop(port.id, None)
+            raise
+        self._attached(port)
+
+    def attach_now(self, port: Port, vlans: Membership = DEFAULT_MEMBERSHIP) -> None:
+        """``attach`` where no data plane runs the fabric (or in its thread)."""
         self.fabric.attach(port, vlans)
         self._scopes[port.id] = trio.CancelScope()
+        self._attached(port)
+
+    def _attached(self, port: Port) -> None:
+        """Say that ``port`` is part of the fabric now (``port/attach``)."""
         peer = port.peer
         self.fabric.publish(
             "port/attach",
@@ -67,16 +103,24 @@ class Attachments:
             if scope.cancelled_caught:
                 reason = REMOVED
         finally:
-            self.detach(port, reason)
+            with trio.CancelScope(shield=True):
+                await self.detach(port, reason)
         return reason
 
-    def detach(self, port: Port, reason: str) -> None:
+    async def detach(self, port: Port, reason: str) -> None:
         """The one way out: the port leaves the fabric, is closed, and says it is gone."""
+        plane = current(self.fabric)
+        if plane is None:
+            self._detach_now(port, reason)
+        else:
+            await plane.call(self._detach_now, port, reason)
+        port.detached.set()
+
+    def _detach_now(self, port: Port, reason: str) -> None:
         self._scopes.pop(port.id, None)
         self._running.discard(port.id)
         forgotten = self.fabric.detach(port.id)
         port.close()
-        port.detached.set()
         log.info("port %d detached (%s); forgot %d MAC(s)", port.id, reason, forgotten)
         self.fabric.publish(
             "port/detach", port=port.id, kind=port.kind, name=port.name, reason=reason
@@ -91,6 +135,11 @@ class Attachments:
             return None
         if port_id in self._running:
             scope.cancel()  # its run detaches it
+            return port.detached
+        plane = current(self.fabric)
+        if plane is None:
+            self._detach_now(port, REMOVED)
         else:
-            self.detach(port, REMOVED)
+            plane.apply(self._detach_now, port, REMOVED)
+        port.detached.set()
         return port.detached

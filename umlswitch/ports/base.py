@@ -2,27 +2,29 @@
 back-pressure, and the batched ingress loop of sockets with several senders.
 
 A port has an ``id``, a ``name``, ``stats`` and a non-blocking ``send_nowait``; that is all the
-fabric sees (as vde's ``port.h``: a sender and a delete hook). Ingress waits for readability once
-and then drains the socket with non-blocking reads, handing the frames to the fabric: no
-per-frame ``await`` and no per-frame allocation beyond a memoryview slice. (Client sockets are
-served together by ``unix/dataplane.py``; every other kind has a task of its own.)
+fabric sees (as vde's ``port.h``: a sender and a delete hook). Every kind's I/O runs in the
+data-plane thread (``umlswitch/dataplane/``): a kind says what to read and how (``sources``:
+each a descriptor and a function reading at most ``BATCH`` frames without blocking, handing them
+to the fabric), and where its egress waits for room (``egress_fd``). No per-frame allocation
+beyond a memoryview slice. ``run`` is the control plane's (trio) side: it hands the port to the
+data plane and returns when the port's peer is gone.
 
 **Egress: one rule for every port kind.** ``send_nowait`` hands the frame to the kernel at once
 (the kind's ``_send``). What the kernel cannot take now (``EAGAIN``: a guest's 10-datagram queue
 is full) is copied into the port's **backlog**, a bounded FIFO, and every later frame queues
-behind it, so order is kept. A task of the port's own (``_drain``) waits until the socket or tap
-is writable again and sends the backlog, oldest first. Only a full backlog drops (tail drop,
-``egress_full``): its bound is ``--port-queue`` frames per port and ``--queue-memory`` bytes for
-all ports together. Other send errors are the kind's to judge (``_send_failed``): counted
-(``egress_error``), logged at a bounded rate.
+behind it, so order is kept. The data-plane loop waits until the socket or tap is writable again
+(``EPOLLOUT``) and sends the backlog, oldest first (``flush_backlog``). Only a full backlog
+drops (tail drop, ``egress_full``): its bound is ``--port-queue`` frames per port and ``--queue-
+memory`` bytes for all ports together. Other send errors are the kind's to judge
+(``_send_failed``): counted (``egress_error``), logged at a bounded rate.
 
 **Back-pressure, with a watchdog.** A backlog only absorbs bursts: a sender that is simply
 faster than its receiver would still overflow it. So when a backlog passes half its bound, the
 port's send answers "full" (``send_nowait`` returns True), the fabric returns that receiver to the
-ingress loop (``Fabric.forward``), and the loop has the ingress port *held* (``held_by``): its
-receive loop stops reading (at its next ``pause_point``) until the backlog is down to an
-eighth, and the sender's own socket or tap queue fills up and slows it down, as uml_switch's
-blocking send does, without loss. A held port
+ingress (``Fabric.forward``), which has the ingress port *held* (``held_by``): the data-plane loop
+stops reading it (after its current round) until the backlog is down to an eighth, and the
+sender's own socket or tap queue fills up and slows it down, as uml_switch's blocking send does,
+without loss. A held port
 holds nobody else: other senders go on. A receiver that has not drained its backlog
 ``STALL_TIMEOUT`` after it began holding a sender is declared *stalled* (logged, counted): it
 holds nobody until it reads again and its backlog tail-drops meanwhile, so a stuck (or very
@@ -34,9 +36,9 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
@@ -48,11 +50,15 @@ from umlswitch.fabric.queues import DEFAULT_PORT_QUEUE, QueueBudget
 from umlswitch.listener import PeerCred
 from umlswitch.ratelog import RateLimitedLog
 
+if TYPE_CHECKING:
+    from umlswitch.dataplane.loop import Loop
+    from umlswitch.ports.vectorio import BatchReceiver, BatchSender
+
 log = logging.getLogger("umlswitch.ports")
 ratelog = RateLimitedLog(log)
 
-# Frames read per wakeup before the ingress task goes back to the scheduler, so that one busy port
-# cannot starve the others.
+# Frames read from one source per round of the data-plane loop, so that one busy port cannot
+# starve the others.
 BATCH = 64
 # The receive buffer of every socket the switch reads frames from: a burst from a fast guest or
 # peer must not be lost while the switch is busy elsewhere.
@@ -74,6 +80,34 @@ class Unsent(Exception):
     """Raised by a kind's ``_send``: the frame went nowhere, and the kind has counted why."""
 
 
+class ReadArea:
+    """What every source of one data plane reads into: one buffer for a lone frame, and the
+    vector receiver and sender (None without Linux's recvmmsg/sendmmsg)."""
+
+    def __init__(
+        self, size: int, receiver: BatchReceiver | None, sender: BatchSender | None
+    ) -> None:
+        self.single = bytearray(size)
+        self.view = memoryview(self.single)
+        self.receiver = receiver
+        self.sender = sender
+
+
+class Source:
+    """One descriptor the data plane reads, and how: ``read()`` reads at most ``BATCH`` frames
+    without blocking and hands them to the fabric; it raises ``PortClosed`` when the peer is
+    gone. ``port`` is whom the frames come from (the one held by back-pressure), if one port."""
+
+    __slots__ = ("file", "port", "read")
+
+    def __init__(
+        self, file: socket.socket | int, read: Callable[[], None], port: Port | None
+    ) -> None:
+        self.file = file
+        self.read = read
+        self.port = port
+
+
 @dataclass(frozen=True)
 class PortInfo:
     """What a port says of itself to the management console (``port/print``)."""
@@ -87,13 +121,13 @@ class PortInfo:
 
 
 class Port:
-    """Base of every port kind: the egress path with its backlog, and the task that drains it.
+    """Base of every port kind: the egress path with its backlog, and its back-pressure ties.
 
-    A kind provides ``_send`` (one frame to the kernel; raises ``OSError``), ``ingress`` (its
-    receive loop), ``egress_fd`` (what to poll for writability) and, where its errors need more
-    than a counter, ``_send_failed``. A kind that keeps unsent bytes outside the backlog (the
-    stream port: the rest of a frame the kernel took only in part) overrides ``_idle`` and
-    ``flush_backlog`` to send them first.
+    A kind provides ``_send`` (one frame to the kernel; raises ``OSError``), ``sources`` (what
+    the data plane reads for it, and how), ``egress_fd`` (what to poll for writability) and,
+    where its errors need more than a counter, ``_send_failed``. A kind that keeps unsent bytes
+    outside the backlog (the stream port: the rest of a frame the kernel took only in part)
+    overrides ``_idle`` and ``flush_backlog`` to send them first.
     """
 
     kind: ClassVar[str] = "other"  # the family, as the management console shows it
@@ -109,12 +143,15 @@ class Port:
         self.backlog: deque[bytes] = deque()
         self.queue_limit = DEFAULT_PORT_QUEUE
         self.budget = QueueBudget()  # the switch's, from run(); a private one until then
-        self._backlog_waiting: trio.Event | None = None  # set when the backlog is filled again
+        # The data-plane loop serving the port (set and cleared by the loop), and, on the
+        # control plane's side, the event set when the loop reports the port closed, and why.
+        self.loop: Loop | None = None
+        self.ended: trio.Event | None = None
+        self.end_reason: str | None = None
         # Back-pressure: the senders this port's full backlog holds, the receivers holding this
-        # port's ingress, the event that wakes it, and whether this port is stalled.
+        # port's ingress, and whether this port is stalled.
         self._holding: set[Port] = set()
         self._held_by: set[Port] = set()
-        self._released: trio.Event | None = None
         self.stalled = False
         self.publish: Callable[..., None] = no_event  # the switch's events, from run()
 
@@ -139,7 +176,7 @@ class Port:
         )
 
     def _idle(self) -> bool:
-        """Nothing waits to go out, so the drain task may sleep until the backlog fills again.
+        """Nothing waits to go out: the loop stops polling for room until the backlog fills.
         A kind that keeps more than the backlog (the stream port's part-sent record) says so."""
         return not self.backlog
 
@@ -147,9 +184,14 @@ class Port:
         """What to wait on for writability; None: retry the backlog every RETRY_INTERVAL."""
         return None
 
-    async def ingress(self, fabric: Fabric) -> None:
-        """The receive loop: forward what the peer sends until cancelled (or raise PortClosed)."""
-        await trio.sleep_forever()
+    def sources(self, fabric: Fabric, area: ReadArea) -> list[Source]:
+        """What the data plane reads for this port, and how (runs in the data-plane thread)."""
+        return []
+
+    def periodic(self) -> tuple[float, Callable[[], None]] | None:
+        """A housekeeping call the data plane makes every so many seconds while it serves the
+        port (in its thread), or None."""
+        return None
 
     def close(self) -> None:
         """Release the port's OS resources (idempotent)."""
@@ -161,23 +203,15 @@ class Port:
     # --- running ----------------------------------------------------------------------------
 
     async def run(self, fabric: Fabric) -> None:
-        """Receive and drain the backlog until cancelled, or raise PortClosed."""
+        """Have the data plane serve the port until cancelled, or raise PortClosed when its
+        peer is gone (control plane)."""
+        from umlswitch.dataplane.plane import plane_of  # the plane imports the ports
+
         self.queue_limit = fabric.port_queue
         self.budget = fabric.queue_budget
         self.publish = fabric.publish
-        closed: PortClosed | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._drain)
-                try:
-                    await self.ingress(fabric)
-                except PortClosed as exc:
-                    closed = exc
-                nursery.cancel_scope.cancel()
-        finally:
-            self.leave()
-        if closed is not None:
-            raise closed
+        reason = await plane_of(fabric).serve_port(self)
+        raise PortClosed(reason)
 
     def leave(self) -> None:
         """The port stops: forget its backlog and every back-pressure tie it has."""
@@ -188,19 +222,6 @@ class Port:
         self._held_by.clear()
 
     # --- back-pressure ----------------------------------------------------------------------
-
-    async def pause_point(self) -> None:
-        """Where an ingress loop lets the others run; a held port waits here for its
-        receivers (at most STALL_TIMEOUT, then they are stalled)."""
-        if not self._held_by:
-            await trio.lowlevel.checkpoint()
-            return
-        self.stats.paused += 1
-        self._released = released = trio.Event()
-        with trio.move_on_after(STALL_TIMEOUT):
-            await released.wait()
-            return
-        self.stall_holders()
 
     def holders(self) -> set[Port]:
         """The receivers whose backlogs hold this port's ingress back now."""
@@ -252,8 +273,8 @@ class Port:
 
     def released(self) -> None:
         """No receiver holds this port any more: its ingress may read on."""
-        if self._released is not None:
-            self._released.set()
+        if self.loop is not None:
+            self.loop.released(self)
 
     # --- egress -----------------------------------------------------------------------------
 
@@ -307,8 +328,8 @@ class Port:
 
     def backlog_started(self) -> None:
         """The backlog was empty and holds a frame now: have it drained when writable."""
-        if self._backlog_waiting is not None:
-            self._backlog_waiting.set()
+        if self.loop is not None:
+            self.loop.backlog_started(self)
 
     def flush_backlog(self) -> None:
         """Send what the kernel takes now from the backlog, oldest first; release the senders
@@ -347,68 +368,36 @@ class Port:
             self.backlog.clear()
             self.stats.queued = 0
 
-    async def _wait_writable(self) -> None:
-        fd = self.egress_fd()
-        if fd is None:
-            await trio.sleep(RETRY_INTERVAL)
-        else:
-            await trio.lowlevel.wait_writable(fd)
 
-    async def _drain(self) -> None:
-        """Send the backlog whenever the kernel can take more, until cancelled."""
-        idle = self._idle
-        try:
-            while True:
-                if idle():
-                    self._backlog_waiting = trio.Event()
-                    await self._backlog_waiting.wait()
-                    self._backlog_waiting = None
-                await self._wait_writable()
-                self.flush_backlog()
-        except (trio.ClosedResourceError, OSError):
-            # The socket or device was closed under us: the ingress loop reports why.
-            await trio.sleep_forever()
-
-
-async def drain_from(
+def read_datagrams(
     sock: socket.socket,
-    bufsize: int,
+    buf: bytearray,
     handle: Callable[[memoryview, int, Any], None],
     on_error: Callable[[OSError], None],
-    pause_point: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
-) -> None:
-    """Hand every datagram ``sock`` receives to ``handle(view, size, sender)``, until cancelled.
+) -> int:
+    """Read at most ``BATCH`` datagrams from ``sock`` without blocking, handing each to
+    ``handle(view, size, sender)``; return how many were read.
 
-    The batched ingress loop of the sockets that hear several senders (UDP ports, the shared v0
-    data socket): wait for readability once, then read without blocking until the socket is
-    empty, letting the other tasks run after every ``BATCH`` datagrams.
-    ``view`` is a reused buffer of ``bufsize`` bytes; ``size`` is the datagram's real length
-    (``MSG_TRUNC``), more than ``bufsize`` for one that did not fit. A receive error goes to
-    ``on_error`` and reading resumes at the next wake-up. ``pause_point`` is where the loop
-    lets the others run (the port's own, so that back-pressure can hold it).
+    The ingress of the sockets that hear several senders (UDP ports, the shared v0 data
+    socket). ``view`` is ``buf`` as a memoryview, reused; ``size`` is the datagram's real length
+    (``MSG_TRUNC``), more than the buffer for one that did not fit. A receive error goes to
+    ``on_error`` and ends the round.
     """
-    buf = bytearray(bufsize)
     view = memoryview(buf)
     recvfrom_into = sock.recvfrom_into
     trunc = socket.MSG_TRUNC
-    wait_readable = trio.lowlevel.wait_readable
-    while True:
-        await wait_readable(sock)
-        got = BATCH
-        while got:
-            got = 0
-            for _ in range(BATCH):
-                try:
-                    size, sender = recvfrom_into(buf, 0, trunc)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    on_error(exc)
-                    break
-                got += 1
-                handle(view, size, sender)
-            if got:
-                await pause_point()
+    got = 0
+    while got < BATCH:
+        try:
+            size, sender = recvfrom_into(buf, 0, trunc)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            on_error(exc)
+            break
+        got += 1
+        handle(view, size, sender)
+    return got
 
 
 def count_receive_error(port: Port, exc: OSError, consequence: str = "") -> None:

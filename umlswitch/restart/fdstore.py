@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from umlswitch.dataplane import parked
 from umlswitch.listener import PeerCred, peer_cred
 from umlswitch.ports.stream.port import StreamPort
 from umlswitch.ports.unix.clients import ClientPort
@@ -145,14 +146,17 @@ class Recovery:
                 self.created[str(path)] = os.lstat(str(path)).st_ino
         runners: list[Runner] = []
         numbers = sorted({int(n.split(".")[2]) for n in self.stored if n.count(".") == 3})
-        for number in numbers:
-            runner = self._port(switch, number)
-            if runner is not None:
-                runners.append(runner)
+        async with parked(switch.fabric):  # the fabric's one writer while guests come back
+            for number in numbers:
+                runner = self._port(switch, number)
+                if runner is not None:
+                    runners.append(runner)
         for sock in self.stored.values():  # half a client: its other half is gone
             sock.close()
         # the command line's ports after the guests, whose numbers are taken already
-        _attach_static_ports(switch.config, sockets.static_ports, switch.attachments, switch.impair)
+        await _attach_static_ports(
+            switch.config, sockets.static_ports, switch.attachments, switch.impair
+        )
         log.info("fd store: re-attached %d port(s) kept by systemd", len(runners))
         return runners
 
@@ -163,10 +167,9 @@ class Recovery:
         if data is not None and ctl is not None:
             data.setblocking(False)
             cred = _cred(ctl)
-            dataplane = switch.control.dataplane
-            port = ClientPort(number, f"unix:{number} pid={cred.pid}", data, None, dataplane)
+            port = ClientPort(number, f"unix:{number} pid={cred.pid}", data, None)
             port.peer = cred
-            switch.attachments.attach(port)
+            switch.attachments.attach_now(port)
             return _client_runner(switch, port, trio.socket.from_stdlib_socket(ctl))
         if stream is not None:
             stream.setblocking(False)
@@ -178,7 +181,7 @@ class Recovery:
                 host, tcp_port = stream.getpeername()[:2]
                 peer = f"{host}:{tcp_port}"
             port2 = StreamPort(number, f"stream:{number} {peer}", stream, peer_cred=who)
-            switch.attachments.attach(port2)
+            switch.attachments.attach_now(port2)
             return _stream_runner(switch, port2)
         for sock in (data, ctl):
             if sock is not None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from umlswitch import lifecycle
+from umlswitch.dataplane import parked
 from umlswitch.errors import StartupError
 from umlswitch.events import RESTART
 from umlswitch.restart import command, listeners, state, wire
@@ -49,32 +50,12 @@ class RestartFailed(Exception):
     """The restart did not happen; the old process serves on. The message says why."""
 
 
-class FrameReading:
-    """Where the handover stops and resumes the reading of frames: the one seam to re-point
-    when frames are read elsewhere than in trio tasks (a data-plane thread: its pause, and its
-    barrier, then its resume).
-
-    Today every frame socket is read by a trio task, and the handover's critical part runs
-    without a trio checkpoint: no task runs, so none reads, and returning to trio resumes them.
-    Both methods are therefore empty here.
-    """
-
-    def stop(self) -> None:
-        """From now on no frame is read (until ``resume``); called before the state is taken."""
-
-    def resume(self) -> None:
-        """Read again: the new process did not take over."""
-
-
 class Restarter:
     """The old process's side: one restart at a time."""
 
-    def __init__(
-        self, switch: Switch, sockets: BoundSockets, reading: FrameReading | None = None
-    ) -> None:
+    def __init__(self, switch: Switch, sockets: BoundSockets) -> None:
         self.switch = switch
         self.sockets = sockets
-        self.reading = reading if reading is not None else FrameReading()
         self.busy = False
 
     async def restart(self, answer: Callable[[int], None] | None = None) -> None:
@@ -104,7 +85,10 @@ class Restarter:
             theirs.close()
         try:
             await self._until_ready(mine, process)
-            self._hand_over(mine, process, answer)  # returns only if the new process failed
+            # The data plane waits between two rounds from here on: no frame is read, sent or
+            # decided while the state is taken and handed over (the new process reads next).
+            async with parked(self.switch.fabric):
+                self._hand_over(mine, process, answer)  # returns only if the new process failed
         except BaseException:
             _stop(process)
             mine.close()
@@ -130,10 +114,10 @@ class Restarter:
         process: subprocess.Popen[bytes],
         answer: Callable[[int], None] | None,
     ) -> None:
-        """The part without a checkpoint: from here on no task of this process runs."""
+        """The part without a checkpoint, run with the data plane parked: from here on no task
+        of this process runs and no frame moves; the sockets' queues keep what comes meanwhile."""
         switch = self.switch
         paused = time.monotonic()
-        self.reading.stop()
         doc, fds = state.export(switch, switch.restarts + 1)
         with _stop_signals_noted() as noted:
             try:
@@ -141,7 +125,6 @@ class Restarter:
                 wire.send_bundle(channel, doc, fds)
                 check(wire.receive_bundle(channel, APPLY_TIMEOUT)[0], "running")
             except (wire.ChannelError, UnreadableState) as exc:
-                self.reading.resume()
                 raise RestartFailed(_why(process, exc)) from None
         notify = Notifier.from_environ()
         if notify is not None:  # before we exit, or systemd takes the service for stopped
@@ -256,7 +239,8 @@ class Incoming:
                 await trio.lowlevel.wait_readable(self.channel)
             doc, fds = wire.receive_bundle(self.channel, APPLY_TIMEOUT)
             check(doc, "state")
-            runners = state.apply(switch, doc, fds, sockets.static_ports)
+            async with parked(switch.fabric):  # the fabric's one writer while it is rebuilt
+                runners = state.apply(switch, doc, fds, sockets.static_ports)
         except (wire.ChannelError, UnreadableState, CannotAdopt) as exc:
             # The old process serves on with the very descriptors we hold: leave at once,
             # closing nothing and removing nothing (a pathname client socket is shared).

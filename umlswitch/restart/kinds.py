@@ -23,7 +23,6 @@ from umlswitch.ports.stream.port import StreamPort
 from umlswitch.ports.udp.mcast import McastPort
 from umlswitch.ports.udp.ucast import UcastPort
 from umlswitch.ports.unix.clients import ClientPort, SharedDataSocket, SharedPort
-from umlswitch.ports.unix.dataplane import DataPlane
 from umlswitch.tap.port import TapPort
 
 Fd = int | socket.socket
@@ -88,7 +87,6 @@ def describe(port: Port, index: Index, connections: dict[int, Any]) -> dict[str,
 def rebuild(
     record: dict[str, Any],
     fds: list[int],
-    dataplane: DataPlane | None,
     shared: SharedDataSocket | None,
 ) -> tuple[Port, socket.socket | None]:
     """The port of ``record`` and, for a client, its control connection."""
@@ -96,7 +94,7 @@ def rebuild(
     kind = record["kind"]
     port: Port
     if kind == "unix":
-        port = ClientPort(port_id, name, _sock(fds[record["data"]]), record.get("path"), dataplane)
+        port = ClientPort(port_id, name, _sock(fds[record["data"]]), record.get("path"))
         port.owner = record.get("owner")
     elif kind == "unix-v0":
         if shared is None:

@@ -179,13 +179,13 @@ def _adopt_port(
         port.id = int(record["id"])
     else:
         shared = switch.shared
-        port, control = kinds.rebuild(record, fds, switch.control.dataplane, shared)
+        port, control = kinds.rebuild(record, fds, shared)
         if control is not None:
             conn = trio.socket.from_stdlib_socket(control)
             runner = _client_runner(switch, port, conn)
         else:
             runner = _stream_runner(switch, port)
-    switch.attachments.attach(port, _membership(record.get("vlans")))
+    switch.attachments.attach_now(port, _membership(record.get("vlans")))
     _restore_stats(port.stats, record.get("stats", {}))
     for frame in record.get("backlog", []):
         port.send_nowait(bytes.fromhex(frame))

@@ -4,7 +4,8 @@ A *bundle* is one JSON document and a list of descriptors. It travels as several
 because a datagram has a size bound and SCM_RIGHTS carries at most ``MAX_FDS`` descriptors:
 ``F`` messages carry descriptors (in order), ``D`` messages carry the document's bytes in
 chunks, and ``E`` ends the bundle. The channel is blocking with a timeout on both sides: the
-old process sends its final bundle while no trio task runs (that is what stops it reading).
+old process sends its final bundle while the data plane is parked between two rounds and no
+trio task runs (that is what stops it reading).
 """
 
 from __future__ import annotations

@@ -1,22 +1,20 @@
 """The tap port: frames between the switch and the host's network stack through a tap device.
 
 ``open_tap`` attaches to an existing tap through ``/dev/net/tun`` (TUNSETIFF with IFF_TAP |
-IFF_NO_PI, so each read and write is one raw frame). The preconfigured, persistent kind (``ip tuntap
-add DEV mode tap user USER``) needs no privileges for its owner. A tap that does not exist is
-created, non-persistent and DOWN, when the switch may (CAP_NET_ADMIN), as uml_switch does; otherwise
-start-up fails with one line naming the command that makes it.
+IFF_NO_PI, so each read and write is one raw frame). The preconfigured, persistent kind (``ip
+tuntap add DEV mode tap user USER``) needs no privileges for its owner. A tap that does not exist
+is created, non-persistent and DOWN, when the switch may (CAP_NET_ADMIN), as uml_switch does;
+otherwise start-up fails with one line naming the command that makes it.
 
-The fd is non-blocking and read in the batched style of the other ports: wait for readability once,
-then read until EAGAIN (at most ``BATCH`` frames). Writes never wait: what the tap cannot take now
-waits in the port's backlog (``ports/base.py``); a frame sent while the tap is down is dropped
-(EIO, ``egress_error``). When the
-device is deleted (``ip link del``), Linux reports EPOLLERR and reads and writes fail with EBADFD:
-the port raises PortClosed and is detached alone. It is not re-attached if the device comes back.
-"""
+The fd is non-blocking and read in the batched style of the other ports, by the data-plane
+thread: once readable, read until EAGAIN (at most ``BATCH`` frames a round). Writes never wait:
+what the tap cannot take now waits in the port's backlog (``ports/base.py``); a frame sent while
+the tap is down is dropped (EIO, ``egress_error``). When the device is deleted (``ip link del``),
+Linux reports EPOLLERR and reads and writes fail with EBADFD: the port raises PortClosed and is
+detached alone. It is not re-attached if the device comes back."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import logging
@@ -24,14 +22,12 @@ import os
 import pwd
 import socket
 
-import trio
-
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, MAX_MAX_FRAME
 from umlswitch.listener import user_name
-from umlswitch.ports.base import BATCH, Frame, Port, PortClosed
+from umlswitch.ports.base import BATCH, Frame, Port, PortClosed, ReadArea, Source
 from umlswitch.tap import ifreq, kind
 
 log = logging.getLogger("umlswitch.tap")
@@ -57,7 +53,6 @@ class TapPort(Port):
         self.fd = fd
         self.created = created  # made by us: non-persistent, it goes away when the fd is closed
         self._gone: str | None = None
-        self._waiting: trio.CancelScope | None = None
         self._down_logged = False  # said once that frames are dropped while the tap is down
 
     def _send(self, frame: Frame) -> None:
@@ -85,25 +80,24 @@ class TapPort(Port):
             super()._send_failed(exc)
 
     def _mark_gone(self, reason: str) -> None:
-        """Remember why the device is unusable and wake the ingress loop, which detaches us."""
+        """Remember why the device is unusable and have the data plane end the port."""
         if self._gone is None:
             self._gone = reason
-        if self._waiting is not None:
-            self._waiting.cancel()
+        if self.loop is not None:
+            self.loop.port_gone(self, self._gone_message())
 
-    async def ingress(self, fabric: Fabric) -> None:
-        fd = self.fd
-        max_frame = fabric.max_frame
-        buf = bytearray(max(READ_BUFFER, max_frame + 1))
+    def sources(self, fabric: Fabric, area: ReadArea) -> list[Source]:
+        buf = bytearray(max(READ_BUFFER, fabric.max_frame + 1))
         view = memoryview(buf)
         buffers = [buf]
         readv = os.readv
-        receive = fabric.receive
-        while self._gone is None:
-            with trio.CancelScope() as self._waiting:
-                await trio.lowlevel.wait_readable(fd)
-            self._waiting = None
+
+        def read() -> None:
+            fd = self.fd
+            receive = fabric.receive  # the pipeline is re-composed between rounds only
             for _ in range(BATCH):
+                if self._gone is not None:
+                    break
                 try:
                     size = readv(fd, buffers)
                 except (BlockingIOError, InterruptedError):
@@ -114,10 +108,18 @@ class TapPort(Port):
                 full = receive(self, view, size)
                 if full:
                     self.held_by(full)
+                    break
             self._down_logged = False  # it was readable, so it is up (or gone): say it again
-            await self.pause_point()  # held while a receiver's backlog drains
-        self.close()
-        raise PortClosed(
+            if self._gone is not None:
+                self._closed_by_device()
+
+        return [Source(self.fd, read, self)]
+
+    def _closed_by_device(self) -> None:
+        raise PortClosed(self._gone_message())
+
+    def _gone_message(self) -> str:
+        return (
             f"tap device '{self.device}' is gone ({self._gone}); it is not re-attached if it "
             "comes back: restart umlswitch to use it again"
         )
@@ -126,8 +128,6 @@ class TapPort(Port):
         fd, self.fd = self.fd, -1
         if fd < 0:
             return
-        with contextlib.suppress(RuntimeError):  # not inside trio.run: nobody to notify
-            trio.lowlevel.notify_closing(fd)
         os.close(fd)
 
 

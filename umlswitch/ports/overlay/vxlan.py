@@ -8,8 +8,7 @@ other umlswitches, vdeplug4 endpoints. Each datagram is the 8-byte VXLAN header
   destination was learned behind (the port's ``VtepMap``); broadcast, multicast and unknown
   unicast go to the segment's multicast group, or to every peer of its list (head-end
   replication), one datagram per peer. Sends never block: a frame the socket cannot take now
-  waits in the port's backlog (retried every millisecond: the socket may be shared by several
-  segments, so it is not polled).
+  waits in the port's backlog (drained when the socket is writable).
 * **Ingress.** A datagram is checked (header, VNI and, with a peer list, that its sender is a
   peer: anything else is dropped, counted and logged at a bounded rate), its inner source MAC is
   learned with the sender's VTEP, and the frame goes to the fabric as coming from this port.
@@ -29,20 +28,18 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-
-import trio
 
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.fabric.frame import ETH_HEADER_LEN, format_mac
-from umlswitch.ports.base import Frame, Port, PortInfo, Unsent, ratelog
+from umlswitch.ports.base import Frame, Port, PortInfo, ReadArea, Source, Unsent, ratelog
 from umlswitch.ports.overlay.spec import VxlanSpec
 from umlswitch.ports.overlay.vtepmap import Vtep, VtepMap
 from umlswitch.ports.overlay.wire import HEADER_LEN, BadHeader, pack_header, parse_header
-from umlswitch.ports.udp.base import Address, DatagramHandler, bind, drain_udp, udp_socket
+from umlswitch.ports.udp.base import Address, DatagramHandler, bind, udp_socket, udp_source
 from umlswitch.ports.udp.mcast import join_group, set_multicast_sending
 
 log = logging.getLogger("umlswitch.vxlan")
@@ -66,6 +63,8 @@ class OverlayPort(Port):
         self.flood = flood  # where broadcast, multicast and unknown unicast go
         self.vteps = VtepMap()
         self._sendmsg = send_sock.sendmsg
+        self._send_sock = send_sock
+        self._fabric: Fabric | None = None  # set once the data plane serves the port
 
     # --- egress ---------------------------------------------------------------------------
 
@@ -91,17 +90,22 @@ class OverlayPort(Port):
         if not sent:
             raise Unsent
 
+    def egress_fd(self) -> socket.socket:
+        return self._send_sock
+
     # --- ingress --------------------------------------------------------------------------
 
-    async def ingress(self, fabric: Fabric) -> None:
+    def sources(self, fabric: Fabric, area: ReadArea) -> list[Source]:
         self.vteps.max_entries = fabric.table.max_entries
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sweep, fabric)
-            await self._receive_all(fabric, nursery)
+        self._fabric = fabric
+        return self._sources(fabric)
 
-    async def _receive_all(self, fabric: Fabric, nursery: trio.Nursery) -> None:
-        """Read the port's socket(s) until cancelled, calling ``deliver`` for its frames."""
+    def _sources(self, fabric: Fabric) -> list[Source]:
+        """The port's socket(s), and how to read them (calling ``deliver`` for its frames)."""
         raise NotImplementedError
+
+    def periodic(self) -> tuple[float, Callable[[], None]] | None:
+        return AGE_INTERVAL, self._sweep
 
     def deliver(self, fabric: Fabric, view: memoryview, size: int, vtep: Vtep) -> None:
         """Learn where the frame in datagram ``view[:size]`` came from and forward it."""
@@ -149,20 +153,22 @@ class OverlayPort(Port):
             return None
         return vni
 
-    async def _sweep(self, fabric: Fabric) -> None:
-        """Expire VTEP map entries, with the switch's aging time (which management may change)."""
-        while True:
-            await trio.sleep(AGE_INTERVAL)
-            self.vteps.aging = fabric.table.aging
-            for mac, vtep in self.vteps.expire(fabric.now):
-                log.debug(
-                    "port %d (%s): %s behind %s:%d expired",
-                    self.id,
-                    self.name,
-                    format_mac(mac),
-                    vtep[0],
-                    vtep[1],
-                )
+    def _sweep(self) -> None:
+        """Expire VTEP map entries, with the switch's aging time (which management may change);
+        every AGE_INTERVAL, in the data-plane thread."""
+        fabric = self._fabric
+        if fabric is None:
+            return
+        self.vteps.aging = fabric.table.aging
+        for mac, vtep in self.vteps.expire(fabric.now):
+            log.debug(
+                "port %d (%s): %s behind %s:%d expired",
+                self.id,
+                self.name,
+                format_mac(mac),
+                vtep[0],
+                vtep[1],
+            )
 
     # --- management -----------------------------------------------------------------------
 
@@ -199,8 +205,8 @@ class VxlanPort(OverlayPort):
         self._closed = False
         shared.users += 1
 
-    async def _receive_all(self, fabric: Fabric, nursery: trio.Nursery) -> None:
-        await self.shared.serve(self, fabric)
+    def _sources(self, fabric: Fabric) -> list[Source]:
+        return [self.shared.source(self, fabric)]
 
     def receive(self, fabric: Fabric, view: memoryview, size: int, sender: Address) -> None:
         """A datagram with this segment's VNI, from ``sender``."""
@@ -215,18 +221,23 @@ class VxlanPort(OverlayPort):
         learned = super().remote_macs()
         return {**{f"{peer}:{self.spec.port}": [] for peer in self.spec.peers}, **learned}
 
+    def leave(self) -> None:
+        super().leave()
+        self.shared.forget(self)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self.shared.forget(self)
             self.shared.release()
 
 
 class VxlanSocket:
     """The UDP socket of the ``--vxlan`` segments on one UDP port; it tells them apart by VNI.
 
-    Each segment's ``run`` calls ``serve``: the first one reads the socket for all of them, the
-    others wait their turn (a lock), so reading goes on when a segment is removed. Datagrams that
-    belong to no segment (bad header, unknown VNI) are counted on the segment that reads.
+    Each segment gives the data plane a reader of it (``source``): the first one reads the
+    socket for all of them, the others take over when it leaves. Datagrams that belong to no
+    segment (bad header, unknown VNI) are counted on the segment that reads.
     """
 
     def __init__(self, sock: socket.socket, port: int) -> None:
@@ -234,25 +245,22 @@ class VxlanSocket:
         self.port = port
         self.segments: dict[int, VxlanPort] = {}  # VNI -> the running port
         self.users = 0  # ports not closed yet; the last one closes the socket
-        self._reading: trio.Lock | None = None
 
     def release(self) -> None:
         self.users -= 1
         if self.users <= 0:
             self.sock.close()
 
-    async def serve(self, port: VxlanPort, fabric: Fabric) -> None:
-        """Hand ``port`` its datagrams until cancelled; read the socket when its turn comes."""
+    def source(self, port: VxlanPort, fabric: Fabric) -> Source:
+        """``port``'s reader of the socket: the data plane reads the socket with the first
+        segment's and hands each segment its datagrams; a segment leaving takes its VNI along."""
         self.segments[port.vni] = port
-        try:
-            if self._reading is None:
-                self._reading = trio.Lock()
-            async with self._reading:
-                bufsize = fabric.max_frame + HEADER_LEN + 1
-                await drain_udp(self.sock, port, bufsize, self._handler(port, fabric))
-        finally:
-            if self.segments.get(port.vni) is port:
-                del self.segments[port.vni]
+        bufsize = fabric.max_frame + HEADER_LEN + 1
+        return udp_source(self.sock, port, bufsize, self._handler(port, fabric))
+
+    def forget(self, port: VxlanPort) -> None:
+        if self.segments.get(port.vni) is port:
+            del self.segments[port.vni]
 
     def _handler(self, reader: VxlanPort, fabric: Fabric) -> DatagramHandler:
         segments = self.segments

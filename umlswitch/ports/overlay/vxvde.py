@@ -24,16 +24,14 @@ import contextlib
 import logging
 import socket
 
-import trio
-
 from umlswitch import counters
 from umlswitch.errors import StartupError
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports.base import ratelog
+from umlswitch.ports.base import Source, ratelog
 from umlswitch.ports.overlay.spec import VxvdeSpec
 from umlswitch.ports.overlay.vxlan import OverlayPort
 from umlswitch.ports.overlay.wire import HEADER_LEN
-from umlswitch.ports.udp.base import Address, DatagramHandler, bind, drain_udp, udp_socket
+from umlswitch.ports.udp.base import Address, DatagramHandler, bind, udp_socket, udp_source
 from umlswitch.ports.udp.mcast import LocalAddresses, join_group, set_multicast_sending
 
 log = logging.getLogger("umlswitch.vxvde")
@@ -55,12 +53,12 @@ class VxvdePort(OverlayPort):
         self._local = LocalAddresses()
         self._closed = False
 
-    async def _receive_all(self, fabric: Fabric, nursery: trio.Nursery) -> None:
+    def _sources(self, fabric: Fabric) -> list[Source]:
         bufsize = fabric.max_frame + HEADER_LEN + 1
-        nursery.start_soon(
-            drain_udp, self.group_sock, self, bufsize, self._handler(fabric, from_group=True)
-        )
-        await drain_udp(self.peer_sock, self, bufsize, self._handler(fabric, from_group=False))
+        return [
+            udp_source(self.group_sock, self, bufsize, self._handler(fabric, from_group=True)),
+            udp_source(self.peer_sock, self, bufsize, self._handler(fabric, from_group=False)),
+        ]
 
     def _handler(self, fabric: Fabric, *, from_group: bool) -> DatagramHandler:
         own_port = self.own_port

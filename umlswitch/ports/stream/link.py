@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from umlswitch import counters
+from umlswitch.dataplane import parked
 from umlswitch.fabric.guard import Guard
 from umlswitch.fabric.impair import PortImpairment
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
@@ -191,25 +192,28 @@ class StreamLink:
             "last_error": self.last_error or None,
         }
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """Take a port number and hold it with a ``DownPort`` (at start-up, before --rc)."""
-        self.port_id = self.attachments.fabric.allocate_id()
-        if not self.vlans.is_default:
-            self.attachments.fabric.vlans.bind(self.name, self.vlans)
-        self._hold(DownPort(self.port_id, self.name, self))
+        self.port_id = self.attachments.allocate_id()
+        async with parked(self.attachments.fabric):
+            if not self.vlans.is_default:
+                self.attachments.fabric.vlans.bind(self.name, self.vlans)
+            await self._hold(DownPort(self.port_id, self.name, self))
         in_vlans = "" if self.vlans.is_default else f" (VLAN {self.vlans.describe()})"
         log.info("port %d attached: %s, connecting%s", self.port_id, self.name, in_vlans)
 
-    def _hold(self, port: Port) -> None:
-        """Attach ``port`` under the link's number, with the link's VLANs and impairment."""
+    async def _hold(self, port: Port) -> None:
+        """Attach ``port`` under the link's number, with the link's VLANs and impairment (the
+        data plane waits meanwhile: the fabric has one writer at a time)."""
         self._port = port
-        self.attachments.attach(port, self.vlans)
-        setting = self.impairment
-        if setting.inbound is not None or setting.outbound is not None:
-            self.impair.apply(port, setting)
-        guard = self.attachments.fabric.guard
-        if self._guard_settings is not None and isinstance(guard, Guard):
-            self._guard_settings.restore(guard, port.id)
+        async with parked(self.attachments.fabric):
+            self.attachments.attach_now(port, self.vlans)
+            setting = self.impairment
+            if setting.inbound is not None or setting.outbound is not None:
+                self.impair.apply(port, setting)
+            guard = self.attachments.fabric.guard
+            if self._guard_settings is not None and isinstance(guard, Guard):
+                self._guard_settings.restore(guard, port.id)
 
     def _keep_settings(self, port: Port) -> None:
         """Remember what the console may have changed on ``port``, for the next one: its
@@ -233,7 +237,7 @@ class StreamLink:
             assert sock is not None
             port = LinkPort(self.port_id, self.name, sock, self)
             self._describe_peer(port, sock)
-            self._hold(port)
+            await self._hold(port)
             self.state, self.connected_at = "connected", time.time()
             self.connections += 1
             log.info(
@@ -253,7 +257,7 @@ class StreamLink:
             self.events[counters.LINK_LOST] += 1
             log.warning("port %d (%s): link lost (%s); reconnecting", port.id, self.name, reason)
             self.state = "connecting"
-            self._hold(DownPort(self.port_id, self.name, self))
+            await self._hold(DownPort(self.port_id, self.name, self))
             first = False
         self.state = "removed"
         log.info("port %d (%s): link removed; no more reconnections", self.port_id, self.name)

@@ -1,10 +1,11 @@
 """A stream connection as a port: QEMU's length-prefixed frames over a unix or TCP socket.
 
-**Ingress** reads as much as the socket has into the connection's ``RecordReader``
-(``framing.py``) and forwards every complete record; partial records simply wait for the next
-read. A length over ``--max-frame`` drops the connection (``stream_oversize``, logged), as QEMU
-does: after a bad length nothing that follows can be trusted. EOF or a connection error ends the
-port; EOF in the middle of a record is counted (``stream_truncated``) and logged.
+**Ingress** (in the data-plane thread) reads as much as the socket has into the connection's
+``RecordReader`` (``framing.py``) and forwards every complete record; partial records simply
+wait for the next read. A length over ``--max-frame`` drops the connection (``stream_oversize``,
+logged), as QEMU does: after a bad length nothing that follows can be trusted. EOF or a
+connection error ends the port; EOF in the middle of a record is counted (``stream_truncated``)
+and logged.
 
 **Egress** frames every frame with its length and sends header and frame in one ``sendmsg``
 (a batch from the fabric: one ``sendmsg`` for all of it). A stream socket, unlike a datagram
@@ -15,11 +16,11 @@ anything else goes out:
 * ``_send`` first finishes ``_unsent``; while it cannot, it raises ``BlockingIOError``, so the
   new frame waits in the backlog behind it, as behind any full queue;
 * a record the kernel took only part of counts as sent (its first bytes are on the wire: it must
-  be completed, it can no longer be dropped); its rest goes to ``_unsent`` and the drain task
-  is woken;
-* ``flush_backlog`` (the drain task's call when the socket is writable) finishes ``_unsent``
-  first and goes on to the backlog only once it is gone; ``_idle`` keeps the drain task awake
-  while ``_unsent`` is not empty, even with the backlog empty.
+  be completed, it can no longer be dropped); its rest goes to ``_unsent`` and the data plane
+  is asked to poll for room;
+* ``flush_backlog`` (the data plane's call when the socket is writable) finishes ``_unsent``
+  first and goes on to the backlog only once it is gone; ``_idle`` keeps the polling on while
+  ``_unsent`` is not empty, even with the backlog empty.
 
 So the byte stream is always whole records in order; ``_unsent`` is at most one record and is
 not part of the backlog's bounds. A peer that stops reading fills the socket buffer, then the
@@ -32,13 +33,11 @@ from __future__ import annotations
 
 import socket
 
-import trio
-
 from umlswitch import counters
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.listener import PeerCred
-from umlswitch.ports.base import Frame, Port, PortClosed, ratelog
+from umlswitch.ports.base import BATCH, Frame, Port, PortClosed, ReadArea, Source, ratelog
 from umlswitch.ports.stream.framing import HEADER, HEADER_LEN, OversizedRecord, RecordReader
 
 _pack_length = HEADER.pack
@@ -159,29 +158,27 @@ class StreamPort(Port):
 
     # --- ingress ------------------------------------------------------------------------
 
-    async def ingress(self, fabric: Fabric) -> None:
+    def sources(self, fabric: Fabric, area: ReadArea) -> list[Source]:
         reader = self.reader = RecordReader(fabric.max_frame)
-        if self.carried_in:
+        if self.carried_in:  # the part of a record the process before a restart had read
             reader.space()[: len(self.carried_in)] = self.carried_in
             reader.filled(len(self.carried_in))
             self.carried_in = b""
-        sock = self.sock
-        recv_into = sock.recv_into
-        pause_point = self.pause_point
-        wait_readable = trio.lowlevel.wait_readable
+        recv_into = self.sock.recv_into
+        holders = self.holders
 
         def deliver(frame: memoryview) -> None:
             full = fabric.forward(self, frame)  # looked up each time: stages re-compose it
             if full:
                 self.held_by(full)
 
-        while True:
-            await wait_readable(sock)
-            while True:
+        def read() -> None:
+            # At most BATCH reads a round; a round stops early once the port is held.
+            for _ in range(BATCH):
                 try:
                     count = recv_into(reader.space())
                 except (BlockingIOError, InterruptedError):
-                    break
+                    return
                 except OSError as exc:
                     raise PortClosed(f"connection error: {exc.strerror or exc}") from None
                 if not count:
@@ -191,7 +188,10 @@ class StreamPort(Port):
                     reader.parse(deliver)
                 except OversizedRecord as exc:
                     self._oversized(exc.length, fabric.max_frame)
-                await pause_point()
+                if holders():
+                    return
+
+        return [Source(self.sock, read, self)]
 
     def _ended(self, pending: int) -> None:
         if not pending:

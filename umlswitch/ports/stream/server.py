@@ -119,9 +119,9 @@ class StreamServer:
                     len(fabric.ports),
                 )
                 return
-            port_id = fabric.allocate_id()
+            port_id = self.attachments.allocate_id()
             port = StreamPort(port_id, f"stream:{port_id} {peer}", sock, peer_cred=cred)
-            self.attachments.attach(port, self.vlans)
+            await self.attachments.attach(port, self.vlans)
             in_vlans = "" if self.vlans.is_default else f" (VLAN {self.vlans.describe()})"
             log.info(
                 "port %d attached: stream client %s on %s%s", port_id, peer, self.name, in_vlans

@@ -2,10 +2,11 @@
 
 A UDP port's peer sends raw ethernet frames, one per datagram, with no header (UML ``eth0=mcast``
 and ``eth0=ucast``, QEMU ``-netdev socket``/``dgram``). Unlike a unix client's connected socket,
-a UDP socket hears anybody, so the ingress loop asks the port, for every datagram, whether its
+a UDP socket hears anybody, so the ingress asks the port, for every datagram, whether its
 sender is admitted (``UdpPort.admit``) before the frame goes to the fabric. The VXLAN overlay
-ports (``overlay/vxlan.py``, ``overlay/vxvde.py``) read with the same batched loop,
-``drain_udp``, and a handler of their own that checks and strips the VXLAN header. Set-up
+ports (``overlay/vxlan.py``, ``overlay/vxvde.py``) read with the same batched reader,
+``udp_reader``, and a handler of their own that checks and strips the VXLAN header. The readers
+run in the data-plane thread. Set-up
 failures are ``StartupError`` with one line naming the option and what to do; the daemon reports
 it and exits 1.
 """
@@ -17,7 +18,14 @@ from collections.abc import Callable
 
 from umlswitch.errors import StartupError, bind_hint
 from umlswitch.fabric.fabric import Fabric
-from umlswitch.ports.base import RCVBUF, Port, count_receive_error, drain_from
+from umlswitch.ports.base import (
+    RCVBUF,
+    Port,
+    ReadArea,
+    Source,
+    count_receive_error,
+    read_datagrams,
+)
 
 Address = tuple[str, int]
 
@@ -33,8 +41,18 @@ class UdpPort(Port):
         """Whether a datagram of ``size`` bytes from ``sender`` is a frame of this port."""
         raise NotImplementedError
 
-    async def ingress(self, fabric: Fabric) -> None:
-        await pump_udp(self.recv_sock, self, fabric)
+    def sources(self, fabric: Fabric, area: ReadArea) -> list[Source]:
+        max_frame = fabric.max_frame
+        admit = self.admit
+
+        def handle(view: memoryview, size: int, sender: Address) -> None:
+            # Runts are counted by the fabric, giants there too (MSG_TRUNC: the real length).
+            if admit(sender, size):
+                full = fabric.receive(self, view, size)
+                if full:
+                    self.held_by(full)
+
+        return [udp_source(self.recv_sock, self, max_frame + 1, handle)]
 
     def close(self) -> None:
         self.recv_sock.close()
@@ -43,33 +61,19 @@ class UdpPort(Port):
 DatagramHandler = Callable[[memoryview, int, Address], None]
 
 
-async def pump_udp(sock: socket.socket, port: UdpPort, fabric: Fabric) -> None:
-    """Forward every admitted datagram ``sock`` receives as a frame from ``port``, until cancelled.
-
-    Runts are counted by the fabric, giants here (``MSG_TRUNC`` gives a datagram's real length).
-    """
-    max_frame = fabric.max_frame
-    admit = port.admit
-    receive = fabric.receive
-
-    def handle(view: memoryview, size: int, sender: Address) -> None:
-        if not admit(sender, size):
-            return
-        full = receive(port, view, size)
-        if full:
-            port.held_by(full)
-
-    await drain_udp(sock, port, max_frame + 1, handle)
-
-
-async def drain_udp(sock: socket.socket, port: Port, bufsize: int, handle: DatagramHandler) -> None:
-    """The UDP ports' ingress: ``base.drain_from``, with a receive error (such as ECONNREFUSED
-    after an ICMP error) counted on ``port`` and logged at a bounded rate; the port stays up."""
+def udp_source(sock: socket.socket, port: Port, bufsize: int, handle: DatagramHandler) -> Source:
+    """The UDP ports' ingress: ``base.read_datagrams``, with a receive error (such as
+    ECONNREFUSED after an ICMP error) counted on ``port`` and logged at a bounded rate; the port
+    stays up."""
+    buf = bytearray(bufsize)
 
     def on_error(exc: OSError) -> None:
         count_receive_error(port, exc, "; the port stays up")
 
-    await drain_from(sock, bufsize, handle, on_error, port.pause_point)
+    def read() -> None:
+        read_datagrams(sock, buf, handle, on_error)
+
+    return Source(sock, read, port)
 
 
 def udp_socket(*, receives: bool = True) -> socket.socket:

@@ -4,8 +4,9 @@ Every client that completes a v1/v3 handshake gets its own SOCK_DGRAM socket (``
 bound to a fresh abstract name (the full 108 bytes, zero-padded, as UML sends with the full
 sockaddr length) or, for libvdeplug clients, a pathname beside the control socket, and
 **connected to the client's own address before the reply**, so the kernel delivers to it only
-what that client sends. Its ingress reads a batch per system call (``recvmmsg``) and its egress
-sends a batch per call (``sendmmsg``), see ``ports/vectorio.py``. v0 clients (and the
+what that client sends. Its ingress (``ClientPort.sources``, run in the data-plane thread) reads
+a frame at a time, or a batch per system call (``recvmmsg``) while its queue is long, and its
+egress sends a batch per call (``sendmmsg``), see ``ports/vectorio.py``. v0 clients (and the
 ``-unix CTL DATA`` form) share one data socket (``SharedDataSocket``) on which senders are
 identified by their full address; datagrams from unregistered senders are dropped and counted,
 never flooded.
@@ -20,22 +21,25 @@ import os
 import socket
 from dataclasses import replace
 
-import trio
-
 from umlswitch.fabric.batch import FrameBatch
 from umlswitch.fabric.fabric import Fabric
 from umlswitch.ports.base import (
+    BATCH,
     Frame,
     Port,
     PortInfo,
+    ReadArea,
+    Source,
     count_receive_error,
-    drain_from,
     ratelog,
+    read_datagrams,
 )
 from umlswitch.ports.unix import control
-from umlswitch.ports.unix.dataplane import DataPlane
+from umlswitch.ports.vectorio import BatchSender
 
 log = logging.getLogger("umlswitch.unix")
+
+_TRUNC = socket.MSG_TRUNC  # a read returns the datagram's real length: giants are measured
 
 
 def describe_address(address: bytes | str | None) -> str:
@@ -73,11 +77,9 @@ class ClientPort(Port):
         name: str,
         sock: socket.socket,
         path: str | None = None,
-        dataplane: DataPlane | None = None,
     ) -> None:
         super().__init__(port_id, name)
         self.sock = sock
-        self.dataplane = dataplane  # serves this port's socket; None: a task of its own
         self.path = path  # our pathname socket file, removed on close
         self.owner: int | None = None  # uid owning the client's pathname socket (vde clients)
         self.local_address: bytes = sock.getsockname()
@@ -86,7 +88,7 @@ class ClientPort(Port):
         # Port.send_nowait, the hot path, calls the socket's own send with no method in between.
         self._send = sock.send  # type: ignore[method-assign, assignment]
         self._fd = sock.fileno()
-        self._sender = dataplane.sender if dataplane is not None else None
+        self._sender: BatchSender | None = None  # the data plane's, once it serves the port
 
     def send_batch(self, batch: FrameBatch, indices: list[int]) -> bool:
         # One sendmmsg for the batch's frames, unless there is nothing to gain (one frame) or
@@ -121,43 +123,9 @@ class ClientPort(Port):
     def egress_fd(self) -> socket.socket:
         return self.sock
 
-    async def run(self, fabric: Fabric) -> None:
-        dataplane = self.dataplane
-        if dataplane is None:
-            await super().run(fabric)
-            return
-        self.queue_limit = fabric.port_queue
-        self.budget = fabric.queue_budget
-        dataplane.add(self, self.sock)
-        try:
-            await trio.sleep_forever()
-        finally:
-            dataplane.remove(self)
-            self.leave()
-
-    def backlog_started(self) -> None:
-        if self.dataplane is not None:
-            self.dataplane.backlog_started(self)
-        else:
-            super().backlog_started()
-
-    def released(self) -> None:
-        if self.dataplane is not None:
-            self.dataplane.released(self)
-        else:
-            super().released()
-
-    async def ingress(self, fabric: Fabric) -> None:
-        # Only without the data plane (no recvmmsg): the batched loop of base.drain_from.
-        def handle(view: memoryview, size: int, sender: object) -> None:
-            full = fabric.receive(self, view, size)
-            if full:
-                self.held_by(full)
-
-        def on_error(exc: OSError) -> None:
-            count_receive_error(self, exc)
-
-        await drain_from(self.sock, fabric.max_frame + 1, handle, on_error, self.pause_point)
+    def sources(self, fabric: Fabric, area: ReadArea) -> list[Source]:
+        self._sender = area.sender
+        return [Source(self.sock, ClientReader(self, fabric, area), self)]
 
     def describe(self) -> PortInfo:
         return replace(super().describe(), data_socket=describe_address(self.local_address))
@@ -212,7 +180,8 @@ class SharedDataSocket:
     def is_registered(self, address: bytes | str) -> bool:
         return address in self._ports
 
-    async def run(self) -> None:
+    def source(self) -> Source:
+        """The shared socket's reader, for the data plane (no port of its own: never held)."""
         fabric = self.fabric
         max_frame = fabric.max_frame
         ports = self._ports
@@ -236,4 +205,63 @@ class SharedDataSocket:
         def on_error(exc: OSError) -> None:
             ratelog.warning("shared-recv", "data socket %s: receive failed: %s", self.path, exc)
 
-        await drain_from(self.sock, max_frame + 1, handle, on_error)
+        buf = bytearray(max_frame + 1)
+        sock = self.sock
+
+        def read() -> None:
+            read_datagrams(sock, buf, handle, on_error)
+
+        return Source(sock, read, None)
+
+
+class ClientReader:
+    """A client port's ingress, called by the data-plane loop when its socket is readable.
+
+    A port is read a frame at a time (``recv_into``, then the fabric, then the egress send): a
+    guest's socket takes ten frames, and a receiver on the other core drains them while the
+    switch reads the next, where a batch would overflow it into the backlog (closed loop, window
+    16, against batches: 1.10-1.34x frames/s). A port whose queue outruns a whole round of such
+    reads is read a batch at a time from then on (``recvmmsg`` into the plane's shared
+    ``FrameBatch``, ``Fabric.forward_batch``, one ``sendmmsg`` per egress port), until a batch
+    comes back short: the open loop with 4 pairs ran 1.25x faster that way than frame by frame.
+    A round stops early once the port is held (its frames filled a receiver's backlog).
+    """
+
+    __slots__ = ("area", "bulk", "fabric", "port")
+
+    def __init__(self, port: ClientPort, fabric: Fabric, area: ReadArea) -> None:
+        self.port = port
+        self.fabric = fabric
+        self.area = area
+        self.bulk = False
+
+    def __call__(self) -> None:
+        port = self.port
+        fabric = self.fabric
+        try:
+            receiver = self.area.receiver
+            if self.bulk and receiver is not None:
+                got = receiver.receive(port._fd)
+                full = ()
+                if got > 1:
+                    full = fabric.forward_batch(port, receiver.batch)
+                elif got:
+                    full = fabric.receive(port, receiver.batch.view, receiver.batch.lengths[0])
+                if full:
+                    port.held_by(full)
+                if got < BATCH:
+                    self.bulk = False
+                return
+            receive = fabric.receive  # the pipeline is re-composed between rounds only
+            recv_into = port.sock.recv_into
+            single, view = self.area.single, self.area.view
+            for _ in range(BATCH):
+                full = receive(port, view, recv_into(single, 0, _TRUNC))
+                if full:
+                    port.held_by(full)
+                    return
+            self.bulk = True  # its queue outran a round of single reads
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            count_receive_error(port, exc)

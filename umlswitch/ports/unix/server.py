@@ -30,7 +30,6 @@ from umlswitch import counters
 from umlswitch.fabric.fabric import Fabric, PortNumberTaken
 from umlswitch.fabric.vlan import DEFAULT_MEMBERSHIP, Membership
 from umlswitch.listener import PeerCred, peer_cred, serve_listener, user_name
-from umlswitch.ports import vectorio
 from umlswitch.ports.attachments import Attachments
 from umlswitch.ports.base import RCVBUF, ratelog
 from umlswitch.ports.unix import control, peercheck
@@ -43,7 +42,6 @@ from umlswitch.ports.unix.clients import (
     describe_address,
 )
 from umlswitch.ports.unix.control import NeedMore, Request, RequestDecoder, RequestError
-from umlswitch.ports.unix.dataplane import DataPlane
 
 log = logging.getLogger("umlswitch.unix")
 
@@ -94,9 +92,6 @@ class ControlServer:
         self.verify_peers = verify_peers
         self.entrances = [Entrance(listener, data_path_prefix)]
         self.fabric = fabric
-        # One task serves every client data socket (its vector I/O needs Linux's recvmmsg);
-        # without it, each client port has tasks of its own.
-        self.dataplane = DataPlane(fabric) if vectorio.available() else None
         self.shared = shared
         self.handshake_timeout = handshake_timeout
         self.events: Counter[str] = Counter()
@@ -118,21 +113,15 @@ class ControlServer:
         self.entrances.append(entrance)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                if self.dataplane is not None:
-                    nursery.start_soon(self.dataplane.run)
-                for entrance in self.entrances:
-                    await nursery.start(
-                        serve_listener,
-                        entrance.listener,
-                        functools.partial(self._connection, entrance),
-                        entrance.label,
-                    )
-                task_status.started()
-        finally:
-            if self.dataplane is not None:
-                self.dataplane.close()
+        async with trio.open_nursery() as nursery:
+            for entrance in self.entrances:
+                await nursery.start(
+                    serve_listener,
+                    entrance.listener,
+                    functools.partial(self._connection, entrance),
+                    entrance.label,
+                )
+            task_status.started()
 
     async def _connection(self, entrance: Entrance, conn: trio.socket.SocketType) -> None:
         with conn:
@@ -238,12 +227,14 @@ class ControlServer:
         port.description = request.description or ""
         # Attach before replying: a client may send (and expect to receive) as soon as it has
         # the reply, so the port must already be part of the fabric by then.
-        self.attachments.attach(port, entrance.vlans)
+        await self.attachments.attach(port, entrance.vlans)
         try:
             if isinstance(port, ClientPort):
                 await conn.send(control.encode_sockaddr(port.local_address))
         except OSError as exc:
-            self.attachments.detach(port, f"client {cred} vanished during the handshake: {exc}")
+            await self.attachments.detach(
+                port, f"client {cred} vanished during the handshake: {exc}"
+            )
             return
         self._log_attached(port, cred, request, entrance)
 
@@ -270,7 +261,7 @@ class ControlServer:
     ) -> ClientPort | SharedPort | None:
         """The port for a client's request, or None (counted, logged) if it is refused."""
         try:
-            port_id = self.fabric.allocate_id(request.requested_port)
+            port_id = self.attachments.allocate_id(request.requested_port)
         except PortNumberTaken as exc:
             self._refuse(counters.ATTACH_FAILED, "refused %s (%s): %s", cred, request.dialect, exc)
             return None
@@ -394,7 +385,7 @@ class ControlServer:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
-        port = ClientPort(port_id, name, sock, path, self.dataplane)
+        port = ClientPort(port_id, name, sock, path)
         port.owner = owner if path is not None else None
         return port
 

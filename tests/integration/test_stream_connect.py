@@ -50,6 +50,10 @@ async def read_frame_from(conn: trio.socket.SocketType, src: str, buffer: bytear
 
 
 def link_doc(switch: RunningSwitch, port_id: int) -> dict[str, object]:
+    """The link's part of port/print; empty while one of its ports leaves and the next one is
+    attached (the data plane applies the two one after the other)."""
+    if port_id not in switch.switch.fabric.ports:
+        return {}
     (doc,) = ports_doc(switch.switch, port_id)["ports"]
     link: dict[str, object] = doc["link"]
     return link
@@ -80,14 +84,14 @@ async def test_a_link_forwards_keeps_its_number_and_reconnects(tmp_path) -> None
         with trio.fail_after(5):
             conn, _ = await listener.accept()
         with conn:
-            await wait_until(lambda: link_doc(switch, 1)["state"] == "connected", what="up")
+            await wait_until(lambda: link_doc(switch, 1).get("state") == "connected", what="up")
             await exchange(switch, conn, b"first connection")
             doc = link_doc(switch, 1)
             assert doc["reconnections"] == 0 and str(doc["peer"]).startswith(f"pid={os.getpid()} ")
             assert PEER in switch.mac_table()
         # the peer goes away: the number stays, its MACs go, port/print says it retries
         await wait_until(
-            lambda: str(link_doc(switch, 1)["state"]).startswith("retrying in"), what="retrying"
+            lambda: str(link_doc(switch, 1).get("state")).startswith("retrying in"), what="retrying"
         )
         assert PEER not in switch.mac_table()
         assert 1 in switch.switch.fabric.ports
@@ -96,7 +100,7 @@ async def test_a_link_forwards_keeps_its_number_and_reconnects(tmp_path) -> None
         with trio.fail_after(10):  # back-off 1 s, then 2 s
             conn, _ = await listener.accept()
         with conn:
-            await wait_until(lambda: link_doc(switch, 1)["state"] == "connected", what="again")
+            await wait_until(lambda: link_doc(switch, 1).get("state") == "connected", what="again")
             assert link_doc(switch, 1)["reconnections"] == 1
             await exchange(switch, conn, b"second connection")
             # port/remove ends the link: no more connections
@@ -132,7 +136,7 @@ async def test_a_link_keeps_its_vlans_stp_and_storm_settings_across_reconnection
         for connection in range(3):
             with trio.fail_after(10):
                 conn, _ = await listener.accept()
-            await wait_until(lambda: link_doc(switch, 1)["state"] == "connected", what="up")
+            await wait_until(lambda: link_doc(switch, 1).get("state") == "connected", what="up")
             assert vlans.membership(1) == Membership(7)
             if connection == 0:  # as the console's fstp/setcost and port/setstormlimit do
                 guard.stp.set_port(1, switch.switch.fabric.now, cost=42)
@@ -140,7 +144,9 @@ async def test_a_link_keeps_its_vlans_stp_and_storm_settings_across_reconnection
             else:
                 assert guard.stp.ports[1].cost == 42 and guard.storm_limit(1) == 500
             conn.close()
-            await wait_until(lambda: link_doc(switch, 1)["state"] != "connected", what="down")
+            await wait_until(
+                lambda: link_doc(switch, 1).get("state") not in (None, "connected"), what="down"
+            )
             assert vlans.membership(1) == Membership(7)
             assert guard.stp.ports[1].cost == 42 and guard.storm_limit(1) == 500
     listener.close()
@@ -160,7 +166,7 @@ async def test_a_tcp_link_to_an_ipv6_address(tmp_path) -> None:
         with trio.fail_after(5):
             conn, _ = await listener.accept()
         with conn:
-            await wait_until(lambda: link_doc(switch, 1)["state"] == "connected", what="up")
+            await wait_until(lambda: link_doc(switch, 1).get("state") == "connected", what="up")
             doc = link_doc(switch, 1)
             assert doc["target"] == f"tcp:[::1]:{port}"
             assert doc["peer"] == f"[::1]:{port}"

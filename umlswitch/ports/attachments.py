@@ -37,6 +37,7 @@ class Attachments:
         self.fabric = fabric
         self._scopes: dict[int, trio.CancelScope] = {}
         self._running: set[int] = set()  # ports whose run has begun
+        self._reserved: set[int] = set()  # numbers kept for a port between two attachments
 
     def __contains__(self, port_id: object) -> bool:
         return port_id in self._scopes
@@ -44,7 +45,7 @@ class Attachments:
     def allocate_id(self, requested: int | None = None) -> int:
         """A free port number (``Fabric.allocate_id``), counting the ports being attached: the
         data plane attaches them between two rounds, after this returns."""
-        taken = self._scopes.keys() | self.fabric.ports.keys()
+        taken = self._scopes.keys() | self.fabric.ports.keys() | self._reserved
         if requested is not None:
             if requested in taken:
                 raise PortNumberTaken(f"port {requested} is already in use")
@@ -53,6 +54,14 @@ class Attachments:
         while number in taken:
             number += 1
         return number
+
+    def reserve(self, port_id: int) -> None:
+        """Keep ``port_id`` from ``allocate_id`` while no port holds it (a stream link between
+        its connections), until ``release``."""
+        self._reserved.add(port_id)
+
+    def release(self, port_id: int) -> None:
+        self._reserved.discard(port_id)
 
     async def attach(self, port: Port, vlans: Membership = DEFAULT_MEMBERSHIP) -> None:
         """Make ``port`` part of the fabric (it forwards from now on) and keep its record."""

@@ -195,6 +195,7 @@ class StreamLink:
     async def open(self) -> None:
         """Take a port number and hold it with a ``DownPort`` (at start-up, before --rc)."""
         self.port_id = self.attachments.allocate_id()
+        self.attachments.reserve(self.port_id)  # its number, whatever its connections do
         async with parked(self.attachments.fabric):
             if not self.vlans.is_default:
                 self.attachments.fabric.vlans.bind(self.name, self.vlans)
@@ -260,6 +261,7 @@ class StreamLink:
             await self._hold(DownPort(self.port_id, self.name, self))
             first = False
         self.state = "removed"
+        self.attachments.release(self.port_id)
         log.info("port %d (%s): link removed; no more reconnections", self.port_id, self.name)
 
     async def _connected(self, port: LinkPort) -> str:

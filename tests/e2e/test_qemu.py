@@ -9,12 +9,12 @@ each on one transport, and two UML guests boot once for the module, in parallel 
 1. ``-netdev vde,sock=DIR``;
 2. ``-netdev stream`` (unix) and ``-netdev socket,connect=127.0.0.1:PORT`` (TCP);
 3. ``-netdev socket,mcast=`` and ``-netdev dgram`` (inet, unicast); and, with pings only, the
-   other QEMU lines of the README: ``-netdev dgram`` on the multicast group, ``socket,udp=``,
+   other QEMU lines of docs/guests.md: ``-netdev dgram`` on the multicast group, ``socket,udp=``,
    ``-netdev stream`` over TCP, ``-netdev vde,sock=vxvde://`` against ``--vxvde``;
 4. two QEMU and two UML guests on one LAN, every pair pinging.
 
 Each path: ping both ways between the QEMU guest and a UML guest, and a short iperf3 each way
-between them. The README's QEMU command lines are these.
+between them. docs/guests.md runs the same -netdev values through examples/qemu-guest.sh.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Lan:
 
 
 def qemu_netdevs(vde_dir: Path, stream_path: Path) -> dict[str, str]:
-    """Guest name -> its ``-netdev`` value (the README shows the same lines)."""
+    """Guest name -> its ``-netdev`` value (docs/guests.md shows the same values)."""
     return {
         "vde": f"vde,id=n0,sock={vde_dir}",
         "stream": f"stream,id=n0,server=off,addr.type=unix,addr.path={stream_path}",
@@ -75,7 +75,7 @@ def qemu_netdevs(vde_dir: Path, stream_path: Path) -> dict[str, str]:
             f"dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={QEMU_UCAST_PORT},"
             f"remote.type=inet,remote.host=127.0.0.1,remote.port={SWITCH_UCAST_PORT}"
         ),
-        # the other spellings the README gives: dgram on the multicast group, socket,udp=
+        # the other spellings docs/guests.md gives: dgram on the multicast group, socket,udp=
         "dgram-mcast": "dgram,id=n0,remote.type=inet,remote.host=239.192.168.1,remote.port=1102",
         "socket-udp": (
             f"socket,id=n0,udp=127.0.0.1:{SWITCH_UDP_PORT},localaddr=127.0.0.1:{QEMU_UDP_PORT}"

@@ -332,11 +332,11 @@ async def test_receiver_that_never_reads_does_not_stop_the_others(
         close_all([a, b, c])
 
 
-@pytest.fixture(params=["dataplane", "task-per-port"])
+@pytest.fixture(params=["vector-io", "no-vector-io"])
 def client_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Client ports served by the data plane (recvmmsg/sendmmsg), or by tasks of their own, as
+    """Client ports read and written with recvmmsg/sendmmsg, or a frame per system call, as
     where Linux's vector calls are missing: the backlog rules must hold for both."""
-    if request.param == "task-per-port":
+    if request.param == "no-vector-io":
         monkeypatch.setattr(vectorio, "available", lambda: False)
     return str(request.param)
 

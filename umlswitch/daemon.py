@@ -814,6 +814,23 @@ async def _start_serving(nursery: trio.Nursery, switch: Switch, sockets: BoundSo
         await nursery.start(mgmt.serve)
 
 
+def _start_watchers(
+    nursery: trio.Nursery,
+    root: trio.CancelScope,
+    config: SwitchConfig,
+    restart_hook: list[Callable[[], None]],
+    handle_signals: bool,
+    watch_stdin: bool,
+) -> None:
+    """What stops or restarts the switch from outside: signals (SIGUSR2 calls the restart
+    hook, once there is one) and EOF on standard input."""
+    if handle_signals:
+        on_usr2 = functools.partial(_call_first, restart_hook)
+        nursery.start_soon(_watch_signals, root, config.log_file, on_usr2)
+    if watch_stdin:
+        nursery.start_soon(_watch_stdin, root)
+
+
 async def serve(
     config: SwitchConfig,
     *,
@@ -847,11 +864,7 @@ async def serve(
         streams = _stream_servers(config, sockets, fabric, attachments)
         with trio.CancelScope() as root:
             async with dataplane.running(fabric) as plane, trio.open_nursery() as nursery:
-                if handle_signals:
-                    on_usr2 = functools.partial(_call_first, restart_hook)
-                    nursery.start_soon(_watch_signals, root, config.log_file, on_usr2)
-                if watch_stdin:
-                    nursery.start_soon(_watch_stdin, root)
+                _start_watchers(nursery, root, config, restart_hook, handle_signals, watch_stdin)
                 _start_clocks(nursery, fabric, guard, shared, plane)
                 capture = await _start_capture(nursery, fabric, config, sockets)
                 impair = ImpairControl(fabric, plane.timers)

@@ -17,7 +17,7 @@ import sys
 
 import trio
 
-from umlswitch import daemon, lifecycle, systemd
+from umlswitch import binding, daemon, lifecycle, systemd
 from umlswitch.config import SwitchConfig, parse_args
 from umlswitch.dataplane import DataPlaneCrashed
 from umlswitch.restart import command, fdstore
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 handover = fdstore.Recovery(stored)
                 passed += handover.listeners()
             config, inherited = systemd.inherit(config, passed)
-            sockets = daemon.bind_sockets(config, inherited)
+            sockets = binding.bind_sockets(config, inherited)
     except daemon.StartupError as exc:
         print(f"umlswitch: {exc}", file=sys.stderr)
         return 1

@@ -33,7 +33,8 @@ from umlswitch.restart.state import Runner, _client_runner, _stream_runner
 from umlswitch.systemd import Notifier
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import BoundSockets, Switch
+    from umlswitch.binding import BoundSockets
+    from umlswitch.daemon import Switch
 
 log = logging.getLogger("umlswitch.restart")
 

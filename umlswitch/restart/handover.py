@@ -36,8 +36,9 @@ from umlswitch.restart.kinds import CannotAdopt
 from umlswitch.systemd import Notifier
 
 if TYPE_CHECKING:
+    from umlswitch.binding import BoundSockets
     from umlswitch.config import SwitchConfig
-    from umlswitch.daemon import BoundSockets, Switch
+    from umlswitch.daemon import Switch
 
 log = logging.getLogger("umlswitch.restart")
 

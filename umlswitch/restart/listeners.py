@@ -20,7 +20,7 @@ from umlswitch.restart.document import UnreadableState
 from umlswitch.restart.kinds import CannotAdopt, Fd
 
 if TYPE_CHECKING:
-    from umlswitch.daemon import BoundSockets
+    from umlswitch.binding import BoundSockets
 
 
 class Descriptors:
@@ -74,7 +74,7 @@ def _listener(fd: int) -> socket.socket:
 
 def adopt(config: SwitchConfig, doc: dict[str, Any], fds: list[int]) -> BoundSockets:
     """The new process's ``BoundSockets``, made of the old one's descriptors."""
-    from umlswitch.daemon import BoundSockets
+    from umlswitch.binding import BoundSockets
 
     try:
         bound = BoundSockets(_listener(fds[doc["control"]]), doc["control_path"])

@@ -165,7 +165,9 @@ def run_in_sandbox(code: str) -> subprocess.CompletedProcess[str]:
     if missing:
         pytest.skip(f"the block needs {', '.join(missing)}")
     env = {**os.environ, "DOC_REPO": str(ROOT), "DOC_BLOCK": code}
-    command = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc"]
+    # --kill-child: a block that overruns its time is killed with everything it started (the
+    # pid namespace ends with its first process), and its output pipes close.
+    command = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
     return subprocess.run(
         [*command, "--propagation", "private", "bash", "-c", SANDBOX],
         capture_output=True,

@@ -74,14 +74,17 @@ async def test_stuck_receivers_cost_an_honest_pair_nothing() -> None:
             assert most_used <= QUEUE_MEMORY
             ports = [p for p in switch.fabric.ports.values() if isinstance(p, ClientPort)]
             by_peer = {p.sock.getpeername(): p for p in ports}
-            stalled = 0
             for client in stuck:
                 stats = by_peer[client.address].stats
                 assert stats.queued <= PORT_QUEUE
-                assert stats.stalls == 1 or stats.queue_high * 2 < PORT_QUEUE, stats.as_dict()
+                # A backlog that passed half its bound held the flooder and was stalled, once;
+                # one that did not (--queue-memory's share of 40 is below half: which ones get
+                # there depends on how the data plane's rounds fell) held nobody.
+                if stats.queue_high * 2 >= PORT_QUEUE:
+                    assert stats.stalls == 1, stats.as_dict()
+                else:
+                    assert stats.stalls == 0, stats.as_dict()
                 assert stats.drops["egress_full"] > 0
-                stalled += stats.stalls
-            assert stalled >= 1
             for client in (a, b):  # the exchange got through: nothing held A or B for good
                 assert by_peer[client.address].stats.stalls == 0
         finally:

@@ -103,9 +103,14 @@ class Loop:
         self.commands: Mailbox[Command] = Mailbox()
         self.events: Mailbox[tuple[str, dict[str, Any]]] = Mailbox()
         self.epoll.register(self.commands.fd, _IN)
+        # A batch read at once is at most half a backlog: a receiver's backlog holds its sender
+        # from half its bound on, so the batch that crosses half still fits whole.
+        read_batch = max(1, min(BATCH, fabric.port_queue // 2))
         self.area = ReadArea(
             fabric.max_frame + 1,
-            vectorio.BatchReceiver(fabric.max_frame + 1, BATCH) if vectorio.available() else None,
+            vectorio.BatchReceiver(fabric.max_frame + 1, read_batch)
+            if vectorio.available()
+            else None,
             vectorio.BatchSender(BATCH) if vectorio.available() else None,
         )
         self.on_event: EventHook = no_event
@@ -287,18 +292,27 @@ class Loop:
         if port in self._held or port not in self._ports:
             return
         port.stats.paused += 1
-        when = self.timers.now() + STALL_TIMEOUT
-        self._held[port] = self.timers.call_at(when, functools.partial(self._stall, port))
+        self._watch_holders(port)
         self._update_port(port)
 
-    def _stall(self, port: Port) -> None:
-        """``port`` was held STALL_TIMEOUT: its receivers are stalled, it reads on."""
+    def _watch_holders(self, port: Port) -> None:
+        """In STALL_TIMEOUT, stall those of ``port``'s holders that have sent nothing by then."""
+        sent = {receiver: receiver.stats.tx_frames for receiver in port.holders()}
+        when = self.timers.now() + STALL_TIMEOUT
+        self._held[port] = self.timers.call_at(when, functools.partial(self._stall, port, sent))
+
+    def _stall(self, port: Port, sent: dict[Port, int]) -> None:
+        """``port`` was held STALL_TIMEOUT: the receivers holding it that sent nothing meanwhile
+        are stalled; one that drains, if slowly, holds it on (watched again), so that its own
+        backlog does not overflow. With no holder left, ``port`` reads on."""
         self._held.pop(port, None)
-        holders = list(port.holders())
-        port.stall_holders()
-        for receiver in holders:
+        stuck = [r for r in port.holders() if r.stats.tx_frames == sent.get(r, -1)]
+        port.stall_holders(stuck)
+        for receiver in stuck:
             if receiver.stalled:
                 self.on_event("stall", port=receiver.id, sender=port.id)
+        if port.holders():
+            self._watch_holders(port)
         self._update_port(port)
 
     def released(self, port: Port) -> None:

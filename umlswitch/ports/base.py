@@ -25,10 +25,11 @@ ingress (``Fabric.forward``), which has the ingress port *held* (``held_by``): t
 stops reading it (after its current round) until the backlog is down to an eighth, and the
 sender's own socket or tap queue fills up and slows it down, as uml_switch's blocking send does,
 without loss. A held port
-holds nobody else: other senders go on. A receiver that has not drained its backlog
-``STALL_TIMEOUT`` after it began holding a sender is declared *stalled* (logged, counted): it
-holds nobody until it reads again and its backlog tail-drops meanwhile, so a stuck (or very
-slow) receiver costs a sender one bounded pause, not its traffic to everybody else.
+holds nobody else: other senders go on. A receiver that has sent nothing for ``STALL_TIMEOUT``
+while it held a sender is declared *stalled* (logged, counted): it holds nobody until it reads
+again and its backlog tail-drops meanwhile, so a stuck receiver costs a sender one bounded
+pause, not its traffic to everybody else; a receiver that drains, if slowly, holds the sender
+on (its backlog would overflow otherwise), watched again every ``STALL_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -227,11 +228,12 @@ class Port:
         """The receivers whose backlogs hold this port's ingress back now."""
         return self._held_by
 
-    def stall_holders(self) -> None:
-        """This port waited STALL_TIMEOUT for its holders: they are stalled; it reads on."""
-        for receiver in self._held_by:
+    def stall_holders(self, receivers: list[Port] | None = None) -> None:
+        """This port waited STALL_TIMEOUT for ``receivers`` (all its holders: None), which sent
+        nothing meanwhile: they are stalled and hold it no more."""
+        for receiver in list(self._held_by) if receivers is None else receivers:
             receiver._stall(self)
-        self._held_by.clear()
+            self._held_by.discard(receiver)
 
     def _stall(self, sender: Port) -> None:
         """This port held ``sender`` for STALL_TIMEOUT without sending anything."""

@@ -111,7 +111,7 @@ class BatchReceiver:
             vector.iovecs[i].iov_base = batch.address + i * slot_size
             vector.iovecs[i].iov_len = slot_size
         self._address = vector.address
-        self._count = count
+        self._count = self.capacity = count
         self._words = memoryview(vector.raw).cast("I")
 
     def receive(self, fd: int) -> int:

@@ -249,7 +249,7 @@ class ClientReader:
                     full = fabric.receive(port, receiver.batch.view, receiver.batch.lengths[0])
                 if full:
                     port.held_by(full)
-                if got < BATCH:
+                if got < receiver.capacity:
                     self.bulk = False
                 return
             receive = fabric.receive  # the pipeline is re-composed between rounds only

@@ -19,7 +19,7 @@ import pytest
 from tests.netns import ip
 
 from .test_uml_guests import assert_no_loss
-from .uml import Guest, GuestPool, Switch, ip_for, mac_for, ping_command
+from .uml import GuestPool, Switch, ip_for, ping_command
 
 pytestmark = [
     pytest.mark.e2e,
@@ -76,18 +76,8 @@ def test_host_pings_a_daemon_guest_through_vde_plug_and_a_tap(
 
 def test_uml_vde_guest_pings_a_daemon_guest(vde_switch: Switch, guests: GuestPool) -> None:
     guests(vde_switch.ctl, [])  # g1, on eth0=daemon
-    vde_guest = Guest(
-        2,
-        guests.workdir,
-        guests.uml_dir,
-        vde_switch.ctl,
-        [ping_command(ip_for(1))],
-        ["g1"],
-        transport=f"vde,vde://{vde_switch.ctl.parent},{mac_for(2)}",
-    )
-    guests.guests.append(vde_guest)  # the pool takes it down with the others
-    vde_guest.start()
-    vde_guest.wait_up()
+    # g2 on eth0=vde,vde:///DIR,MAC; it waits for g1 to be up
+    (vde_guest,) = guests(vde_switch.ctl, [ping_command(ip_for(1))], vde=True)
     assert_no_loss(vde_guest.result(0))
     log = vde_switch.log_path.read_text()
     assert "v3-vde client" in log and "v3-uml client" in log

@@ -16,7 +16,9 @@ the tmp dir for iperf3's scratch file). Commands given to a guest must keep to t
 
 The switch under test is `python -m umlswitch -unix CTL [...]` by default. With
 `UMLSWITCH_E2E_SWITCH=uml_switch` (or any other command name or path) the same tests run against
-that program instead, with the same `-unix CTL [-hub]` arguments.
+that program instead, with the same `-unix CTL [-hub]` arguments. Guests attach with
+`eth0=daemon` by default; `GuestPool(..., vde=True)` and `Guest(transport=...)` choose UML's other
+transports (`eth0=vde` through libvdeplug, `eth0=mcast`...).
 
 UML 6.1 cannot restore a guest process's FP registers on hosts with a larger XSAVE area than it
 knows (AVX-512, AMX): its init dies with "ptrace set fp regs failed, errno = 14". Guests are
@@ -213,12 +215,19 @@ def switch_label() -> str:
 
 
 class Switch:
-    """The switch under test as a subprocess, listening on control socket `ctl`."""
+    """The switch under test as a subprocess, listening on control socket `ctl`.
 
-    def __init__(self, ctl: Path, argv: Sequence[str], log_path: Path) -> None:
+    With `console`, its stdin is a pipe held open until `stop`, for a switch that exits on EOF
+    of its console (vde_switch in the foreground); otherwise stdin is /dev/null.
+    """
+
+    def __init__(
+        self, ctl: Path, argv: Sequence[str], log_path: Path, *, console: bool = False
+    ) -> None:
         self.ctl = ctl
         self.argv = list(argv)
         self.log_path = log_path
+        self.console = console
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = SWITCH_READY_TIMEOUT) -> None:
@@ -229,7 +238,7 @@ class Switch:
             log.flush()
             self._proc = subprocess.Popen(
                 self.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.console else subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
@@ -273,6 +282,8 @@ class Switch:
                 _note(self.log_path, f"still running {timeout:.0f} s after SIGTERM: SIGKILL")
         status = exit_status(proc)  # before kill_group, which may be what ends it
         kill_group(proc, timeout)
+        if proc.stdin is not None:
+            proc.stdin.close()
         _note(self.log_path, f"switch {status or 'was killed'}")
         return proc.returncode
 
@@ -612,8 +623,14 @@ class GuestPool:
         *command_lists: Sequence[str],
         wait_for: Iterable[str] | None = None,
         timeout: float = BOOT_TIMEOUT,
+        vde: bool = False,
     ) -> list[Guest]:
-        """Boot one guest per command list on `switch`, in parallel; return them once all are up."""
+        """Boot one guest per command list on `switch`, in parallel; return them once all are up.
+
+        The guests attach with `eth0=daemon` to the control socket, or with `vde` through UML's
+        vde transport (libvdeplug) to the VDE directory holding it (`DIR/ctl`, as vde_switch and
+        `umlswitch --vde DIR` lay it out): `eth0=vde,vde://DIR,MAC`.
+        """
         ctl = switch.ctl if isinstance(switch, Switch) else switch
         first = len(self.guests) + 1
         indexes = range(first, first + len(command_lists))
@@ -621,7 +638,15 @@ class GuestPool:
             wait_for = [f"g{i}" for i in range(1, indexes.stop)]
         peers = list(wait_for)
         batch = [
-            Guest(index, self.workdir, self.uml_dir, ctl, commands, peers)
+            Guest(
+                index,
+                self.workdir,
+                self.uml_dir,
+                ctl,
+                commands,
+                peers,
+                transport=f"vde,vde://{ctl.parent},{mac_for(index)}" if vde else None,
+            )
             for index, commands in zip(indexes, command_lists, strict=True)
         ]
         self.guests += batch

@@ -113,11 +113,12 @@ def _why_no_sandbox() -> str | None:
 
 SANDBOX = r"""
 set -e
+cd "$DOC_REPO/examples"  # first: the checkout may itself live under /tmp, which is covered next
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=0755 tmpfs /run
 ip link set lo up
 ip route add 224.0.0.0/4 dev lo  # multicast leaves by lo, as by a host's default route
-mkdir -p /tmp/user && cd /tmp/user && ln -s "$DOC_REPO/examples" examples
+mkdir -p /tmp/user/examples && cp -a . /tmp/user/examples && cd /tmp/user
 export HOME=/tmp/user
 exec bash -e -o pipefail -c "$DOC_BLOCK"
 """

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from umlswitch.mgmt.client import connect
+from umlswitch.mgmt.client import CannotConnect, connect
 from umlswitch.testing import SwitchProcess, SyncPort, attach_sync
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def wait_for_new_pid(ctl: str, old: int, timeout: float = 15.0) -> int:
     while time.monotonic() < deadline:
         try:
             pid = serving_pid(ctl)
-        except OSError:
+        except (OSError, CannotConnect):  # the old process left between accept and prompt
             pid = old
         if pid != old:
             return pid
